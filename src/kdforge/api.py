@@ -1,0 +1,66 @@
+"""The Python API: any nn.Module teacher and student, any torch Dataset."""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+from torch.utils.data import Dataset
+
+from kdforge.config import DistillConfig
+from kdforge.errors import KDForgeError
+from kdforge.pipeline import probe_batch
+from kdforge.registry import METHODS
+from kdforge.stages import train_stage
+from kdforge.train.evaluate import classification_metrics
+
+
+@dataclass
+class DistillResult:
+    student: nn.Module
+    metrics: dict
+    run_dir: Path
+
+
+@dataclass
+class _Splits:
+    train: Dataset
+    val: Dataset
+
+
+def distill(
+    teacher: nn.Module,
+    student: nn.Module,
+    train: Dataset,
+    val: Dataset,
+    config: DistillConfig | dict | None = None,
+    *,
+    test: Dataset | None = None,
+    method: str = "standard",
+    run_dir: str | Path | None = None,
+    seed: int = 0,
+    quiet: bool = True,
+) -> DistillResult:
+    """Distill `teacher` into `student` (trained in place, best val epoch restored).
+
+    Datasets yield (x, y) pairs (or dicts with "x" and "y"); `config` is a
+    DistillConfig or a dict of its fields. Writes checkpoints and metrics.jsonl
+    into `run_dir` (a temporary folder when None).
+    """
+    from pydantic import ValidationError
+
+    from kdforge.config import format_validation_error
+
+    if not isinstance(config, DistillConfig):
+        try:
+            config = DistillConfig.model_validate(config or {})
+        except ValidationError as e:
+            raise KDForgeError(format_validation_error(e, "config")) from None
+    run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="kdforge-"))
+    m = METHODS.build(method, student, teacher, config, probe_batch(train))
+    stage = train_stage("student", run_dir, m, _Splits(train, val), config, seed, quiet=quiet)
+    metrics = {"stage": stage}
+    if test is not None:
+        metrics["test"] = classification_metrics(student, test)
+    return DistillResult(student=student, metrics=metrics, run_dir=run_dir)

@@ -1,0 +1,224 @@
+"""The recipe schema. A recipe is YAML (loaded with yaml.safe_load) holding values
+and registry keys only: never import paths or code.
+
+Every field is documented here; `kdforge run RECIPE --set distill.epochs=3`
+overrides any field by its dotted path. Errors name the field, the bad value and
+what is allowed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kdforge.errors import KDForgeError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    name: str = Field("digits", description="Dataset registry key: digits | mnist5k | csv.")
+    path: str | None = Field(None, description="File for file-backed datasets (csv).")
+    label_column: str = Field("label", description="Label column of a CSV file.")
+    val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Fraction held out for model selection.")
+    test_fraction: float = Field(0.25, gt=0, lt=0.5, description="Fraction held out for the final test.")
+    omit_classes: list[int] = Field(
+        default_factory=list, description="Classes removed from the transfer set (train/val); test keeps them."
+    )
+    train_limit: int | None = Field(None, gt=0, description="Keep only this many training samples.")
+
+
+class ModelConfig(Strict):
+    name: str = Field("mlp", description="Model registry key: mlp | cnn.")
+    hidden: list[Annotated[int, Field(gt=0)]] | None = Field(None, description="mlp: hidden widths.")
+    channels: list[Annotated[int, Field(gt=0)]] | None = Field(None, description="cnn: channels per block.")
+    dropout: float | None = Field(None, ge=0, lt=1, description="Dropout probability.")
+    num_classes: int | None = Field(None, gt=1, description="Output classes; defaults to the dataset's.")
+    checkpoint: str | None = Field(None, description="Trained weights (.safetensors); the teacher is trained first if absent.")
+
+    def builder_kwargs(self) -> dict[str, Any]:
+        options = self.model_dump(include={"hidden", "channels", "dropout"})
+        return {k: v for k, v in options.items() if v is not None}
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(20, ge=1, description="Passes over the training set.")
+    batch_size: int = Field(64, ge=1, description="Samples per optimizer micro-batch (per process).")
+    lr: float = Field(3e-3, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="LR schedule after warm-up.")
+    warmup_fraction: float = Field(0.0, ge=0, lt=1, description="Fraction of steps with linear warm-up.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
+    max_grad_norm: float | None = Field(5.0, gt=0, description="Gradient clipping norm (null: off).")
+    checkpoint_every: int = Field(0, ge=0, description="Also save a resumable checkpoint every N optimizer steps (0: per epoch only).")
+    on_nonfinite: Literal["stop", "skip"] = Field("stop", description="NaN/inf loss: stop (keep last good checkpoint) or skip the step.")
+
+
+class KDTerm(Strict):
+    """α · T² · KL(p_t^T ‖ p_s^T) + (1 − α) · CE(z_s, y)."""
+
+    kind: Literal["kd"] = "kd"
+    weight: float = Field(1.0, ge=0)
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.8, ge=0, le=1)
+
+
+class DivergenceTerm(Strict):
+    """Logit divergences for LLM-style distillation; `beta` is used by jsd only."""
+
+    kind: Literal["reverse_kl", "jsd", "tvd"]
+    weight: float = Field(1.0, ge=0)
+    temperature: float = Field(1.0, gt=0)
+    beta: float = Field(0.5, ge=0, le=1)
+
+
+class LabelTerm(Strict):
+    """ce: cross-entropy on the true labels; hard_ce: on the teacher's argmax (no soft targets)."""
+
+    kind: Literal["ce", "hard_ce"]
+    weight: float = Field(1.0, ge=0)
+
+
+class FeatureTerm(Strict):
+    """A term on tapped features; names are submodules of student and teacher.
+
+    hint: MSE (projection added when widths differ); attention: attention transfer
+    on (B, C, H, W) maps; rkd_distance / rkd_angle / similarity: relations between samples.
+    """
+
+    kind: Literal["hint", "attention", "rkd_distance", "rkd_angle", "similarity"]
+    student_layer: str
+    teacher_layer: str
+    weight: float = Field(1.0, ge=0)
+    capture: Literal["output", "input"] = "output"
+
+
+LossTerm = Annotated[Union[KDTerm, DivergenceTerm, LabelTerm, FeatureTerm], Field(discriminator="kind")]
+
+
+class FilterConfig(Strict):
+    """Confidence filtering of teacher mistakes, applied to the soft-target terms."""
+
+    mode: Literal["none", "drop", "downweight"] = Field("none", description="drop: weight 0; downweight: weight = teacher prob of the true class.")
+    drop_wrong: bool = Field(True, description="Filter samples whose teacher argmax is not the label.")
+    min_confidence: float = Field(0.0, ge=0, le=1, description="Filter samples whose teacher max-probability is below this.")
+
+
+class DistillConfig(TrainConfig):
+    losses: list[LossTerm] = Field(default_factory=lambda: [KDTerm()], min_length=1, description="Weighted loss terms.")
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+
+
+class TeacherConfig(ModelConfig):
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Used when no checkpoint is given.")
+
+
+class Recipe(Strict):
+    seed: int = Field(0, description="Seeds data splits, initialisation and data order.")
+    run_dir: str = Field("runs/run", description="Where the run directory is written.")
+    method: str = Field("standard", description="Method registry key: standard | supervised | ...")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto uses a GPU when one is visible.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=lambda: TeacherConfig(hidden=[256, 256]))
+    student: ModelConfig = Field(default_factory=lambda: ModelConfig(hidden=[32]))
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    compress: list[dict[str, Any]] = Field(default_factory=list, description="Compression stages, in order.")
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> "Recipe":
+        from kdforge.registry import DATASETS, METHODS, MODELS
+        import kdforge.data  # noqa: F401
+        import kdforge.methods  # noqa: F401
+        import kdforge.models  # noqa: F401
+
+        for field, reg, key in (
+            ("data.name", DATASETS, self.data.name),
+            ("method", METHODS, self.method),
+            ("teacher.name", MODELS, self.teacher.name),
+            ("student.name", MODELS, self.student.name),
+        ):
+            if key not in reg:
+                raise ValueError(f"{field}: unknown {reg.kind} {key!r}; valid: {', '.join(reg.keys())}")
+        return self
+
+
+# ---------------------------------------------------------------- loading
+
+
+def format_validation_error(err: ValidationError, what: str = "recipe") -> str:
+    """One line: the first problem, by dotted field path, with the bad value."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    if first["type"] == "extra_forbidden":
+        return f"{what} field {loc}: unknown field{more}"
+    bad = first.get("input")
+    shown = "" if isinstance(bad, dict) or bad is None else f"got {bad!r}: "
+    return f"{what} field {loc or '(top level)'}: {shown}{msg}{more}"
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """`a.b.0.c=value` pairs; values are parsed as YAML (so 3 is an int, [1,2] a list)."""
+    for item in overrides:
+        if "=" not in item:
+            raise KDForgeError(f"--set {item!r}: expected FIELD=VALUE, e.g. distill.epochs=3")
+        path, value = item.split("=", 1)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        node: Any = raw
+        keys = path.split(".")
+        for k in keys[:-1]:
+            if isinstance(node, list):
+                node = node[_index(k, path, len(node))]
+            else:
+                node = node.setdefault(k, {})
+        if isinstance(node, list):
+            node[_index(keys[-1], path, len(node))] = parsed
+        elif isinstance(node, dict):
+            node[keys[-1]] = parsed
+        else:
+            raise KDForgeError(f"--set {path}: {'.'.join(keys[:-1])} is not a section")
+    return raw
+
+
+def _index(k: str, path: str, n: int) -> int:
+    if not k.isdigit() or int(k) >= n:
+        raise KDForgeError(f"--set {path}: {k!r} is not an index of a list of {n}")
+    return int(k)
+
+
+def parse_recipe(raw: Any, overrides: list[str] = ()) -> Recipe:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise KDForgeError(f"recipe: expected a mapping of fields at the top level, got {type(raw).__name__}")
+    raw = apply_overrides(raw, list(overrides))
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as e:
+        raise KDForgeError(format_validation_error(e)) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise KDForgeError(f"recipe file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise KDForgeError(f"{path}: malformed YAML{where}: {problem}") from None
+    return parse_recipe(raw, overrides)
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

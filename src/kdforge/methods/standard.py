@@ -1,0 +1,84 @@
+"""Teacher -> student distillation with any mix of response, feature and relation terms."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from kdforge.errors import KDForgeError
+from kdforge.methods.base import Method
+from kdforge.methods.terms import TERMS, StepContext, make_projections, term_names
+from kdforge.registry import METHODS
+from kdforge.taps import FeatureTaps
+from kdforge.teacher import Teacher
+
+FEATURE_KINDS = {"hint", "attention", "rkd_distance", "rkd_angle", "similarity"}
+SOFT_KINDS = {"kd", "reverse_kl", "jsd", "tvd"}
+
+
+@METHODS.register("standard")
+class StandardKD(Method):
+    """Freezes the teacher, taps the layers the terms name, and returns one loss per term.
+
+    `probe` is one batch, run once at construction to learn feature shapes (for
+    projections) and to check that teacher and student predict the same classes.
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | Teacher, cfg, probe: dict[str, Tensor]):
+        super().__init__()
+        self.cfg = cfg
+        self.terms = list(cfg.losses)
+        for term in self.terms:
+            TERMS.get(term.kind)
+        self.names = term_names(self.terms)
+        feats = [t for t in self.terms if t.kind in FEATURE_KINDS]
+        s_layers = {t.student_layer for t in feats}  # names come from the terms; nobody lists them twice
+        t_layers = {t.teacher_layer for t in feats}
+        self.teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher, t_layers)
+        self.student = student
+        self.s_taps = FeatureTaps(student, s_layers, role="student")
+
+        was_training = student.training
+        student.eval()  # the probe must not move BatchNorm statistics
+        with torch.no_grad():
+            s_logits = student(probe["x"])
+            s_feats = dict(self.s_taps.outputs)
+        student.train(was_training)
+        t_logits, t_feats = self.teacher(probe["x"])
+        self.teacher.calls -= 1  # the probe is not a training call
+        if s_logits.shape[-1] != t_logits.shape[-1]:
+            raise KDForgeError(
+                f"teacher predicts {t_logits.shape[-1]} classes but student predicts {s_logits.shape[-1]}; "
+                "they must match (set student num_classes to the teacher's)"
+            )
+        self.projections = make_projections(self.terms, s_feats, t_feats)
+        self.trainable = nn.ModuleDict({"student": student, "proj": self.projections})
+
+    def sample_weight(self, t_logits: Tensor, labels: Tensor) -> Tensor | None:
+        """(B,) weights for the soft-target terms from the recipe's confidence filter."""
+        f = self.cfg.filter
+        if f.mode == "none":
+            return None
+        probs = t_logits.float().softmax(-1)  # (B, C)
+        keep = probs.max(-1).values >= f.min_confidence
+        if f.drop_wrong:
+            keep &= probs.argmax(-1) == labels
+        self.counters["filtered"] += int((~keep).sum())
+        self.counters["seen"] += len(keep)
+        if f.mode == "drop":
+            return keep.float()
+        return torch.where(keep, torch.ones_like(keep, dtype=probs.dtype), probs.gather(1, labels[:, None])[:, 0])
+
+    def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        x, y = batch["x"], batch["y"]
+        t_logits, t_feats = self.teacher(x)  # (B, C), frozen, no graph
+        s_logits = self.student(x)  # (B, C)
+        ctx = StepContext(
+            s_logits=s_logits,
+            t_logits=t_logits,
+            labels=y,
+            s_feats=self.s_taps.outputs,
+            t_feats=t_feats,
+            projections=self.projections,
+            sample_weight=self.sample_weight(t_logits, y),
+        )
+        return {name: term.weight * TERMS.get(term.kind)(term, ctx) for name, term in zip(self.names, self.terms)}

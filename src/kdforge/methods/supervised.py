@@ -1,0 +1,23 @@
+"""Plain supervised training: cross-entropy on the labels, no teacher.
+
+Used to train teachers and for the "student alone" baseline arm.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdforge.methods.base import Method
+from kdforge.registry import METHODS
+
+
+@METHODS.register("supervised")
+class Supervised(Method):
+    def __init__(self, student: nn.Module, teacher: nn.Module | None = None, cfg=None, probe=None):
+        super().__init__()
+        self.student = student
+        self.trainable = nn.ModuleDict({"student": student})
+
+    def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        logits = self.student(batch["x"])  # (B, C)
+        return {"ce": F.cross_entropy(logits, batch["y"])}

@@ -1,0 +1,127 @@
+"""Evaluate one recipe loss term from what a step has at hand.
+
+Each kind maps to a function (term, ctx) -> scalar. Losses themselves live in
+`kdforge.losses` and know nothing of recipes; this is the only glue.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdforge import losses as L
+from kdforge.registry import Registry
+
+TERMS: Registry = Registry("loss kind")
+
+
+@dataclass
+class StepContext:
+    s_logits: Tensor  # (B, C)
+    t_logits: Tensor  # (B, C)
+    labels: Tensor  # (B,)
+    s_feats: dict[str, Tensor] = field(default_factory=dict)
+    t_feats: dict[str, Tensor] = field(default_factory=dict)
+    projections: nn.ModuleDict | None = None
+    sample_weight: Tensor | None = None  # (B,) from confidence filtering, None = all 1
+
+
+def weighted_kl(ctx: StepContext, temperature: float) -> Tensor:
+    per = L.soft_target_kl(ctx.s_logits, ctx.t_logits, temperature, reduction="none")  # (B,)
+    if ctx.sample_weight is None:
+        return per.mean() * temperature**2
+    return (per * ctx.sample_weight).sum() / ctx.sample_weight.sum().clamp_min(1.0) * temperature**2
+
+
+@TERMS.register("kd")
+def _kd(term, ctx: StepContext) -> Tensor:
+    kd = weighted_kl(ctx, term.temperature)
+    if term.alpha == 1.0:
+        return kd
+    return term.alpha * kd + (1 - term.alpha) * F.cross_entropy(ctx.s_logits, ctx.labels)
+
+
+@TERMS.register("reverse_kl")
+def _rkl(term, ctx):
+    return L.reverse_kl(ctx.s_logits, ctx.t_logits, term.temperature, mask=ctx.sample_weight)
+
+
+@TERMS.register("jsd")
+def _jsd(term, ctx):
+    return L.jsd(ctx.s_logits, ctx.t_logits, term.beta, term.temperature, mask=ctx.sample_weight)
+
+
+@TERMS.register("tvd")
+def _tvd(term, ctx):
+    return L.tvd(ctx.s_logits, ctx.t_logits, term.temperature, mask=ctx.sample_weight)
+
+
+@TERMS.register("ce")
+def _ce(term, ctx):
+    return F.cross_entropy(ctx.s_logits, ctx.labels)
+
+
+@TERMS.register("hard_ce")
+def _hard_ce(term, ctx):
+    return F.cross_entropy(ctx.s_logits, ctx.t_logits.argmax(-1))
+
+
+def _pair(term, ctx) -> tuple[Tensor, Tensor]:
+    return ctx.s_feats[term.student_layer], ctx.t_feats[term.teacher_layer]
+
+
+@TERMS.register("hint")
+def _hint(term, ctx):
+    h_s, h_t = _pair(term, ctx)
+    key = projection_key(term)
+    if ctx.projections is not None and key in ctx.projections:
+        h_s = ctx.projections[key](h_s)
+    return L.hint_loss(h_s, h_t)
+
+
+@TERMS.register("attention")
+def _attention(term, ctx):
+    return L.attention_transfer(*_pair(term, ctx))
+
+
+@TERMS.register("rkd_distance")
+def _rkd_d(term, ctx):
+    h_s, h_t = _pair(term, ctx)
+    return L.rkd_distance(L.flatten_features(h_s), L.flatten_features(h_t))
+
+
+@TERMS.register("rkd_angle")
+def _rkd_a(term, ctx):
+    h_s, h_t = _pair(term, ctx)
+    return L.rkd_angle(L.flatten_features(h_s), L.flatten_features(h_t))
+
+
+@TERMS.register("similarity")
+def _sp(term, ctx):
+    return L.similarity_preserving(*_pair(term, ctx))
+
+
+def projection_key(term) -> str:
+    return f"{term.student_layer}->{term.teacher_layer}".replace(".", "_")
+
+
+def term_names(terms: list) -> list[str]:
+    """Output names: the kind, or kind:student_layer when a kind appears twice."""
+    kinds = [t.kind for t in terms]
+    return [t.kind if kinds.count(t.kind) == 1 else f"{t.kind}:{getattr(t, 'student_layer', i)}" for i, t in enumerate(terms)]
+
+
+def make_projections(terms: list, s_feats: dict[str, Tensor], t_feats: dict[str, Tensor]) -> nn.ModuleDict:
+    """One learned Projection per hint term whose student and teacher widths differ."""
+    projs = nn.ModuleDict()
+    for term in terms:
+        if term.kind != "hint":
+            continue
+        s, t = s_feats[term.student_layer].shape, t_feats[term.teacher_layer].shape
+        if s != t:
+            projs[projection_key(term)] = L.Projection(tuple(s), tuple(t))
+    return projs
+
+
+__all__ = ["TERMS", "StepContext", "make_projections", "term_names"]

@@ -1,0 +1,4 @@
+"""Built-in models, looked up by recipe key through `kdforge.registry.MODELS`."""
+from kdforge.models.small import CNN, MLP, count_parameters
+
+__all__ = ["CNN", "MLP", "count_parameters"]

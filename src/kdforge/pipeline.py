@@ -1,0 +1,84 @@
+"""Runs a recipe: data -> teacher (trained here unless a checkpoint is given) ->
+distilled student -> test metrics -> run directory with report.
+
+Everything that can be checked is checked before the run directory is written,
+so bad input never leaves a half-written run.
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import torch
+
+from kdforge.config import Recipe, dump_recipe
+from kdforge.data import load_data
+from kdforge.errors import KDForgeError
+from kdforge.models.build import build_model
+from kdforge.models.small import count_parameters
+from kdforge.registry import METHODS
+from kdforge.rundir import environment, write_json, write_text
+from kdforge.stages import train_stage
+from kdforge.train.batching import collate_indexed
+from kdforge.train.evaluate import classification_metrics
+
+
+def probe_batch(dataset, n: int = 8) -> dict:
+    return collate_indexed([(i, dataset[i]) for i in range(min(n, len(dataset)))])
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+    if resume:
+        if not (run_dir / "recipe.yaml").exists():
+            raise KDForgeError(f"--resume: {run_dir} is not a kdforge run directory (no recipe.yaml)")
+        return
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not force:
+            raise KDForgeError(f"run_dir {run_dir} already exists; use --resume to continue it or --force to replace it")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False, quiet: bool = False) -> dict:
+    run_dir = Path(recipe.run_dir)
+    torch.set_num_threads(torch.get_num_threads())
+    data = load_data(recipe.data, recipe.seed)
+    shape, classes = data.input_shape, data.num_classes
+    student = build_model(recipe.student, shape, classes, "student", recipe.seed + 1)
+    needs_teacher = recipe.method != "supervised"
+    teacher = build_model(recipe.teacher, shape, classes, "teacher", recipe.seed) if needs_teacher else None
+    probe = probe_batch(data.train)
+    if needs_teacher:  # validate method + layer names + class counts on a throwaway copy
+        METHODS.build(recipe.method, copy.deepcopy(student), copy.deepcopy(teacher), recipe.distill, probe)
+
+    prepare_run_dir(run_dir, resume, force)
+    write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
+    write_json(run_dir / "env.json", environment(recipe.seed))
+
+    results: dict = {"seed": recipe.seed, "method": recipe.method}
+    if needs_teacher:
+        if not recipe.teacher.checkpoint:
+            teacher_method = METHODS.build("supervised", teacher)
+            results["teacher_stage"] = train_stage("teacher", run_dir, teacher_method, data, recipe.teacher.train, recipe.seed, quiet=quiet)
+        results["teacher"] = {**classification_metrics(teacher, data.test), "params": count_parameters(teacher)}
+    method = METHODS.build(recipe.method, student, teacher, recipe.distill, probe)
+    results["student_stage"] = train_stage("student", run_dir, method, data, recipe.distill, recipe.seed, quiet=quiet)
+    omitted = list(recipe.data.omit_classes)
+    results["student"] = {**classification_metrics(student, data.test, classes=omitted), "params": count_parameters(student)}
+    write_json(run_dir / "metrics.json", results)
+    write_text(run_dir / "report.md", render_report(recipe, results))
+    return results
+
+
+def render_report(recipe: Recipe, results: dict) -> str:
+    lines = [f"# kdforge run — {recipe.data.name}, method {recipe.method}, seed {recipe.seed}", "",
+             "| model | params | test accuracy |", "|---|---:|---:|"]
+    for role in ("teacher", "student"):
+        if role in results:
+            r = results[role]
+            lines.append(f"| {role} | {r['params']:,} | {r['accuracy']:.4f} |")
+    stage = results["student_stage"]
+    if "filtered" in stage:
+        lines += ["", f"Confidence filter: {int(stage['filtered'])} of {int(stage['seen'])} sample-visits filtered."]
+    return "\n".join(lines) + "\n"

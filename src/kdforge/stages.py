@@ -1,0 +1,30 @@
+"""A training stage: one call of the loop inside its own folder of the run directory.
+
+A finished stage leaves `result.json`; running the recipe again (or --resume)
+skips it and loads its best weights, so a killed multi-stage run never redoes work.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kdforge.rundir import write_json
+from kdforge.train.checkpoint import load_weights
+from kdforge.train.loop import fit
+
+
+def train_stage(name: str, run_dir: Path, method, data, cfg, seed: int, *, quiet: bool = False) -> dict:
+    stage = Path(run_dir) / name
+    done = stage / "result.json"
+    if done.exists():
+        load_weights(stage / "checkpoints/best", method.student)
+        return json.loads(done.read_text())
+    res = fit(method, data.train, data.val, cfg, stage, seed, desc=name, quiet=quiet)
+    out = {
+        "best_epoch": res.best["epoch"],
+        "best_val": {k[4:]: v for k, v in res.best.items() if k.startswith("val/")},
+        "steps": res.steps,
+        **{k.split("/")[1]: v for k, v in res.stats.items()},
+    }
+    write_json(done, out)
+    return out

@@ -1,0 +1,40 @@
+"""The teacher: a frozen source of outputs.
+
+Frozen by construction: eval mode that `.train()` cannot undo, every parameter
+`requires_grad=False`, and every call under `torch.no_grad()` so no autograd
+graph is ever built through it. (`inference_mode` would be stricter, but its
+tensors cannot be saved for the student's backward pass.)
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from kdforge.taps import FeatureTaps
+
+
+class Teacher:
+    """Wraps a trained nn.Module. `teacher(x)` -> (logits, {layer: feature})."""
+
+    def __init__(self, model: nn.Module, feature_layers: list[str] | set[str] = ()):
+        self.model = model.eval().requires_grad_(False)
+        self.model.train = lambda mode=True: self.model  # type: ignore[method-assign]  # stays in eval
+        self.taps = FeatureTaps(self.model, feature_layers, role="teacher") if feature_layers else None
+        self.calls = 0  # counted so tests can prove a cached run never calls the teacher
+
+    @torch.no_grad()
+    def __call__(self, inputs: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        self.calls += 1
+        out = self.model(inputs)
+        logits = out.logits if hasattr(out, "logits") else out
+        feats = dict(self.taps.outputs) if self.taps else {}
+        return logits.detach(), {k: v.detach() for k, v in feats.items()}
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def to(self, device: torch.device | str) -> "Teacher":
+        self.model.to(device)
+        return self

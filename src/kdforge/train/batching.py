@@ -1,0 +1,32 @@
+"""Deterministic, resumable batch order and the batch dict every method receives."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import default_collate
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """The batches of one epoch for one rank: a permutation seeded by (seed, epoch), so a
+    resumed run can skip exactly the batches it already did; rank r takes every world-th sample."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n, generator=g)[rank::world].tolist()
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def collate_indexed(items: list[tuple[int, Any]]) -> dict[str, Any]:
+    """[(idx, sample)] -> {"x", "y", "idx"} for (x, y) samples, or the sample's own keys + "idx" for dicts."""
+    idx = torch.tensor([i for i, _ in items])
+    samples = [s for _, s in items]
+    if isinstance(samples[0], dict):
+        batch = default_collate(samples)
+    else:
+        x, y = default_collate(samples)[:2]
+        batch = {"x": x, "y": y}
+    batch["idx"] = idx
+    return batch
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -1,0 +1,46 @@
+"""Task metrics for a model on a dataset (classification: accuracy, loss, per-class accuracy)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from kdforge.train.batching import collate_indexed
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset: Dataset, batch_size: int = 256, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (N, C), labels (N,)) for a whole dataset, in order."""
+    was_training = model.training
+    model.eval()
+    logits, labels = [], []
+    loader = DataLoader(_Indexed(dataset), batch_size=batch_size, shuffle=False, collate_fn=collate_indexed)
+    for batch in loader:
+        out = model(batch["x"].to(device))
+        logits.append((out.logits if hasattr(out, "logits") else out).float().cpu())
+        labels.append(batch["y"])
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def classification_metrics(model: nn.Module, dataset: Dataset, device: torch.device | str = "cpu", classes: list[int] | None = None) -> dict[str, float]:
+    """accuracy and mean cross-entropy; with `classes`, also accuracy on each of those classes."""
+    logits, y = predict(model, dataset, device=device)
+    pred = logits.argmax(-1)
+    out = {"accuracy": (pred == y).float().mean().item(), "loss": F.cross_entropy(logits, y).item()}
+    for c in classes or []:
+        sel = y == c
+        out[f"accuracy_class_{c}"] = (pred[sel] == c).float().mean().item() if sel.any() else float("nan")
+    return out
+
+
+class _Indexed(Dataset):
+    def __init__(self, ds: Dataset):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int):
+        return i, self.ds[i]
