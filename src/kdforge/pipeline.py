@@ -41,6 +41,9 @@ def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
 
 
 def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False, quiet: bool = False) -> dict:
+    driver = getattr(METHODS.get(recipe.method), "run_recipe", None)
+    if driver is not None:  # methods with their own stages (born_again, mutual, data_free, multi_teacher)
+        return driver(recipe, resume=resume, force=force, quiet=quiet)
     run_dir = Path(recipe.run_dir)
     torch.set_num_threads(torch.get_num_threads())
     data = load_data(recipe.data, recipe.seed)
