@@ -68,8 +68,13 @@ def fit(
     desc: str = "train",
     resume: bool = True,
     quiet: bool = False,
+    on_epoch_end: Callable[[dict], None] | None = None,
 ) -> FitResult:
-    """Train `method.trainable` on `train`, select on `val`[select], write into `out_dir`."""
+    """Train `method.trainable` on `train`, select on `val`[select], write into `out_dir`.
+
+    `on_epoch_end(record)` sees each epoch's metrics line after its checkpoint is
+    written (hyperparameter search reports to its pruner there; it may raise to stop).
+    """
     out_dir = Path(out_dir)
     ctx = dist.context()
     method.to(ctx.device)
@@ -164,6 +169,8 @@ def fit(
                 shown = {k: round(v, 4) for k, v in record.items() if k.startswith(("val/", "train/"))}
                 tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs} {shown}")
         checkpoint()
+        if on_epoch_end is not None:
+            on_epoch_end(record)
 
     ctx.barrier()
     load_weights(ckpt_best, method.student)  # the run's answer is its best epoch on val
