@@ -30,6 +30,9 @@ class DataConfig(Strict):
         default_factory=list, description="Classes removed from the transfer set (train/val); test keeps them."
     )
     train_limit: int | None = Field(None, gt=0, description="Keep only this many training samples.")
+    text_column: str = Field("text", description="Text datasets (csv / jsonl): the column holding the text.")
+    tokenizer: str | None = Field(None, description="Text datasets: HF tokenizer (local folder, .gguf or alias minilm-l6 | smollm2-135m).")
+    max_length: int = Field(128, ge=4, description="Text datasets: tokens per sample (truncated / padded).")
 
 
 class ModelConfig(Strict):
@@ -39,9 +42,20 @@ class ModelConfig(Strict):
     dropout: float | None = Field(None, ge=0, lt=1, description="Dropout probability.")
     num_classes: int | None = Field(None, gt=1, description="Output classes; defaults to the dataset's.")
     checkpoint: str | None = Field(None, description="Trained weights (.safetensors); the teacher is trained first if absent.")
+    # Hugging Face models (name: hf); see kdforge.models.hf
+    hf: str | None = Field(None, description="hf: local model folder, .gguf file, or alias minilm-l6 | smollm2-135m.")
+    task: Literal["classify", "embed", "causal_lm"] | None = Field(None, description="hf: classify (default) | embed | causal_lm.")
+    layers: list[Annotated[int, Field(ge=0)]] | None = Field(None, description="hf student: keep these layers of `hf`, weights copied (DistilBERT: every other).")
+    hidden_size: int | None = Field(None, gt=0, description="hf student: narrower hidden width (weights sliced from `hf`).")
+    intermediate_size: int | None = Field(None, gt=0, description="hf student: feed-forward width.")
+    num_heads: int | None = Field(None, gt=0, description="hf student: attention heads.")
+    init: Literal["teacher", "random"] | None = Field(None, description="hf student: weights from `hf` (default) or random init from its config.")
+    attentions: bool | None = Field(None, description="hf: expose attention probabilities to taps (attn.<i>); uses eager attention.")
+    trust_remote_code: bool | None = Field(None, description="hf: run Python code shipped with the model folder (off unless set; warns).")
 
     def builder_kwargs(self) -> dict[str, Any]:
-        options = self.model_dump(include={"hidden", "channels", "dropout"})
+        options = self.model_dump(include={"hidden", "channels", "dropout", "hf", "task", "layers", "hidden_size",
+                                           "intermediate_size", "num_heads", "init", "attentions", "trust_remote_code"})
         return {k: v for k, v in options.items() if v is not None}
 
 
@@ -90,7 +104,7 @@ class FeatureTerm(Strict):
     on (B, C, H, W) maps; rkd_distance / rkd_angle / similarity: relations between samples.
     """
 
-    kind: Literal["hint", "attention", "rkd_distance", "rkd_angle", "similarity"]
+    kind: Literal["hint", "attention", "attention_kl", "rkd_distance", "rkd_angle", "similarity"]
     student_layer: str
     teacher_layer: str
     weight: float = Field(1.0, ge=0)
@@ -108,9 +122,33 @@ class FilterConfig(Strict):
     min_confidence: float = Field(0.0, ge=0, le=1, description="Filter samples whose teacher max-probability is below this.")
 
 
+class LMConfig(Strict):
+    """Causal-LM distillation settings (methods token_kd | sequence_kd | gkd | reasoning)."""
+
+    chunk_size: int | None = Field(128, ge=1, description="Positions per chunk when computing divergences (null: no chunking).")
+    lmbda: float = Field(0.5, ge=0, le=1, description="gkd: fraction of batches on student-generated sequences (on-policy).")
+    max_new_tokens: int = Field(32, ge=1, description="Tokens generated per prompt (sequence_kd, gkd, reasoning).")
+    gen_temperature: float = Field(1.0, gt=0, description="Sampling temperature of generations.")
+    prompt_tokens: int = Field(16, ge=1, description="sequence_kd / gkd on a text file: prompt length cut from each window.")
+    template: str = Field("Question: {question}\nLet's think step by step.\n", description="reasoning: prompt template.")
+    answer_weight: float = Field(1.0, ge=0, description="reasoning: weight of the answer task next to the rationale task.")
+
+
 class DistillConfig(TrainConfig):
     losses: list[LossTerm] = Field(default_factory=lambda: [KDTerm()], min_length=1, description="Weighted loss terms.")
     filter: FilterConfig = Field(default_factory=FilterConfig)
+    lm: LMConfig = Field(default_factory=LMConfig, description="Causal-LM distillation settings.")
+
+
+class StoreConfig(Strict):
+    """Teacher-output store written by `kdforge cache-teacher` and read instead of the live teacher."""
+
+    path: str = Field(..., description="Folder of the store.")
+    k: int | Literal["all"] = Field("all", description="Top-k logits kept per position (all: dense).")
+    temperature: float = Field(1.0, gt=0, description="Temperature the store is meant for (part of its fingerprint).")
+    features: list[str] = Field(default_factory=list, description="Teacher modules whose outputs are stored too.")
+    shard_size: int = Field(1024, ge=1, description="Samples per shard file.")
+    dtype: Literal["float16", "float32"] = Field("float16", description="Storage type of logits and features.")
 
 
 class TeacherConfig(ModelConfig):
@@ -214,6 +252,7 @@ class Recipe(Strict):
     student: ModelConfig = Field(default_factory=lambda: ModelConfig(hidden=[32]))
     distill: DistillConfig = Field(default_factory=DistillConfig)
     compress: list[dict[str, Any]] = Field(default_factory=list, description="Compression stages, in order.")
+    store: StoreConfig | None = Field(None, description="Teacher-output store: training reads it instead of running the teacher.")
     mutual: MutualConfig = Field(default_factory=MutualConfig, description="method: mutual only.")
     born_again: BornAgainConfig = Field(default_factory=BornAgainConfig, description="method: born_again only.")
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig, description="method: multi_teacher only.")

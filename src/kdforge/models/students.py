@@ -108,4 +108,36 @@ def shrink_width(wrapper: nn.Module, hidden_size: int, intermediate_size: int | 
     return student
 
 
-__all__ = ["from_config", "shrink_depth", "shrink_width", "task_of"]
+__all__ = ["build_hf", "from_config", "shrink_depth", "shrink_width", "task_of"]
+
+
+def build_hf(input_shape, num_classes: int, hf: str | None = None, task: str | None = None, layers=None,
+             hidden_size=None, intermediate_size=None, num_heads=None, init=None, attentions=None,
+             trust_remote_code=None) -> nn.Module:
+    """Recipe model `name: hf`: load `hf`, then shrink it when sizes are given (see ModelConfig)."""
+    from kdforge.models.hf import load_hf
+
+    if not hf:
+        raise KDForgeError("hf: model `name: hf` needs an `hf:` field (local folder, .gguf file or alias)")
+    task = task or "classify"
+    model = load_hf(hf, task, num_labels=num_classes if task == "classify" else None,
+                    attentions=bool(attentions), trust_remote_code=bool(trust_remote_code))
+    width = hidden_size or intermediate_size or num_heads
+    if init == "random":
+        return from_config(model, num_layers=len(layers) if layers else None, hidden_size=hidden_size,
+                           intermediate_size=intermediate_size, num_heads=num_heads)
+    if layers:
+        model = shrink_depth(model, list(layers))
+    if width:
+        model = shrink_width(model, hidden_size or model.hf.config.hidden_size, intermediate_size, num_heads)
+    return model
+
+
+def _register() -> None:
+    from kdforge.registry import MODELS
+
+    if "hf" not in MODELS:
+        MODELS.register("hf")(build_hf)
+
+
+_register()
