@@ -1,0 +1,217 @@
+"""export(model, out_dir, formats): deployable artifacts plus a manifest.
+
+Formats:
+  safetensors   the float weights (model.safetensors)
+  hf            `save_pretrained` folder, for Hugging Face models (hf/)
+  onnx          model.onnx, batch axis dynamic; ONNX Runtime is run against
+                PyTorch on `example_inputs` and the max abs difference recorded
+  onnx-int8     ONNX Runtime dynamic INT8 (weights int8, activations per batch)
+  onnx-int8-static  ONNX Runtime static INT8 (QDQ) calibrated on `calibration`
+                batches; the usual choice for CNNs
+
+ONNX export uses the TorchScript exporter by default: on this CPU it takes
+~0.1 s where the dynamo exporter takes ~8 s for the same parity. Tracing
+warnings (data-dependent control flow baked into the graph) are errors here,
+and the error names the layer that was running. Files are written to a
+temporary folder and moved into `out_dir` only when every format succeeded.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdforge.errors import KDForgeError
+from kdforge.rundir import write_json
+
+FORMATS = ("safetensors", "hf", "onnx", "onnx-int8", "onnx-int8-static")
+INPUT, OUTPUT = "x", "logits"
+
+
+def export(
+    model: nn.Module,
+    out_dir: str | Path,
+    formats: Iterable[str] = ("safetensors", "onnx"),
+    *,
+    example_inputs: torch.Tensor | None = None,
+    calibration: Iterable[torch.Tensor] | None = None,
+    exporter: str = "torchscript",
+    opset: int = 17,
+) -> dict:
+    """Write `formats` of `model` into `out_dir`; returns (and saves as manifest.json)
+    {"files": {format: path}, "onnx_max_abs_diff": float, ...}.
+
+    example_inputs: one batch (B, ...) used to trace and to check parity (needed for ONNX).
+    calibration: input batches for onnx-int8-static.
+    """
+    formats = list(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise KDForgeError(f"export formats: unknown {unknown or 'none given'}; valid: {', '.join(FORMATS)}")
+    if exporter not in ("torchscript", "dynamo"):
+        raise KDForgeError(f"export exporter: expected 'torchscript' or 'dynamo', got {exporter!r}")
+    needs_onnx = any(f.startswith("onnx") for f in formats)
+    if needs_onnx and example_inputs is None:
+        raise KDForgeError("export onnx: pass example_inputs (one batch of model inputs) to trace the model")
+    if "onnx-int8-static" in formats and calibration is None:
+        raise KDForgeError("export onnx-int8-static: pass calibration batches (an iterable of input tensors)")
+    if "hf" in formats and not hasattr(model, "save_pretrained"):
+        raise KDForgeError(f"export hf: {type(model).__name__} is not a Hugging Face model (no save_pretrained)")
+    if _is_quantized(model) and ({"safetensors", "hf"} | {f for f in formats if f.startswith("onnx")}) & set(formats):
+        raise KDForgeError("export: a torch INT8 (torch.ao) model cannot be exported; export the float model "
+                           "and use format onnx-int8 for an INT8 deployment artifact")
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        manifest = _write(model, tmp, formats, example_inputs, calibration, exporter, opset)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for item in tmp.iterdir():
+            dest = out_dir / item.name
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            item.replace(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    manifest["files"] = {k: str(out_dir / v) for k, v in manifest["files"].items()}
+    write_json(out_dir / "manifest.json", manifest)
+    return manifest
+
+
+def _write(model, tmp: Path, formats, example_inputs, calibration, exporter, opset) -> dict:
+    files: dict[str, str] = {}
+    info: dict = {"formats": formats}
+    model.eval()
+    if "safetensors" in formats:
+        from safetensors.torch import save_model
+
+        save_model(model, str(tmp / "model.safetensors"))
+        files["safetensors"] = "model.safetensors"
+    if "hf" in formats:
+        model.save_pretrained(tmp / "hf", safe_serialization=True)
+        files["hf"] = "hf"
+    if any(f.startswith("onnx") for f in formats):
+        fp32 = tmp / "model.onnx"
+        onnx_export(model, example_inputs, fp32, exporter=exporter, opset=opset)
+        info["onnx_max_abs_diff"] = onnx_parity(model, fp32, example_inputs)
+        if "onnx" in formats:
+            files["onnx"] = fp32.name
+        if "onnx-int8" in formats:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            with _quiet_root_logger():  # ORT logs "consider pre-processing" on the root logger
+                quantize_dynamic(str(fp32), str(tmp / "model.int8.onnx"), weight_type=QuantType.QInt8)
+            files["onnx-int8"] = "model.int8.onnx"
+        if "onnx-int8-static" in formats:
+            with _quiet_root_logger():
+                ort_static_int8(fp32, tmp / "model.int8-static.onnx", calibration)
+            files["onnx-int8-static"] = "model.int8-static.onnx"
+        if "onnx" not in formats:
+            fp32.unlink()
+    info["files"] = files
+    return info
+
+
+@contextmanager
+def _quiet_root_logger():
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _is_quantized(model: nn.Module) -> bool:
+    return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
+
+
+def onnx_export(model: nn.Module, example: torch.Tensor, path: Path, *, exporter: str = "torchscript", opset: int = 17) -> None:
+    """ONNX graph of `model` with a dynamic batch axis: input "x" (B, ...), output "logits" (B, C).
+
+    Raises KDForgeError naming the layer that was running when tracing failed.
+    """
+    running: list[str] = []
+    hooks = []
+    for name, m in model.named_modules():
+        hooks.append(m.register_forward_pre_hook(lambda _m, _i, n=name: running.append(n)))
+        hooks.append(m.register_forward_hook(lambda _m, _i, _o: _pop(running)))
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("error", category=torch.jit.TracerWarning)
+            if exporter == "dynamo":
+                torch.onnx.export(model, (example,), str(path), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=max(opset, 18), verbose=False)
+            else:
+                torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=[INPUT], output_names=[OUTPUT],
+                                  dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, opset_version=opset)
+    except Exception as e:  # tracing errors come in many types
+        layer = next((n for n in reversed(running) if n), None)
+        where = f"layer {layer!r} ({type(model.get_submodule(layer)).__name__})" if layer else f"the forward of {type(model).__name__}"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise KDForgeError(f"export onnx: cannot trace {where}: {first}") from None
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def _pop(stack: list) -> None:
+    if stack:
+        stack.pop()  # a forward hook must return None, or it would replace the output
+
+
+def ort_session(path: str | Path, threads: int | None = None):
+    """An ONNX Runtime CPU session; `threads` fixes intra-op threads (None: ORT's default)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+@torch.no_grad()
+def onnx_parity(model: nn.Module, path: Path, example: torch.Tensor) -> float:
+    """Max |ORT(x) − torch(x)| over `example`, also at a different batch size (proves the dynamic axis)."""
+    sess = ort_session(path)
+    worst = 0.0
+    for x in (example, torch.cat([example, example[:1]])):
+        ref = model(x)
+        ref = (ref.logits if hasattr(ref, "logits") else ref).float().numpy()
+        got = sess.run(None, {INPUT: x.numpy()})[0]
+        worst = max(worst, float(np.abs(got - ref).max()))
+    return worst
+
+
+def ort_static_int8(fp32: Path, out: Path, calibration: Iterable[torch.Tensor]) -> None:
+    """Static INT8 (QDQ, per-channel weights) with activation ranges from `calibration` batches."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    batches = [b.numpy() if isinstance(b, torch.Tensor) else np.asarray(b, dtype=np.float32) for b in calibration]
+    if not batches:
+        raise KDForgeError("export onnx-int8-static: calibration gave no batches")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(batches)
+
+        def get_next(self):
+            b = next(self.it, None)
+            return None if b is None else {INPUT: b}
+
+    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
