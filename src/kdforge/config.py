@@ -283,7 +283,13 @@ class Recipe(Strict):
 def format_validation_error(err: ValidationError, what: str = "recipe") -> str:
     """One line: the first problem, by dotted field path, with the bad value."""
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-after"))
+    parts, prev = [], None
+    for p in first["loc"]:
+        # pydantic inserts the discriminator tag after a list index (losses.0.kd.alpha): drop it
+        if not str(p).startswith("function-after") and not (isinstance(prev, int) and isinstance(p, str) and p in _TAGS):
+            parts.append(str(p))
+        prev = p
+    loc = ".".join(parts)
     msg = first["msg"].removeprefix("Value error, ")
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     if first["type"] == "extra_forbidden":
@@ -291,6 +297,9 @@ def format_validation_error(err: ValidationError, what: str = "recipe") -> str:
     bad = first.get("input")
     shown = "" if isinstance(bad, dict) or bad is None else f"got {bad!r}: "
     return f"{what} field {loc or '(top level)'}: {shown}{msg}{more}"
+
+
+_TAGS = {"kd", "reverse_kl", "jsd", "tvd", "ce", "hard_ce", "hint", "attention", "rkd_distance", "rkd_angle", "similarity"}
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -330,9 +339,12 @@ def parse_recipe(raw: Any, overrides: list[str] = ()) -> Recipe:
         raw = {}
     if not isinstance(raw, dict):
         raise KDForgeError(f"recipe: expected a mapping of fields at the top level, got {type(raw).__name__}")
-    raw = apply_overrides(raw, list(overrides))
     try:
-        return Recipe.model_validate(raw)
+        recipe = Recipe.model_validate(raw)
+        if not overrides:
+            return recipe
+        # overrides apply to the resolved recipe, so defaults (distill.losses.0...) can be addressed
+        return Recipe.model_validate(apply_overrides(recipe.model_dump(mode="json"), list(overrides)))
     except ValidationError as e:
         raise KDForgeError(format_validation_error(e)) from None
 
