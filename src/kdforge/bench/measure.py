@@ -1,0 +1,198 @@
+"""measure(model_or_artifact, dataset): what a deployment decision needs, for a
+torch module or an ONNX Runtime model.
+
+  params            parameter count (int8 packed weights and ONNX initializers included)
+  size_bytes        bytes on disk: the .onnx file, or the serialized state dict
+  latency_ms        per batch size: p50 / p95 / mean over `repeats` timed calls after `warmup`
+  throughput        samples per second at each batch size (B / mean latency)
+  peak_memory_mb    process RSS high-water mark above the pre-run level during a
+                    batch of the largest size (CPU; includes allocator effects)
+  accuracy, loss    the task metric on `dataset` (classification)
+  threads           intra-op threads used (torch and ORT are set to the same count)
+
+Inputs are the first B samples of `dataset` so every artifact sees the same batch.
+"""
+from __future__ import annotations
+
+import io
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kdforge.errors import KDForgeError
+
+Runner = Callable[[torch.Tensor], torch.Tensor]
+
+
+def load_artifact(obj: Any, threads: int | None = None) -> tuple[str, Any]:
+    """("torch", module) | ("onnx", InferenceSession) from a module, a session or a path."""
+    if isinstance(obj, nn.Module):
+        return "torch", obj.eval()
+    if isinstance(obj, (str, Path)):
+        path = Path(obj)
+        if path.is_dir() and (path / "model.onnx").exists():
+            path = path / "model.onnx"
+        if path.suffix != ".onnx" or not path.is_file():
+            raise KDForgeError(f"bench: {path} is not an .onnx file (or a folder with model.onnx)")
+        from kdforge.compress.export import ort_session
+
+        sess = ort_session(path, threads or torch.get_num_threads())
+        sess.kdforge_path = path
+        return "onnx", sess
+    if type(obj).__name__ == "InferenceSession":
+        return "onnx", obj
+    raise KDForgeError(f"bench: cannot measure a {type(obj).__name__}; give an nn.Module or an .onnx path")
+
+
+def make_runner(kind: str, obj: Any) -> Runner:
+    """x (B, ...) float32 -> logits (B, C) float32 tensor, no autograd."""
+    if kind == "onnx":
+        name = obj.get_inputs()[0].name
+
+        def run_onnx(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(obj.run(None, {name: x.numpy()})[0])
+
+        return run_onnx
+    from kdforge.compress.quantize import input_dtype
+
+    dtype = input_dtype(obj)
+
+    def run_torch(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            out = obj(x.to(dtype))
+        return (out.logits if hasattr(out, "logits") else out).float()
+
+    return run_torch
+
+
+def count_params(kind: str, obj: Any) -> int:
+    if kind == "onnx":
+        import onnx
+
+        graph = onnx.load(str(obj.kdforge_path), load_external_data=False).graph
+        return int(sum(np.prod(t.dims) for t in graph.initializer))
+    n = sum(p.numel() for p in obj.parameters())
+    for m in obj.modules():  # torch.ao dynamic-quantized layers hold packed weights, not Parameters
+        if hasattr(m, "_packed_params") and callable(getattr(m, "weight", None)):
+            n += m.weight().numel() + (m.bias().numel() if m.bias() is not None else 0)
+    return int(n)
+
+
+def size_bytes(kind: str, obj: Any) -> int:
+    if kind == "onnx":
+        return Path(obj.kdforge_path).stat().st_size
+    buf = io.BytesIO()
+    torch.save(obj.state_dict(), buf)
+    return buf.getbuffer().nbytes
+
+
+def time_calls(run: Runner, x: torch.Tensor, warmup: int = 5, repeats: int = 30) -> list[float]:
+    """Seconds per call of run(x), `repeats` times after `warmup` untimed calls."""
+    for _ in range(warmup):
+        run(x)
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run(x)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def summarize(times: list[float], batch: int) -> dict[str, float]:
+    ms = sorted(t * 1e3 for t in times)
+    mean = statistics.fmean(ms)
+    return {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)), "mean": mean,
+            "throughput": batch / (mean / 1e3)}
+
+
+def peak_memory_mb(run: Runner, x: torch.Tensor) -> float:
+    """RSS high-water mark above the level before the call, sampled every ~1 ms."""
+    import psutil
+
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak = [base]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.001)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    for _ in range(3):
+        run(x)
+    stop.set()
+    t.join()
+    return (peak[0] - base) / 2**20
+
+
+def stack_inputs(dataset, n: int) -> torch.Tensor:
+    """The first n inputs of `dataset` as one (n, ...) float32 batch (repeated if it is shorter)."""
+    xs = [dataset[i % len(dataset)] for i in range(n)]
+    xs = [x["x"] if isinstance(x, dict) else x[0] for x in xs]
+    return torch.stack([torch.as_tensor(x, dtype=torch.float32) for x in xs])
+
+
+def task_metrics(run: Runner, dataset, batch_size: int = 256) -> dict[str, float]:
+    """accuracy and cross-entropy of `run` over the whole `dataset`."""
+    logits, labels = [], []
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        x = torch.stack([torch.as_tensor(it[0], dtype=torch.float32) for it in items])
+        labels.append(torch.as_tensor([int(it[1]) for it in items]))
+        logits.append(run(x))
+    z, y = torch.cat(logits), torch.cat(labels)
+    return {"accuracy": (z.argmax(-1) == y).float().mean().item(), "loss": F.cross_entropy(z, y).item()}
+
+
+def measure(
+    model_or_artifact: Any,
+    dataset=None,
+    *,
+    example: torch.Tensor | None = None,
+    batch_sizes: Iterable[int] = (1, 32),
+    warmup: int = 5,
+    repeats: int = 30,
+    threads: int | None = None,
+    memory: bool = True,
+) -> dict:
+    """Measure one model. `dataset` yields (x, y) (gives inputs and the metric); without it,
+    `example` (1, ...) is repeated to make batches and no metric is computed.
+
+    threads: intra-op threads for torch and ORT alike (restored afterwards). On a
+    busy machine use 1: with 2+ threads, a descheduled worker stalls every call.
+    """
+    if dataset is None and example is None:
+        raise KDForgeError("bench: give a dataset (for inputs and the metric) or an example input")
+    before = torch.get_num_threads()
+    threads = threads or before
+    torch.set_num_threads(threads)
+    try:
+        return _measure(model_or_artifact, dataset, example, list(batch_sizes), warmup, repeats, threads, memory)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(model_or_artifact, dataset, example, batch_sizes, warmup, repeats, threads, memory) -> dict:
+    kind, obj = load_artifact(model_or_artifact, threads)
+    run = make_runner(kind, obj)
+    out: dict[str, Any] = {"kind": kind, "params": count_params(kind, obj), "size_bytes": size_bytes(kind, obj),
+                           "threads": threads, "warmup": warmup, "repeats": repeats, "latency_ms": {}}
+    for b in batch_sizes:
+        x = stack_inputs(dataset, b) if dataset is not None else example[:1].expand(b, *example.shape[1:]).contiguous()
+        out["latency_ms"][str(b)] = summarize(time_calls(run, x, warmup, repeats), b)
+    if memory:
+        x = stack_inputs(dataset, max(batch_sizes)) if dataset is not None else example[:1].expand(max(batch_sizes), *example.shape[1:]).contiguous()
+        out["peak_memory_mb"] = peak_memory_mb(run, x)
+    if dataset is not None:
+        out.update(task_metrics(run, dataset))
+    return out
