@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from kdforge.compress.config import CompressStage
 from kdforge.errors import KDForgeError
 
 
@@ -251,7 +252,7 @@ class Recipe(Strict):
     teacher: TeacherConfig = Field(default_factory=lambda: TeacherConfig(hidden=[256, 256]))
     student: ModelConfig = Field(default_factory=lambda: ModelConfig(hidden=[32]))
     distill: DistillConfig = Field(default_factory=DistillConfig)
-    compress: list[dict[str, Any]] = Field(default_factory=list, description="Compression stages, in order.")
+    compress: list[CompressStage] = Field(default_factory=list, description="Compression stages, in order (see kdforge.compress.config).")
     store: StoreConfig | None = Field(None, description="Teacher-output store: training reads it instead of running the teacher.")
     mutual: MutualConfig = Field(default_factory=MutualConfig, description="method: mutual only.")
     born_again: BornAgainConfig = Field(default_factory=BornAgainConfig, description="method: born_again only.")

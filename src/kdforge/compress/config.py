@@ -1,0 +1,89 @@
+"""Recipe schema of the `compress:` list: one typed stage per entry, chosen by `kind`.
+
+    compress:
+      - {kind: prune, method: structured, amount: 0.5}
+      - {kind: recover, epochs: 10, source: teacher}     # distillation recovery
+      - {kind: quantize, method: int8_dynamic, max_accuracy_drop: 0.01, against: student}
+      - {kind: export, formats: [onnx, onnx-int8]}
+
+Every stage may carry a gate: `max_accuracy_drop` (a fraction: 0.01 = 1 point)
+of test accuracy against the distilled student, the teacher, or the previous stage.
+A failed gate stops the pipeline (exit code 3) and keeps the last passing artifact.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Stage(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, le=1, description="Gate: stop if test accuracy drops more than this (0.01 = 1 point); null: no gate."
+    )
+    against: Literal["student", "teacher", "previous"] = Field(
+        "student", description="Gate reference: the distilled student, the teacher, or the previous stage's model."
+    )
+
+
+class QuantizeStage(_Stage):
+    """INT8 dynamic (torch.ao, Linear/LSTM/GRU) or a float16 / bfloat16 cast."""
+
+    kind: Literal["quantize"] = "quantize"
+    method: Literal["int8_dynamic", "fp16", "bf16"] = Field("int8_dynamic", description="Quantization method.")
+    per_channel: bool = Field(False, description="int8_dynamic: one scale per output channel.")
+
+
+class PruneStage(_Stage):
+    """structured: removes neurons/channels (smaller, faster); unstructured: zeroes weights (same speed)."""
+
+    kind: Literal["prune"] = "prune"
+    method: Literal["structured", "unstructured"] = Field("structured", description="Pruning method.")
+    amount: float = Field(..., gt=0, lt=1, description="Fraction removed, strictly between 0 and 1.")
+    scope: Literal["global", "layer"] = Field("global", description="unstructured: rank weights globally or per layer.")
+
+
+class LowRankStage(_Stage):
+    """SVD factorization of Linear layers; give rank or energy."""
+
+    kind: Literal["lowrank"] = "lowrank"
+    rank: int | None = Field(None, ge=1, description="Singular values kept per layer.")
+    energy: float | None = Field(None, gt=0, le=1, description="Kept share of Σσ² per layer.")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "LowRankStage":
+        if (self.rank is None) == (self.energy is None):
+            raise ValueError("give exactly one of rank or energy")
+        return self
+
+
+class RecoverStage(_Stage):
+    """Recovery training by distillation (soft targets + labels) after pruning or factorization."""
+
+    kind: Literal["recover"] = "recover"
+    source: Literal["teacher", "previous"] = Field(
+        "teacher", description="Who teaches: the recipe's teacher, or the model as it was before the last prune/lowrank stage."
+    )
+    epochs: int = Field(10, ge=1, description="Recovery epochs.")
+    lr: float = Field(2e-3, gt=0, description="AdamW learning rate.")
+    batch_size: int = Field(64, ge=1, description="Batch size.")
+    temperature: float = Field(4.0, gt=0, description="KD temperature.")
+    alpha: float = Field(0.8, ge=0, le=1, description="Weight of the soft-target term (1 − alpha on the labels).")
+
+
+class ExportStage(_Stage):
+    """Deployment artifacts; every ONNX artifact is measured and its accuracy gated."""
+
+    kind: Literal["export"] = "export"
+    formats: list[Literal["safetensors", "hf", "onnx", "onnx-int8", "onnx-int8-static"]] = Field(
+        default_factory=lambda: ["safetensors", "onnx"], min_length=1, description="Artifacts to write."
+    )
+    calibration_batches: int = Field(8, ge=1, description="onnx-int8-static: training batches of 32 used to calibrate.")
+
+
+CompressStage = Annotated[
+    Union[QuantizeStage, PruneStage, LowRankStage, RecoverStage, ExportStage], Field(discriminator="kind")
+]
+STAGE_KINDS = ("quantize", "prune", "lowrank", "recover", "export")
