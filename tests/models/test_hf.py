@@ -9,6 +9,7 @@ from kdforge.errors import KDForgeError
 from kdforge.models.hf import HFCausalLM, HFClassifier, HFEmbedder, load_hf, load_tokenizer, resolve
 from kdforge.models.students import from_config, shrink_depth, shrink_width
 from kdforge.taps import FeatureTaps
+from tests.hf_tiny import tiny_bert_dir, tiny_llama_dir  # noqa: F401  (fixtures)
 
 
 def test_classifier_embedder_and_lm_load_from_folder(tiny_bert_dir, tiny_llama_dir):

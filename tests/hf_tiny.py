@@ -1,4 +1,5 @@
-"""Tiny randomly initialised HF models saved to local folders (fast, offline)."""
+"""Tiny randomly initialised HF models saved to local folders (fast, offline). Import the fixtures:
+`from tests.hf_tiny import tiny_bert_dir, tiny_llama_dir`."""
 import pytest
 
 

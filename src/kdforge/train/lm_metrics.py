@@ -1,0 +1,37 @@
+"""Language-model metrics for `fit(metric_fn=...)`: held-out perplexity over scored tokens."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+
+@torch.no_grad()
+def perplexity_metrics(model: nn.Module, dataset: Dataset, device: torch.device | str = "cpu",
+                       batch_size: int = 16) -> dict[str, float]:
+    """exp(mean next-token cross-entropy) over the tokens each sample's loss_mask scores.
+
+    dataset yields {"input_ids": (T,), "loss_mask": (T,)}; model(ids (B, T)) -> (B, T, V).
+    Returns loss (nats/token), perplexity and neg_perplexity (for `select`, which maximises).
+    """
+    was = model.training
+    model.eval()
+    total, count = 0.0, 0.0
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        ids = torch.stack([it["input_ids"] for it in items]).to(device)  # (B, T)
+        mask = torch.stack([it["loss_mask"] for it in items]).to(device)[:, 1:].float()  # targets scored
+        logits = model(ids)[:, :-1].float()  # (B, T-1, V) predicts ids[:, 1:]
+        ce = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # (B, T-1)
+        total += float((ce * mask).sum())
+        count += float(mask.sum())
+    model.train(was)
+    loss = total / max(count, 1.0)
+    ppl = math.exp(min(loss, 50.0))
+    return {"loss": loss, "perplexity": ppl, "neg_perplexity": -ppl}
+
+
+__all__ = ["perplexity_metrics"]
