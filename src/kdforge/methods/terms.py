@@ -28,10 +28,10 @@ class StepContext:
 
 
 def weighted_kl(ctx: StepContext, temperature: float) -> Tensor:
-    per = L.soft_target_kl(ctx.s_logits, ctx.t_logits, temperature, reduction="none")  # (B,)
+    per = L.soft_target_kl(ctx.s_logits, ctx.t_logits, temperature, reduction="none")  # (B,), T² included
     if ctx.sample_weight is None:
-        return per.mean() * temperature**2
-    return (per * ctx.sample_weight).sum() / ctx.sample_weight.sum().clamp_min(1.0) * temperature**2
+        return per.mean()
+    return (per * ctx.sample_weight).sum() / ctx.sample_weight.sum().clamp_min(1e-12)
 
 
 @TERMS.register("kd")
@@ -83,6 +83,12 @@ def _hint(term, ctx):
 @TERMS.register("attention")
 def _attention(term, ctx):
     return L.attention_transfer(*_pair(term, ctx))
+
+
+@TERMS.register("attention_kl")
+def _attention_kl(term, ctx):
+    """MiniLM: KL between (B, heads, T, T) attention distributions, e.g. taps attn.<i> of HF encoders."""
+    return L.attention_distribution_kl(*_pair(term, ctx))
 
 
 @TERMS.register("rkd_distance")

@@ -119,9 +119,10 @@ def fit(
             if not ctx.all_finite(total):
                 bad = ", ".join(k for k, v in losses.items() if not torch.isfinite(v)) or "total"
                 if cfg.on_nonfinite == "stop":
+                    kept = f"last good checkpoint kept in {ckpt_last}" if ckpt_last.exists() else "no checkpoint written yet"
                     raise NonFiniteLoss(
-                        f"loss became non-finite ({bad}) at epoch {epoch + 1}, batch {b + 1}; "
-                        f"stopped, last good checkpoint kept in {ckpt_last}"
+                        f"loss became non-finite ({bad}) at epoch {epoch + 1}, batch {b + 1}; stopped, {kept} "
+                        "(lower distill.lr, or set on_nonfinite: skip)"
                     )
                 warnings.warn(f"non-finite loss ({bad}) at epoch {epoch + 1}, batch {b + 1}: step skipped")
                 optimizer.zero_grad(set_to_none=True)
