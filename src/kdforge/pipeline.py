@@ -71,6 +71,10 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False, qui
     results["student"] = {**classification_metrics(student, data.test, classes=omitted), "params": count_parameters(student)}
     write_json(run_dir / "metrics.json", results)
     write_text(run_dir / "report.md", render_report(recipe, results))
+    if recipe.compress:  # compression stages, gates and the HTML report (kdforge.compress_stages)
+        from kdforge.compress_stages import compress_recipe
+
+        results = compress_recipe(recipe, run_dir, student, teacher, data, results, quiet=quiet)
     return results
 
 

@@ -1,0 +1,217 @@
+"""Runs a recipe's `compress:` stages on the distilled student, in order, with gates.
+
+Each stage writes RUN/compress/NN-kind/: `stage.json` (its config, measurements
+and gate verdict), `model.safetensors` for float models, `artifacts/` for
+exports, and a training folder for recovery. A re-run skips finished stages:
+cheap deterministic transforms (quantize, prune, lowrank) are replayed on the
+previous model and their saved weights loaded; recovery loads its best
+checkpoint. Changing a stage's config redoes it and every stage after it.
+
+A failed gate raises GateFailed (exit code 3) naming the stage, the drop and the
+last passing artifact; the failed stage leaves `gate_failed.json`, never `stage.json`.
+
+This module sits beside pipeline.py (it calls training for recovery), so the
+compression verbs themselves never import training.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from kdforge.bench.measure import measure, stack_inputs
+from kdforge.compress import Bf16, Fp16, Int8Dynamic, LowRank, Structured, Unstructured, export, lowrank_, prune_, quantize_
+from kdforge.compress.export import _is_quantized
+from kdforge.errors import GateFailed, KDForgeError
+from kdforge.rundir import write_json
+
+BENCH = dict(batch_sizes=(1, 32), warmup=3, repeats=15, threads=1)
+
+
+def _is_plain_float(model: nn.Module) -> bool:
+    return not _is_quantized(model) and all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def _measure(model, data) -> dict:
+    return measure(model, data.test, **BENCH)
+
+
+def baseline(root: Path, student: nn.Module, teacher: nn.Module | None, data) -> dict:
+    """Measurements of the distilled student and the teacher, cached in RUN/compress/baseline.json."""
+    path = root / "baseline.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    out = {"student": _measure(student, data)}
+    if teacher is not None:
+        out["teacher"] = _measure(teacher, data)
+    write_json(path, out)
+    return out
+
+
+def apply_stage(stage, model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """The stage's verb on a copy of `model` (quantize / prune / lowrank)."""
+    model = copy.deepcopy(model)
+    if stage.kind == "quantize":
+        if _is_quantized(model):
+            raise KDForgeError("compress quantize: the model is already INT8-quantized by an earlier stage")
+        cfg = {"int8_dynamic": Int8Dynamic(per_channel=stage.per_channel), "fp16": Fp16(), "bf16": Bf16()}[stage.method]
+        return quantize_(model, cfg)
+    if _is_quantized(model):
+        raise KDForgeError(f"compress {stage.kind}: runs on a float model; put quantize after {stage.kind} in the stage list")
+    if stage.kind == "prune":
+        cfg = Structured(stage.amount) if stage.method == "structured" else Unstructured(stage.amount, stage.scope)
+        return prune_(model, cfg, example_inputs=example)
+    if stage.kind == "lowrank":
+        return lowrank_(model, LowRank(rank=stage.rank, energy=stage.energy))
+    raise AssertionError(stage.kind)
+
+
+def recover(stage, name: str, root: Path, model: nn.Module, teacher: nn.Module | None, before: nn.Module | None,
+            data, seed: int, quiet: bool) -> dict:
+    """Distillation recovery through the one training loop (method 'standard')."""
+    from kdforge.config import DistillConfig, KDTerm
+    from kdforge.registry import METHODS
+    from kdforge.stages import train_stage
+    from kdforge.train.batching import collate_indexed
+
+    import kdforge.methods  # noqa: F401  (registers methods)
+
+    if not _is_plain_float(model):
+        raise KDForgeError("compress recover: needs a float32 model; put recover before quantize")
+    source = teacher if stage.source == "teacher" else before
+    if source is None:
+        what = "the recipe has no teacher" if stage.source == "teacher" else "no earlier prune or lowrank stage"
+        raise KDForgeError(f"compress recover: source {stage.source!r} is unavailable ({what})")
+    cfg = DistillConfig(epochs=stage.epochs, lr=stage.lr, batch_size=stage.batch_size,
+                        losses=[KDTerm(temperature=stage.temperature, alpha=stage.alpha)])
+    probe = collate_indexed([(i, data.train[i]) for i in range(min(8, len(data.train)))])
+    method = METHODS.build("standard", model, copy.deepcopy(source), cfg, probe)
+    return train_stage(name, root, method, data, cfg, seed, quiet=quiet)
+
+
+def run_compress(stages, run_dir: Path, student: nn.Module, teacher: nn.Module | None, data, *,
+                 seed: int = 0, quiet: bool = False) -> dict:
+    """Apply `stages` (compress stage configs) to a copy of `student`; returns the summary
+    written to RUN/compress/summary.json: baseline, one record per stage, last passing artifact."""
+    root = Path(run_dir) / "compress"
+    root.mkdir(parents=True, exist_ok=True)
+    base = baseline(root, student, teacher, data)
+    example = stack_inputs(data.val, 8)  # (8, ...) for tracing and ONNX parity
+    model = copy.deepcopy(student).eval()
+    fp32_model, before_structural = model, None
+    prev_acc = base["student"]["accuracy"]
+    summary = {"baseline": base, "stages": [], "last_passing": "student"}
+    dirty = False  # once a stage is recomputed, every later cached result is stale
+    for i, stage in enumerate(stages):
+        name = f"{i:02d}-{stage.kind}"
+        d = root / name
+        config = stage.model_dump(mode="json")
+        cached_path = d / "stage.json"
+        cached = json.loads(cached_path.read_text()) if cached_path.exists() and not dirty else None
+        if cached is not None and cached["config"] != config:
+            cached = None
+        dirty |= cached is None
+        if not quiet:
+            print(f"compress {name}: {'cached' if cached else 'running'}")
+        notes: list[str] = []
+
+        if stage.kind in ("prune", "lowrank"):
+            before_structural = model
+        if stage.kind in ("quantize", "prune", "lowrank"):
+            model = apply_stage(stage, model, example)
+            if cached is not None and (d / "model.safetensors").exists():
+                from safetensors.torch import load_model
+
+                load_model(model, str(d / "model.safetensors"))
+        elif stage.kind == "recover":
+            model = copy.deepcopy(model)
+            notes.append(f"trained {recover(stage, name, root, model, teacher, before_structural, data, seed, quiet)['steps']} steps")
+            model.eval()
+
+        if cached is not None:
+            record = cached
+        else:
+            record = {"name": name, "kind": stage.kind, "config": config, "notes": notes}
+            if stage.kind == "export":
+                record.update(_export_stage(stage, d, model, fp32_model, example, data))
+            else:
+                record["metrics"] = _measure(model, data)
+            acc = record.get("gate_accuracy", record["metrics"]["accuracy"])
+            ref = {"student": base["student"]["accuracy"], "teacher": base.get("teacher", {}).get("accuracy"),
+                   "previous": prev_acc}[stage.against]
+            record["gate"] = _gate(stage, name, acc, ref, summary["last_passing"], d, record)
+            if stage.kind != "export" and _is_plain_float(model):
+                from safetensors.torch import save_model
+
+                d.mkdir(parents=True, exist_ok=True)
+                save_model(model, str(d / "model.safetensors"))
+            write_json(cached_path, record)
+        prev_acc = record.get("gate_accuracy", record["metrics"]["accuracy"])
+        if _is_plain_float(model):
+            fp32_model = model
+        summary["last_passing"] = str(d)
+        summary["stages"].append(record)
+        write_json(root / "summary.json", summary)
+    return summary
+
+
+def _gate(stage, name: str, acc: float, ref: float | None, last: str, d: Path, record: dict) -> dict | None:
+    if stage.max_accuracy_drop is None:
+        return None
+    if ref is None:
+        raise KDForgeError(f"compress {name}: gate against {stage.against!r} but the run has no {stage.against}")
+    drop = ref - acc
+    verdict = {"against": stage.against, "reference": ref, "accuracy": acc, "drop": drop,
+               "max_accuracy_drop": stage.max_accuracy_drop, "passed": drop <= stage.max_accuracy_drop + 1e-9}
+    if not verdict["passed"]:
+        write_json(d / "gate_failed.json", {**record, "gate": verdict})
+        raise GateFailed(
+            f"compress stage {name}: test accuracy {acc:.4f} is {drop * 100:.2f} points below the {stage.against} "
+            f"({ref:.4f}), more than max_accuracy_drop {stage.max_accuracy_drop} ({stage.max_accuracy_drop * 100:g} points); "
+            f"stopped, last passing artifact: {last}"
+        )
+    return verdict
+
+
+def _export_stage(stage, d: Path, model: nn.Module, fp32_model: nn.Module, example, data) -> dict:
+    notes = []
+    src = model
+    if not _is_plain_float(model):
+        src = fp32_model
+        notes.append("the current model is quantized or half precision: exported the last float32 model; "
+                     "use onnx-int8 for an INT8 deployment artifact")
+    calib = [stack_inputs(data.train, 32 * (k + 1))[32 * k:] for k in range(stage.calibration_batches)] \
+        if "onnx-int8-static" in stage.formats else None
+    manifest = export(src, d / "artifacts", stage.formats, example_inputs=example, calibration=calib)
+    artifacts = {"torch": _measure(src, data)}
+    for fmt, path in manifest["files"].items():
+        if fmt.startswith("onnx"):
+            artifacts[fmt] = measure(path, data.test, **BENCH)
+    onnx_accs = [m["accuracy"] for k, m in artifacts.items() if k.startswith("onnx")]
+    return {"notes": notes, "manifest": manifest, "artifacts": artifacts, "metrics": artifacts["torch"],
+            "gate_accuracy": min(onnx_accs) if onnx_accs else artifacts["torch"]["accuracy"]}
+
+
+def compress_recipe(recipe, run_dir: Path, student: nn.Module, teacher: nn.Module | None, data, results: dict,
+                    *, quiet: bool = False) -> dict:
+    """Called at the end of run_recipe: runs `recipe.compress`, stores the summary under
+    results["compress"] in metrics.json and writes the HTML/Markdown report, also when a gate fails."""
+    from kdforge.bench.report import write_report
+
+    failed: GateFailed | None = None
+    try:
+        results["compress"] = run_compress(recipe.compress, Path(run_dir), student, teacher, data,
+                                           seed=recipe.seed, quiet=quiet)
+    except GateFailed as e:
+        failed = e
+        summary_path = Path(run_dir) / "compress" / "summary.json"
+        results["compress"] = {**json.loads(summary_path.read_text()), "gate_failed": str(e)} if summary_path.exists() \
+            else {"gate_failed": str(e)}
+    write_json(Path(run_dir) / "metrics.json", results)
+    write_report(Path(run_dir), teacher=teacher, data=data)
+    if failed is not None:
+        raise failed
+    return results
