@@ -25,7 +25,8 @@ class Teacher:
         self.calls = 0  # counted so tests can prove a cached run never calls the teacher
 
     @torch.no_grad()
-    def __call__(self, inputs: Any) -> tuple[Tensor, dict[str, Tensor]]:
+    def __call__(self, inputs: Any, idx: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """idx (the batch's sample ids) is ignored here; a CachedTeacher (kdforge.store) reads by it."""
         self.calls += 1
         out = self.model(inputs)
         logits = out.logits if hasattr(out, "logits") else out

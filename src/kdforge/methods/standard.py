@@ -11,7 +11,7 @@ from kdforge.registry import METHODS
 from kdforge.taps import FeatureTaps
 from kdforge.teacher import Teacher
 
-FEATURE_KINDS = {"hint", "attention", "rkd_distance", "rkd_angle", "similarity"}
+FEATURE_KINDS = {"hint", "attention", "attention_kl", "rkd_distance", "rkd_angle", "similarity"}
 SOFT_KINDS = {"kd", "reverse_kl", "jsd", "tvd"}
 
 
@@ -43,7 +43,7 @@ class StandardKD(Method):
             s_logits = student(probe["x"])
             s_feats = dict(self.s_taps.outputs)
         student.train(was_training)
-        t_logits, t_feats = self.teacher(probe["x"])
+        t_logits, t_feats = self.teacher(probe["x"], idx=probe.get("idx"))
         self.teacher.calls -= 1  # the probe is not a training call
         if s_logits.shape[-1] != t_logits.shape[-1]:
             raise KDForgeError(
@@ -70,7 +70,7 @@ class StandardKD(Method):
 
     def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         x, y = batch["x"], batch["y"]
-        t_logits, t_feats = self.teacher(x)  # (B, C), frozen, no graph
+        t_logits, t_feats = self.teacher(x, idx=batch.get("idx"))  # (B, C), frozen, no graph; idx for a cached teacher
         s_logits = self.student(x)  # (B, C)
         ctx = StepContext(
             s_logits=s_logits,

@@ -1,0 +1,87 @@
+"""The teacher-output store: written once, read by sample id, fingerprinted, and a run
+that reads it never calls the teacher."""
+import numpy as np
+import pytest
+import torch
+
+from kdforge.config import DistillConfig
+from kdforge.data import load_data
+from kdforge.config import DataConfig
+from kdforge.errors import KDForgeError
+from kdforge.methods.standard import StandardKD
+from kdforge.models.small import MLP
+from kdforge.pipeline import probe_batch
+from kdforge.store import CachedTeacher, TeacherStore, fingerprint, write_store
+from kdforge.teacher import Teacher
+from kdforge.train.loop import fit
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data(DataConfig(name="digits"), 0)
+
+
+def _teacher(seed=0):
+    torch.manual_seed(seed)
+    return MLP((1, 8, 8), 10, hidden=[64])
+
+
+def _cfg():
+    return DistillConfig.model_validate({"epochs": 2, "batch_size": 64, "lr": 3e-3,
+                                         "losses": [{"kind": "kd", "temperature": 2.0, "alpha": 0.7},
+                                                    {"kind": "hint", "student_layer": "layers.0", "teacher_layer": "layers.0", "weight": 0.1}]})
+
+
+def test_k_all_cached_training_equals_live_and_never_calls_teacher(digits, tmp_path):
+    teacher_model = _teacher()
+    fp = fingerprint(teacher_model, digits.train, None, "all", 2.0)
+    write_store(tmp_path / "store", Teacher(teacher_model, ["layers.0"]), digits.train, k="all", fp=fp,
+                shard_size=300, dtype="float32")
+    results = {}
+    for mode in ("live", "cached"):
+        torch.manual_seed(1)
+        student = MLP((1, 8, 8), 10, hidden=[16])
+        live = Teacher(_teacher(), ["layers.0"])
+        teacher = CachedTeacher(TeacherStore(tmp_path / "store", fp)) if mode == "cached" else live
+        m = StandardKD(student, teacher, _cfg(), probe_batch(digits.train))
+        res = fit(m, digits.train, digits.val, _cfg(), tmp_path / mode, 0, quiet=True)
+        results[mode] = (res.history[-1]["train/kd"], res.best["val/accuracy"], live.calls, teacher.calls)
+    live_kd, live_acc, live_calls, _ = results["live"]
+    cached_kd, cached_acc, teacher_calls_when_cached, store_reads = results["cached"]
+    assert teacher_calls_when_cached == 0 and store_reads > 0 and live_calls > 0
+    assert cached_kd == pytest.approx(live_kd, rel=1e-4)
+    assert cached_acc == pytest.approx(live_acc, abs=1e-6)
+
+
+def test_topk_store_is_smaller_and_reconstructs_top_tokens(digits, tmp_path):
+    t = Teacher(_teacher())
+    write_store(tmp_path / "all", t, digits.train, k="all", shard_size=500)
+    write_store(tmp_path / "k3", t, digits.train, k=3, shard_size=500)
+    full, top = TeacherStore(tmp_path / "all"), TeacherStore(tmp_path / "k3")
+    assert top.k == 3 and full.dense and not top.dense
+    assert (tmp_path / "k3/shard-00000/indices.npy").exists() and len(list((tmp_path / "k3").glob("shard-*"))) == 3
+    idx = torch.tensor([5, 700, 1050])
+    dense, _ = CachedTeacher(full)(None, idx=idx)
+    recon, _ = CachedTeacher(top)(None, idx=idx)
+    live, _ = t(digits.train.x[idx])
+    assert torch.allclose(dense, live, atol=1e-2)  # float16 storage
+    assert torch.equal(recon.argmax(-1), live.argmax(-1))
+    p_top = recon.softmax(-1)
+    assert torch.allclose(p_top.topk(3).values.sum(-1), torch.ones(3), atol=1e-4)
+    vals, ids = CachedTeacher(top).topk(idx)
+    assert vals.shape == (3, 3) and torch.equal(ids[:, 0], live.argmax(-1))
+    assert isinstance(np.load(tmp_path / "k3/shard-00001/values.npy", mmap_mode="r"), np.memmap)
+
+
+def test_fingerprint_mismatch_names_what_differs(digits, tmp_path):
+    teacher_model = _teacher()
+    fp = fingerprint(teacher_model, digits.train, None, 4, 1.0)
+    write_store(tmp_path / "s", Teacher(teacher_model), digits.train, k=4, fp=fp)
+    TeacherStore(tmp_path / "s", fp)  # same -> fine
+    other = fingerprint(_teacher(seed=5), digits.val, None, 4, 2.0)
+    with pytest.raises(KDForgeError, match=r"teacher \(store .*data \(store .*temperature \(store 1.0, now 2.0\) differ"):
+        TeacherStore(tmp_path / "s", other)
+    with pytest.raises(KDForgeError, match="not a teacher store"):
+        TeacherStore(tmp_path / "nothing")
+    with pytest.raises(KDForgeError, match="holds samples 0"):
+        CachedTeacher(TeacherStore(tmp_path / "s"))(None, idx=torch.tensor([10_000]))
