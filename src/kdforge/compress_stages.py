@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -105,6 +106,10 @@ def run_compress(stages, run_dir: Path, student: nn.Module, teacher: nn.Module |
     prev_acc = base["student"]["accuracy"]
     summary = {"baseline": base, "stages": [], "last_passing": "student"}
     dirty = False  # once a stage is recomputed, every later cached result is stale
+    names = {f"{i:02d}-{st.kind}" for i, st in enumerate(stages)}
+    for old in root.glob("[0-9][0-9]-*"):
+        if old.is_dir() and old.name not in names:
+            shutil.rmtree(old)  # stages of an earlier, longer or different list
     for i, stage in enumerate(stages):
         name = f"{i:02d}-{stage.kind}"
         d = root / name
@@ -114,6 +119,8 @@ def run_compress(stages, run_dir: Path, student: nn.Module, teacher: nn.Module |
         if cached is not None and cached["config"] != config:
             cached = None
         dirty |= cached is None
+        if cached is None and d.exists():
+            shutil.rmtree(d)  # stale results of an older config (a recover folder would be skipped otherwise)
         if not quiet:
             print(f"compress {name}: {'cached' if cached else 'running'}")
         notes: list[str] = []
@@ -215,3 +222,32 @@ def compress_recipe(recipe, run_dir: Path, student: nn.Module, teacher: nn.Modul
     if failed is not None:
         raise failed
     return results
+
+
+def load_run(run_dir: Path):
+    """(recipe, data, student, teacher) of a finished run directory, weights loaded from its best checkpoints."""
+    from kdforge.config import load_recipe
+    from kdforge.data import load_data
+    from kdforge.models.build import build_model, load_checkpoint_file
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.yaml").is_file():
+        raise KDForgeError(f"{run_dir}: not a kdforge run directory (no recipe.yaml)")
+    weights = run_dir / "student/checkpoints/best/model.safetensors"
+    if not weights.is_file():
+        raise KDForgeError(f"{run_dir}: the run has no trained student ({weights} is missing); finish it with kdforge run --resume")
+    recipe = load_recipe(run_dir / "recipe.yaml", [f"run_dir={run_dir}"])
+    data = load_data(recipe.data, recipe.seed)
+    student = build_model(recipe.student, data.input_shape, data.num_classes, "student", recipe.seed + 1)
+    load_checkpoint_file(student, weights, "student")
+    teacher = None
+    t_weights = run_dir / "teacher/checkpoints/best/model.safetensors"
+    if recipe.method != "supervised":
+        cfg = recipe.teacher.model_copy(update={"checkpoint": None})
+        teacher = build_model(cfg, data.input_shape, data.num_classes, "teacher", recipe.seed)
+        src = t_weights if t_weights.is_file() else (Path(recipe.teacher.checkpoint) if recipe.teacher.checkpoint else None)
+        if src is None:
+            teacher = None
+        else:
+            load_checkpoint_file(teacher, src, "teacher")
+    return recipe, data, student.eval(), teacher.eval() if teacher is not None else None
