@@ -1,5 +1,5 @@
 """Training methods; each supplies step(batch) -> named losses to the one loop."""
-from kdforge.methods import standard, supervised  # noqa: F401  (registers methods)
+from kdforge.methods import data_free, multi_teacher, online, self, standard, supervised  # noqa: F401  (registers methods)
 from kdforge.methods import sequence  # noqa: F401  (LM methods: token_kd, sequence_kd, gkd)
 from kdforge.methods.base import Method
 

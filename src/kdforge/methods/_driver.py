@@ -1,0 +1,80 @@
+"""What the multi-stage methods (born_again, mutual, data_free, multi_teacher) share
+when they run a whole recipe: open the run directory only after every check has
+passed, train teachers as stages, and write metrics.json + report.md.
+
+Each method's `run_recipe(recipe, ...)` is found by `kdforge.pipeline.run_recipe`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+from torch import nn
+
+from kdforge.models.small import count_parameters
+
+
+def open_run(recipe, *, resume: bool, force: bool) -> Path:
+    from kdforge.config import dump_recipe
+    from kdforge.pipeline import prepare_run_dir
+    from kdforge.rundir import environment, write_json, write_text
+
+    run_dir = Path(recipe.run_dir)
+    prepare_run_dir(run_dir, resume, force)
+    write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
+    write_json(run_dir / "env.json", environment(recipe.seed))
+    return run_dir
+
+
+def train_supervised(name: str, model: nn.Module, data, cfg, run_dir: Path, seed: int, quiet: bool) -> dict:
+    """Train `model` on the labels as stage `name` (skipped, weights loaded, when already done)."""
+    from kdforge.registry import METHODS
+    from kdforge.stages import train_stage
+
+    return train_stage(name, run_dir, METHODS.build("supervised", model), data, cfg, seed, quiet=quiet)
+
+
+def run_stage(name: str, run_dir: Path, method, train, val, cfg, seed: int, *, quiet: bool,
+              metric_fn: Callable | None = None, on_done: Callable[[Path], None] | None = None) -> dict:
+    """Like `kdforge.stages.train_stage`, with a custom train set and metric function.
+
+    `on_done(stage_dir)` reloads extra state when the stage is skipped because it finished earlier.
+    """
+    from kdforge.rundir import write_json
+    from kdforge.train.checkpoint import load_weights
+    from kdforge.train.evaluate import classification_metrics
+    from kdforge.train.loop import fit
+
+    stage = Path(run_dir) / name
+    done = stage / "result.json"
+    if done.exists():
+        if on_done is not None:
+            on_done(stage)
+        load_weights(stage / "checkpoints/best", method.student)
+        return json.loads(done.read_text())
+    res = fit(method, train, val, cfg, stage, seed, desc=name, quiet=quiet, metric_fn=metric_fn or classification_metrics)
+    out = {"best_epoch": res.best["epoch"], "best_val": {k[4:]: v for k, v in res.best.items() if k.startswith("val/")},
+           "steps": res.steps}
+    write_json(done, out)
+    return out
+
+
+def test_row(model: nn.Module, data) -> dict:
+    from kdforge.train.evaluate import classification_metrics
+
+    return {**classification_metrics(model, data.test), "params": count_parameters(model)}
+
+
+def finish_run(run_dir: Path, recipe, results: dict) -> dict:
+    """metrics.json + a report.md table of every model that has a test accuracy."""
+    from kdforge.rundir import write_json, write_text
+
+    write_json(run_dir / "metrics.json", results)
+    lines = [f"# kdforge run — {recipe.data.name}, method {recipe.method}, seed {recipe.seed}", "",
+             "| model | params | test accuracy |", "|---|---:|---:|"]
+    for name, row in results.get("models", {}).items():
+        params = f"{row['params']:,}" if "params" in row else "-"
+        lines.append(f"| {name} | {params} | {row['accuracy']:.4f} |")
+    write_text(run_dir / "report.md", "\n".join(lines) + "\n")
+    return results

@@ -1,0 +1,117 @@
+"""Multi-teacher distillation: the student learns from the combined soft targets of K teachers.
+
+p = Σ_k w_k · softmax(z_k / T) with w_k equal (mean), fixed (recipe weights) or
+per sample by each teacher's confidence (see `kdforge.losses.multi.ensemble_soft_targets`);
+then the kd term is α · T²·KL(p ‖ p_s) + (1 − α) · CE(z_s, y), as for one teacher
+(Hinton et al. 2015 distil an ensemble this way; You et al. 2017 weight teachers).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdforge.errors import KDForgeError
+from kdforge.losses.multi import ensemble_soft_targets, kl_to_targets
+from kdforge.methods.base import Method
+from kdforge.registry import METHODS
+from kdforge.teacher import Teacher
+
+KINDS = {"kd", "ce"}
+
+
+@METHODS.register("multi_teacher")
+class MultiTeacherKD(Method):
+    """`teacher`: a list of modules (or one). `weighting`: mean | fixed | confidence; `weights`: K floats for fixed."""
+
+    def __init__(self, student: nn.Module, teacher, cfg, probe: dict[str, Tensor], *,
+                 weighting: str = "mean", weights: list[float] | None = None):
+        super().__init__()
+        models = list(teacher) if isinstance(teacher, (list, tuple, nn.ModuleList)) else [teacher]
+        if not models:
+            raise KDForgeError("ensemble.teachers: multi-teacher distillation needs at least one teacher")
+        self.teachers = [t if isinstance(t, Teacher) else Teacher(t) for t in models]
+        self.teacher = None  # Method.to moves `teacher`; the ensemble is moved below
+        bad = [t.kind for t in cfg.losses if t.kind not in KINDS]
+        if bad:
+            raise KDForgeError(f"distill.losses: method multi_teacher takes kd and ce terms only, got {', '.join(bad)}")
+        if weighting == "fixed":
+            if weights is None or len(weights) != len(models):
+                raise KDForgeError(f"ensemble.weights: weighting 'fixed' needs {len(models)} weights, got {weights}")
+            self.weights: Tensor | str | None = torch.tensor(weights, dtype=torch.float32)
+        else:
+            self.weights = "confidence" if weighting == "confidence" else None
+        self.cfg, self.student = cfg, student
+        self.trainable = nn.ModuleDict({"student": student})
+        was = student.training
+        student.eval()
+        with torch.no_grad():
+            s_classes = student(probe["x"]).shape[-1]
+        student.train(was)
+        for k, t in enumerate(self.teachers):
+            c = t(probe["x"])[0].shape[-1]
+            t.calls -= 1  # the probe is not a training call
+            if c != s_classes:
+                raise KDForgeError(f"ensemble.teachers.{k}: teacher predicts {c} classes but the student predicts {s_classes}")
+
+    def to(self, device) -> "MultiTeacherKD":
+        super().to(device)
+        for t in self.teachers:
+            t.to(device)
+        return self
+
+    def soft_targets(self, t_logits: Tensor, temperature: float) -> Tensor:
+        """(K, B, C) teacher logits -> (B, C) combined distribution at `temperature`."""
+        w = self.weights.to(t_logits.device) if isinstance(self.weights, Tensor) else self.weights
+        return ensemble_soft_targets(t_logits, temperature, w)
+
+    def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        x, y = batch["x"], batch["y"]
+        t_logits = torch.stack([t(x)[0] for t in self.teachers])  # (K, B, C), frozen, no graph
+        s_logits = self.student(x)  # (B, C)
+        out = {}
+        for term in self.cfg.losses:
+            if term.kind == "ce":
+                out["ce"] = term.weight * F.cross_entropy(s_logits, y)
+                continue
+            kd = kl_to_targets(s_logits, self.soft_targets(t_logits, term.temperature), term.temperature)
+            out["kd"] = term.weight * (term.alpha * kd + (1 - term.alpha) * F.cross_entropy(s_logits, y))
+        return out
+
+    @staticmethod
+    def run_recipe(recipe, *, resume: bool = False, force: bool = False, quiet: bool = False) -> dict:
+        """Train (or load) every teacher of `ensemble:` as stage teacher{k}, then the student from their ensemble."""
+        from kdforge.data import load_data
+        from kdforge.methods import _driver
+        from kdforge.models.build import build_model
+        from kdforge.pipeline import probe_batch
+        from kdforge.stages import train_stage
+        from kdforge.train.evaluate import predict
+
+        e = recipe.ensemble
+        data = load_data(recipe.data, recipe.seed)
+        cfgs = list(e.teachers) if e.teachers is not None else [recipe.teacher] * e.count
+        teachers = [build_model(c, data.input_shape, data.num_classes, f"ensemble.teachers.{k}", recipe.seed + 100 * k)
+                    for k, c in enumerate(cfgs)]
+        student = build_model(recipe.student, data.input_shape, data.num_classes, "student", recipe.seed + 1)
+        probe = probe_batch(data.train)
+        opts = dict(weighting=e.weighting, weights=e.weights)
+        MultiTeacherKD(copy.deepcopy(student), copy.deepcopy(teachers), recipe.distill, probe, **opts)  # checks
+        run_dir = _driver.open_run(recipe, resume=resume, force=force)
+        results: dict = {"seed": recipe.seed, "method": "multi_teacher", "teacher_stages": {}}
+        rows = {}
+        for k, (c, t) in enumerate(zip(cfgs, teachers)):
+            if not c.checkpoint:
+                results["teacher_stages"][f"teacher{k}"] = _driver.train_supervised(
+                    f"teacher{k}", t, data, c.train, run_dir, recipe.seed + 100 * k, quiet)
+            rows[f"teacher{k}"] = _driver.test_row(t, data)
+        method = MultiTeacherKD(student, teachers, recipe.distill, probe, **opts)
+        logits = torch.stack([predict(t, data.test)[0] for t in teachers])  # (K, N, C)
+        y = predict(teachers[0], data.test)[1]
+        rows["teacher_ensemble"] = {"accuracy": (method.soft_targets(logits, 1.0).argmax(-1) == y).float().mean().item()}
+        results["student_stage"] = train_stage("student", run_dir, method, data, recipe.distill, recipe.seed, quiet=quiet)
+        rows["student"] = _driver.test_row(student, data)
+        results.update(models=rows, student=rows["student"])
+        return _driver.finish_run(run_dir, recipe, results)
