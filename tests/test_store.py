@@ -85,3 +85,23 @@ def test_fingerprint_mismatch_names_what_differs(digits, tmp_path):
         TeacherStore(tmp_path / "nothing")
     with pytest.raises(KDForgeError, match="holds samples 0"):
         CachedTeacher(TeacherStore(tmp_path / "s"))(None, idx=torch.tensor([10_000]))
+
+
+def test_recipe_run_writes_store_once_and_cache_teacher_cli(tmp_path):
+    from kdforge.commands.cache_teacher import cache_teacher_for
+    from kdforge.config import parse_recipe
+    from kdforge.pipeline import run_recipe
+
+    raw = {"run_dir": str(tmp_path / "run"), "data": {"name": "digits"},
+           "teacher": {"name": "mlp", "hidden": [32], "train": {"epochs": 1}}, "student": {"name": "mlp", "hidden": [8]},
+           "distill": {"epochs": 1}, "store": {"path": str(tmp_path / "store"), "k": 4}}
+    run_recipe(parse_recipe(raw), quiet=True)
+    meta = (tmp_path / "store/meta.json").stat().st_mtime_ns
+    raw["teacher"]["checkpoint"] = str(tmp_path / "run/teacher/checkpoints/best")
+    raw["run_dir"] = str(tmp_path / "run2")
+    run_recipe(parse_recipe(raw), quiet=True)  # same teacher weights: the store is reused, not rewritten
+    assert (tmp_path / "store/meta.json").stat().st_mtime_ns == meta
+    info = cache_teacher_for(parse_recipe({**raw, "store": {"path": str(tmp_path / "s2"), "k": "all"}}))
+    assert info["k"] == 10 and info["samples"] > 1000
+    with pytest.raises(KDForgeError, match="no `store:` section"):
+        cache_teacher_for(parse_recipe({k: v for k, v in raw.items() if k != "store"}))

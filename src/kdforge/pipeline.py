@@ -65,7 +65,12 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False, qui
             teacher_method = METHODS.build("supervised", teacher)
             results["teacher_stage"] = train_stage("teacher", run_dir, teacher_method, data, recipe.teacher.train, recipe.seed, quiet=quiet)
         results["teacher"] = {**classification_metrics(teacher, data.test), "params": count_parameters(teacher)}
-    method = METHODS.build(recipe.method, student, teacher, recipe.distill, probe)
+    source = teacher
+    if recipe.store is not None and needs_teacher:  # training reads the teacher-output store (written once)
+        from kdforge.store import open_or_write
+
+        source = open_or_write(recipe, teacher, data)
+    method = METHODS.build(recipe.method, student, source, recipe.distill, probe)
     results["student_stage"] = train_stage("student", run_dir, method, data, recipe.distill, recipe.seed, quiet=quiet)
     omitted = list(recipe.data.omit_classes)
     results["student"] = {**classification_metrics(student, data.test, classes=omitted), "params": count_parameters(student)}

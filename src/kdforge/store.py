@@ -214,4 +214,25 @@ class CachedTeacher(Teacher):
         return self
 
 
-__all__ = ["CachedTeacher", "TeacherStore", "compare", "fingerprint", "hash_dataset", "hash_module", "write_store"]
+def recipe_fingerprint(recipe, teacher_model: nn.Module, dataset) -> dict[str, str]:
+    """The fingerprint a recipe's store must carry: its teacher, training set, tokenizer, k, temperature."""
+    tok = None
+    if recipe.data.tokenizer:
+        from kdforge.models.hf import load_tokenizer
+
+        tok = load_tokenizer(recipe.data.tokenizer, field="data.tokenizer")
+    return fingerprint(teacher_model, dataset, tok, recipe.store.k, recipe.store.temperature)
+
+
+def open_or_write(recipe, teacher_model: nn.Module, data, *, rewrite: bool = False, batch_size: int = 32) -> CachedTeacher:
+    """The recipe's store as a CachedTeacher; written first (teacher run once) when absent or `rewrite`."""
+    cfg = recipe.store
+    fp = recipe_fingerprint(recipe, teacher_model, data.train)
+    path = Path(cfg.path)
+    if rewrite or not (path / "meta.json").is_file():
+        write_store(path, Teacher(teacher_model, cfg.features), data.train, k=cfg.k, fp=fp,
+                    shard_size=cfg.shard_size, batch_size=batch_size, dtype=cfg.dtype)
+    return CachedTeacher(TeacherStore(path, fp))
+
+
+__all__ = ["CachedTeacher", "open_or_write", "recipe_fingerprint", "TeacherStore", "compare", "fingerprint", "hash_dataset", "hash_module", "write_store"]

@@ -15,11 +15,12 @@ def perplexity_metrics(model: nn.Module, dataset: Dataset, device: torch.device 
     """exp(mean next-token cross-entropy) over the tokens each sample's loss_mask scores.
 
     dataset yields {"input_ids": (T,), "loss_mask": (T,)}; model(ids (B, T)) -> (B, T, V).
-    Returns loss (nats/token), perplexity and neg_perplexity (for `select`, which maximises).
+    Returns loss (nats/token), perplexity, neg_perplexity (for `select`, which maximises)
+    and accuracy (top-1 next-token).
     """
     was = model.training
     model.eval()
-    total, count = 0.0, 0.0
+    total, count, correct = 0.0, 0.0, 0.0
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         ids = torch.stack([it["input_ids"] for it in items]).to(device)  # (B, T)
@@ -27,11 +28,12 @@ def perplexity_metrics(model: nn.Module, dataset: Dataset, device: torch.device 
         logits = model(ids)[:, :-1].float()  # (B, T-1, V) predicts ids[:, 1:]
         ce = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")  # (B, T-1)
         total += float((ce * mask).sum())
+        correct += float(((logits.argmax(-1) == ids[:, 1:]).float() * mask).sum())
         count += float(mask.sum())
     model.train(was)
     loss = total / max(count, 1.0)
     ppl = math.exp(min(loss, 50.0))
-    return {"loss": loss, "perplexity": ppl, "neg_perplexity": -ppl}
+    return {"loss": loss, "perplexity": ppl, "neg_perplexity": -ppl, "accuracy": correct / max(count, 1.0)}
 
 
 __all__ = ["perplexity_metrics"]

@@ -1,0 +1,90 @@
+"""Runs a causal-LM recipe (methods token_kd | sequence_kd | gkd | reasoning).
+
+The same shape as `pipeline.run_recipe` (check everything, then write the run
+directory, train in the one loop, test, report), with perplexity instead of
+accuracy. Plugged in through the pipeline's per-method driver hook.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kdforge.errors import KDForgeError
+from kdforge.models.small import count_parameters
+
+
+def _tokenizer(spec: str | None, field: str):
+    if not spec:
+        return None
+    from kdforge.models.hf import load_tokenizer
+
+    return load_tokenizer(spec, field=field)
+
+
+def build_lm_pair(recipe, data):
+    """(student, teacher) causal LMs from the recipe, tokenizers compared when both are HF folders."""
+    from kdforge.models.build import build_model
+
+    for role in ("teacher", "student"):
+        sec = getattr(recipe, role)
+        if sec.name != "hf" or (sec.task or "classify") != "causal_lm":
+            raise KDForgeError(f"{role}: method {recipe.method} needs `name: hf` with `task: causal_lm`")
+    teacher = build_model(recipe.teacher, data.input_shape, data.num_classes, "teacher", recipe.seed)
+    student = build_model(recipe.student, data.input_shape, data.num_classes, "student", recipe.seed + 1)
+    toks = (_tokenizer(recipe.student.hf, "student.hf"), _tokenizer(recipe.teacher.hf, "teacher.hf"))
+    return student, teacher, toks
+
+
+def run_lm_recipe(recipe, *, resume: bool = False, force: bool = False, quiet: bool = False) -> dict:
+    from kdforge.config import dump_recipe
+    from kdforge.data import load_data
+    from kdforge.pipeline import prepare_run_dir, probe_batch
+    from kdforge.registry import METHODS
+    from kdforge.rundir import environment, write_json, write_text
+    from kdforge.train.checkpoint import load_weights
+    from kdforge.train.lm_metrics import perplexity_metrics
+    from kdforge.train.loop import fit
+
+    run_dir = Path(recipe.run_dir)
+    data = load_data(recipe.data, recipe.seed)
+    student, teacher, toks = build_lm_pair(recipe, data)
+    probe = probe_batch(data.train)
+    cls = METHODS.get(recipe.method)
+    metric_fn, select = getattr(cls, "metric", (perplexity_metrics, "neg_perplexity"))
+    source = teacher
+    if recipe.store is not None:
+        from kdforge.store import open_or_write
+
+        source = open_or_write(recipe, teacher, data)
+    method = cls(student, source, recipe.distill, probe, tokenizers=toks, data=data) if recipe.method == "reasoning" \
+        else cls(student, source, recipe.distill, probe, tokenizers=toks)
+
+    prepare_run_dir(run_dir, resume, force)
+    write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
+    write_json(run_dir / "env.json", environment(recipe.seed))
+    results: dict = {"seed": recipe.seed, "method": recipe.method}
+    results["teacher"] = {**metric_fn(teacher, data.test, "cpu"), "params": count_parameters(teacher)}
+    stage = run_dir / "student"
+    done = stage / "result.json"
+    if done.exists():
+        load_weights(stage / "checkpoints/best", student)
+        results["student_stage"] = json.loads(done.read_text())
+    else:
+        res = fit(method, method.train_set(data) if hasattr(method, "train_set") else data.train, data.val,
+                  recipe.distill, stage, recipe.seed, metric_fn=metric_fn, select=select, desc="student", quiet=quiet)
+        results["student_stage"] = {"best_epoch": res.best["epoch"], "steps": res.steps,
+                                    "best_val": {k[4:]: v for k, v in res.best.items() if k.startswith("val/")}}
+        write_json(done, results["student_stage"])
+    results["student"] = {**metric_fn(student, data.test, "cpu"), "params": count_parameters(student)}
+    if hasattr(source, "calls"):
+        results["teacher_calls"] = source.calls
+    write_json(run_dir / "metrics.json", results)
+    key = select.removeprefix("neg_")
+    lines = [f"# kdforge run — {recipe.data.name}, method {recipe.method}, seed {recipe.seed}", "",
+             f"| model | params | test {key} |", "|---|---:|---:|"]
+    lines += [f"| {r} | {results[r]['params']:,} | {results[r][key]:.4f} |" for r in ("teacher", "student")]
+    write_text(run_dir / "report.md", "\n".join(lines) + "\n")
+    return results
+
+
+__all__ = ["build_lm_pair", "run_lm_recipe"]
