@@ -1,0 +1,71 @@
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from kdforge.bench.measure import measure
+from kdforge.compress import Int8Dynamic, export, quantize_
+from kdforge.errors import KDForgeError
+
+
+def test_onnx_parity_dynamic_batch_and_int8_accuracy(tmp_path, digits, digits_cnn):
+    calib = [digits.train.x[i:i + 32] for i in range(0, 256, 32)]
+    man = export(digits_cnn, tmp_path / "out", ["safetensors", "onnx", "onnx-int8", "onnx-int8-static"],
+                 example_inputs=digits.val.x[:8], calibration=calib)
+    assert man["onnx_max_abs_diff"] <= 1e-4
+    assert json.loads((tmp_path / "out/manifest.json").read_text())["files"] == man["files"]
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(man["files"]["onnx"], providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape[0] == "batch"
+    accs = {f: measure(man["files"][f], digits.test, batch_sizes=(32,), repeats=2, memory=False)["accuracy"]
+            for f in ("onnx", "onnx-int8", "onnx-int8-static")}
+    assert accs["onnx-int8"] >= accs["onnx"] - 0.01
+    assert accs["onnx-int8-static"] >= accs["onnx"] - 0.01
+
+
+class Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = Gate()
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+class Gate(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow: a trace would bake one branch in
+            return x
+        return -x
+
+
+def test_untraceable_model_error_names_the_layer(tmp_path):
+    with pytest.raises(KDForgeError, match="layer 'body' \\(Gate\\)"):
+        export(Branchy(), tmp_path / "o", ["onnx"], example_inputs=torch.randn(2, 4))
+    assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_unknown_format_and_missing_inputs(tmp_path, digits_mlp):
+    with pytest.raises(KDForgeError, match="unknown \\['tflite'\\]; valid: safetensors"):
+        export(digits_mlp, tmp_path / "o", ["onnx", "tflite"])
+    with pytest.raises(KDForgeError, match="example_inputs"):
+        export(digits_mlp, tmp_path / "o", ["onnx"])
+    with pytest.raises(KDForgeError, match="not a Hugging Face model"):
+        export(digits_mlp, tmp_path / "o", ["hf"])
+    with pytest.raises(KDForgeError, match="torch INT8"):
+        export(quantize_(copy.deepcopy(digits_mlp), Int8Dynamic()), tmp_path / "o", ["safetensors"])
+    assert not (tmp_path / "o").exists()
+
+
+def test_hf_save_pretrained(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32, num_labels=3)
+    model = transformers.BertForSequenceClassification(cfg)
+    man = export(model, tmp_path / "o", ["hf"])
+    reloaded = transformers.BertForSequenceClassification.from_pretrained(man["files"]["hf"])
+    torch.testing.assert_close(reloaded.classifier.weight, model.classifier.weight)
