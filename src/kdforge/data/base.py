@@ -68,8 +68,11 @@ def split_arrays(
     if bad:
         raise KDForgeError(f"data.omit_classes: {bad} out of range; classes are 0..{num_classes - 1}")
     idx = np.arange(len(y))
-    rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
-    train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=y[rest], random_state=seed)
+    try:
+        rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
+        train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=y[rest], random_state=seed)
+    except ValueError as e:
+        raise KDForgeError(f"data: cannot split {len(y)} samples into stratified train/val/test: {e}") from None
     if omit_classes:
         train = train[~np.isin(y[train], omit_classes)]
         val = val[~np.isin(y[val], omit_classes)]

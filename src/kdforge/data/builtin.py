@@ -49,7 +49,7 @@ def csv(cfg, seed: int) -> DataBundle:
             f"data.label_column: {cfg.label_column!r} is not a column of {path}; columns: {', '.join(map(str, frame.columns))}"
         )
     labels = frame.pop(cfg.label_column)
-    non_numeric = [c for c in frame.columns if not np.issubdtype(frame[c].dtype, np.number)]
+    non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
         raise KDForgeError(f"data.path: feature columns must be numeric; not numeric: {', '.join(non_numeric)}")
     names = sorted(labels.astype(str).unique())

@@ -1,0 +1,16 @@
+"""`kdforge demo` end to end (quick mode: few epochs; the real numbers are in benchmarks/)."""
+import json
+
+from kdforge.demo import run_demo
+
+
+def test_demo_quick_writes_every_arm(tmp_path):
+    results = run_demo(tmp_path / "demo", quick=True)
+    saved = json.loads((tmp_path / "demo/metrics.json").read_text())
+    for arm in ("teacher", "student_alone", "student_hard_labels", "student_kd", "omit3_student_kd"):
+        assert 0.0 <= saved[arm]["accuracy"] <= 1.0
+    assert saved["student_kd"]["params"] * 10 < saved["teacher"]["params"]
+    assert "kd_accuracy_on_omitted" in saved["omitted_class"]
+    assert saved == json.loads(json.dumps(results))
+    assert (tmp_path / "demo/report.md").read_text().count("|") > 20
+    assert (tmp_path / "demo/env.json").exists() and (tmp_path / "demo/teacher/metrics.jsonl").exists()
