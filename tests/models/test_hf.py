@@ -87,3 +87,8 @@ def test_real_minilm_alias_loads():
     tok = load_tokenizer("minilm-l6")
     ids = tok(["hello world"], return_tensors="pt")["input_ids"]
     assert m(ids).shape == (1, 384)
+
+
+def test_classifier_head_with_other_class_count_is_an_error(tiny_bert_dir):
+    with pytest.raises(KDForgeError, match="classification head for a different number of classes"):
+        load_hf(str(tiny_bert_dir), "classify", num_labels=2)

@@ -106,6 +106,11 @@ def load_hf(spec: str, task: str, *, num_labels: int | None = None, attentions: 
             model = auto.from_pretrained(folder, **kwargs)
     except (OSError, ValueError, KeyError) as e:
         raise KDForgeError(f"{field}: cannot load {spec} as a {task} model: {str(e).splitlines()[0][:200]}") from None
+    except RuntimeError as e:
+        if "mismatched" in str(e) and num_labels is not None:
+            raise KDForgeError(f"{field}: {spec} has a classification head for a different number of classes than "
+                               f"the data's {num_labels}; use a checkpoint trained on this data") from None
+        raise
     return wrap(model, task, attentions=attentions)
 
 

@@ -1,0 +1,45 @@
+"""Embedding distillation: the student's sentence embeddings move towards the teacher's."""
+import torch
+
+from kdforge.config import DistillConfig
+from kdforge.data.text import TokenDataset
+from kdforge.methods.embedding import EmbeddingKD, cosine_metric, embedding_metrics, neighbour_recall
+from kdforge.models.hf import load_hf
+from kdforge.models.students import shrink_width
+from kdforge.train.batching import collate_indexed
+from kdforge.train.loop import fit
+from tests.hf_tiny import tiny_bert_dir  # noqa: F401  (fixture)
+
+
+def _ds(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 100, (n, 10), generator=g)
+    ids[:, 0] = 2
+    ids[n // 2 :, 7:] = 0  # some padding
+    return TokenDataset(ids, torch.arange(n) % 2)
+
+
+def test_embedding_kd_raises_cosine_and_metrics_make_sense(tiny_bert_dir, tmp_path):  # noqa: F811
+    torch.manual_seed(0)
+    teacher = load_hf(str(tiny_bert_dir), "embed")
+    student = shrink_width(teacher, hidden_size=16, num_heads=2)
+    train, val = _ds(64, 0), _ds(32, 1)
+    cfg = DistillConfig.model_validate({"epochs": 4, "batch_size": 16, "lr": 3e-3, "losses": [
+        {"kind": "hint", "student_layer": "x", "teacher_layer": "x", "weight": 1.0},
+        {"kind": "similarity", "student_layer": "x", "teacher_layer": "x", "weight": 1.0},
+        {"kind": "kd", "weight": 1.0}]})
+    m = EmbeddingKD(student, teacher, cfg, collate_indexed([(i, train[i]) for i in range(4)]))
+    metric = cosine_metric(teacher)
+    before = metric(m.student, val, "cpu")["cosine"]
+    res = fit(m, train, val, cfg, tmp_path, 0, metric_fn=metric, select="cosine", quiet=True)
+    assert res.best["val/cosine"] > before
+    out = embedding_metrics(m.student, teacher, train, val)
+    assert 0 <= out["recall@10"] <= 1 and 0 <= out["probe_accuracy"] <= 1 and -1 <= out["cosine"] <= 1
+
+
+def test_neighbour_recall_is_one_for_identical_and_rotation_invariant():
+    e = torch.randn(30, 8)
+    q, _ = torch.linalg.qr(torch.randn(8, 8))
+    assert neighbour_recall(e, e) == 1.0
+    assert neighbour_recall(e @ q, e) == 1.0
+    assert neighbour_recall(torch.randn(30, 8), e) < 0.8
