@@ -50,7 +50,6 @@ def run_lm_recipe(recipe, *, resume: bool = False, force: bool = False, quiet: b
     student, teacher, toks = build_lm_pair(recipe, data)
     probe = probe_batch(data.train)
     cls = METHODS.get(recipe.method)
-    metric_fn, select = getattr(cls, "metric", (perplexity_metrics, "neg_perplexity"))
     source = teacher
     if recipe.store is not None:
         from kdforge.store import open_or_write
@@ -58,12 +57,14 @@ def run_lm_recipe(recipe, *, resume: bool = False, force: bool = False, quiet: b
         source = open_or_write(recipe, teacher, data)
     method = cls(student, source, recipe.distill, probe, tokenizers=toks, data=data) if recipe.method == "reasoning" \
         else cls(student, source, recipe.distill, probe, tokenizers=toks)
+    metric_fn, select = method.metrics() if hasattr(method, "metrics") else (perplexity_metrics, "neg_perplexity")
+    teacher_metric = method.teacher_metrics()[0] if hasattr(method, "teacher_metrics") else metric_fn
 
     prepare_run_dir(run_dir, resume, force)
     write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
     write_json(run_dir / "env.json", environment(recipe.seed))
     results: dict = {"seed": recipe.seed, "method": recipe.method}
-    results["teacher"] = {**metric_fn(teacher, data.test, "cpu"), "params": count_parameters(teacher)}
+    results["teacher"] = {**teacher_metric(teacher, data.test, "cpu"), "params": count_parameters(teacher)}
     stage = run_dir / "student"
     done = stage / "result.json"
     if done.exists():
@@ -74,6 +75,7 @@ def run_lm_recipe(recipe, *, resume: bool = False, force: bool = False, quiet: b
                   recipe.distill, stage, recipe.seed, metric_fn=metric_fn, select=select, desc="student", quiet=quiet)
         results["student_stage"] = {"best_epoch": res.best["epoch"], "steps": res.steps,
                                     "best_val": {k[4:]: v for k, v in res.best.items() if k.startswith("val/")}}
+        results["student_stage"].update(method.epoch_stats())
         write_json(done, results["student_stage"])
     results["student"] = {**metric_fn(student, data.test, "cpu"), "params": count_parameters(student)}
     if hasattr(source, "calls"):

@@ -179,3 +179,36 @@ def text_lm(cfg, seed: int) -> DataBundle:
 
 
 __all__ = ["LMWindows", "TokenDataset", "lm_windows", "read_bbc_news", "read_text_table", "tokenize"]
+
+
+class QADataset(Dataset):
+    """Question / answer pairs for reasoning distillation: {"question": str, "answer": str}."""
+
+    def __init__(self, questions: list[str], answers: list[str]):
+        self.questions, self.answers = list(questions), list(answers)
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"question": self.questions[i], "answer": self.answers[i]}
+
+
+@DATASETS.register("qa")
+def qa(cfg, seed: int) -> DataBundle:
+    """A CSV/JSONL file of questions (`data.text_column`) and answers (`data.label_column`)."""
+    if not cfg.path:
+        raise KDForgeError("data.path: the qa dataset needs a .csv or .jsonl file")
+    questions, answers = read_text_table(Path(cfg.path), cfg.text_column, cfg.label_column)
+    order = np.random.default_rng(seed).permutation(len(questions))
+    n_test = max(1, int(len(order) * cfg.test_fraction))
+    n_val = max(1, int(len(order) * cfg.val_fraction))
+    if len(order) - n_test - n_val < 1:
+        raise KDForgeError(f"data.path: {cfg.path} has {len(order)} rows, too few to split into train/val/test")
+
+    def part(sel):
+        return QADataset([questions[i] for i in sel], [answers[i] for i in sel])
+
+    train = order[n_test + n_val :][: cfg.train_limit]
+    return DataBundle(part(train), part(order[n_test : n_test + n_val]), part(order[:n_test]),
+                      input_shape=(cfg.max_length,), num_classes=0)
