@@ -108,8 +108,12 @@ class DataFreeKD(Method):
         self.opt = options or DataFreeConfig()
         self.teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher)
         shape = tuple(probe["x"].shape[1:])
-        with torch.no_grad():
-            out = self.teacher.model(torch.rand(2, *shape))
+        try:
+            with torch.no_grad():
+                out = self.teacher.model(torch.rand(2, *shape))
+        except Exception as e:  # a text or sequence model cannot take generated image/feature tensors
+            raise KDForgeError(f"teacher: data_free needs a classifier teacher taking (batch, {', '.join(map(str, shape))}) "
+                               f"inputs; calling it on generated inputs failed: {str(e).splitlines()[0][:200]}") from None
         logits = getattr(out, "logits", out)
         if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[-1] < 2:
             got = tuple(logits.shape) if isinstance(logits, Tensor) else type(out).__name__
