@@ -87,6 +87,7 @@ def make_plots(run_dir: Path, rows: list[dict], similarity: torch.Tensor | None)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
 
     plots: dict[str, bytes] = {}
     for key, label, scale in (("p50_b32", "latency p50 at batch 32 (ms)", 1), ("size_bytes", "size on disk (KB)", 1 / 1024)):
@@ -98,6 +99,8 @@ def make_plots(run_dir: Path, rows: list[dict], similarity: torch.Tensor | None)
             ax.scatter(r[key] * scale, r["accuracy"] * 100, s=40)
             ax.annotate(r["name"], (r[key] * scale, r["accuracy"] * 100), fontsize=7, xytext=(4, 3), textcoords="offset points")
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(label + " (log)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"accuracy vs {label.split(' (')[0]}")

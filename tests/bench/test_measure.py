@@ -1,0 +1,47 @@
+import copy
+
+import pytest
+import torch
+
+from kdforge.bench.measure import measure
+from kdforge.compress import Int8Dynamic, export, quantize_
+from kdforge.errors import KDForgeError
+
+KEYS = {"params", "size_bytes", "latency_ms", "threads", "warmup", "repeats", "peak_memory_mb", "accuracy", "loss"}
+
+
+def test_torch_module_measurements(digits, digits_mlp):
+    m = measure(digits_mlp, digits.test, batch_sizes=(1, 32), repeats=5, warmup=1, threads=1)
+    assert KEYS <= set(m) and m["kind"] == "torch" and m["threads"] == 1
+    assert m["params"] == sum(p.numel() for p in digits_mlp.parameters())
+    assert m["size_bytes"] > 4 * m["params"]  # fp32 weights plus serialization overhead
+    for b in ("1", "32"):
+        lat = m["latency_ms"][b]
+        assert 0 < lat["p50"] <= lat["p95"] and lat["throughput"] > 0
+    assert m["accuracy"] > 0.9
+
+
+def test_int8_counts_packed_weights_and_is_smaller(digits, digits_mlp):
+    fp = measure(digits_mlp, digits.test, batch_sizes=(32,), repeats=2, memory=False)
+    q = measure(quantize_(copy.deepcopy(digits_mlp), Int8Dynamic()), digits.test, batch_sizes=(32,), repeats=2, memory=False)
+    assert q["params"] == fp["params"]
+    assert q["size_bytes"] < 0.4 * fp["size_bytes"]  # ~4x smaller weights
+
+
+def test_onnx_artifact_matches_torch_accuracy(tmp_path, digits, digits_mlp):
+    man = export(digits_mlp, tmp_path / "o", ["onnx"], example_inputs=digits.val.x[:4])
+    m = measure(man["files"]["onnx"], digits.test, batch_sizes=(1, 32), repeats=3, threads=1)
+    t = measure(digits_mlp, digits.test, batch_sizes=(1,), repeats=1, memory=False)
+    assert m["kind"] == "onnx" and m["accuracy"] == pytest.approx(t["accuracy"], abs=1e-6)
+    assert m["params"] == t["params"]
+    m2 = measure(tmp_path / "o", digits.test, batch_sizes=(1,), repeats=1, memory=False)  # a folder with model.onnx
+    assert m2["accuracy"] == m["accuracy"]
+
+
+def test_threads_restored_and_bad_artifact(digits, tmp_path):
+    before = torch.get_num_threads()
+    with pytest.raises(KDForgeError, match="not an .onnx file"):
+        measure(tmp_path / "missing.onnx", digits.test)
+    with pytest.raises(KDForgeError, match="cannot measure a dict"):
+        measure({}, digits.test)
+    assert torch.get_num_threads() == before
