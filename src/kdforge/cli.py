@@ -50,7 +50,10 @@ def run(
     else:
         rec = load_recipe(recipe, set_)
     results = run_recipe(rec, resume=resume is not None, force=force, quiet=quiet)
-    typer.echo(f"student test accuracy {results['student']['accuracy']:.4f}; run directory {rec.run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the whole job
+        typer.echo(
+            f"student test accuracy {results['student']['accuracy']:.4f}; run directory {rec.run_dir}"
+        )
 
 
 def _register_commands() -> None:

@@ -20,6 +20,7 @@ from kdforge.models.small import count_parameters
 from kdforge.registry import METHODS
 from kdforge.rundir import environment, write_json, write_text
 from kdforge.stages import train_stage
+from kdforge.train import distributed as dist
 from kdforge.train.batching import collate_indexed
 from kdforge.train.evaluate import classification_metrics
 
@@ -55,9 +56,12 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False, qui
     if needs_teacher:  # validate method + layer names + class counts on a throwaway copy
         METHODS.build(recipe.method, copy.deepcopy(student), copy.deepcopy(teacher), recipe.distill, probe)
 
-    prepare_run_dir(run_dir, resume, force)
-    write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
-    write_json(run_dir / "env.json", environment(recipe.seed))
+    ctx = dist.context(recipe.device)
+    if ctx.is_main:  # under torchrun only rank 0 writes; the others wait for it
+        prepare_run_dir(run_dir, resume, force)
+        write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
+        write_json(run_dir / "env.json", {**environment(recipe.seed), "world_size": ctx.world})
+    ctx.barrier()
 
     results: dict = {"seed": recipe.seed, "method": recipe.method}
     if needs_teacher:

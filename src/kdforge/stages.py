@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from kdforge.rundir import write_json
+from kdforge.train import distributed as dist
 from kdforge.train.checkpoint import load_weights
 from kdforge.train.loop import fit
 
@@ -26,5 +27,6 @@ def train_stage(name: str, run_dir: Path, method, data, cfg, seed: int, *, quiet
         "steps": res.steps,
         **{k.split("/")[1]: v for k, v in res.stats.items()},
     }
-    write_json(done, out)
+    if dist.context().is_main:
+        write_json(done, out)
     return out
