@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import warnings
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
+
+from kdforge.errors import KDForgeError
 
 
 def _sha256(path: Path) -> str:
@@ -66,7 +69,11 @@ def load_checkpoint(dir_: Path, model: nn.Module) -> dict[str, Any] | None:
             warnings.warn(f"checkpoint {cand} is corrupted or incomplete (checksum mismatch); trying the previous one")
             continue
         load_model(model, str(cand / "model.safetensors"))
-        return torch.load(cand / "state.pt", weights_only=True)
+        try:
+            return torch.load(cand / "state.pt", weights_only=True)
+        except pickle.UnpicklingError as e:
+            first = str(e).strip().splitlines()[0][:200]
+            raise KDForgeError(f"refusing to load {cand / 'state.pt'}: it holds more than tensors and plain data ({first})") from None
     return None
 
 
