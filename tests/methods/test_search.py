@@ -1,0 +1,56 @@
+"""kdforge search: scored on a part of train, never the test split; the choice is never worse than the default."""
+import json
+
+import pytest
+import yaml
+
+import kdforge.search as search
+from kdforge.cli import main
+from kdforge.config import parse_recipe
+
+TINY = {
+    "seed": 0,
+    "data": {"name": "digits", "train_limit": 300},
+    "teacher": {"name": "mlp", "hidden": [32], "train": {"epochs": 2}},
+    "student": {"name": "mlp", "hidden": [8]},
+    "distill": {"epochs": 2, "losses": [{"kind": "kd", "temperature": 4.0, "alpha": 0.8},
+                                        {"kind": "hint", "student_layer": "layers.0", "teacher_layer": "layers.0", "weight": 0.1}]},
+    "search": {"epochs": 2, "top_k": 1, "seeds": 2},
+}
+
+
+class NoTouching:
+    def __len__(self):
+        return 450
+
+    def __getitem__(self, i):
+        raise AssertionError("the search read the test split")
+
+
+def test_search_never_reads_test_and_keeps_a_choice_at_least_as_good_as_default(tmp_path, monkeypatch):
+    real = search.load_data
+
+    def guarded(cfg, seed):
+        data = real(cfg, seed)
+        data.test = NoTouching()
+        return data
+
+    monkeypatch.setattr(search, "load_data", guarded)
+    res = search.run_search(parse_recipe(TINY), 2, tmp_path / "out", report_test=False)
+    assert res["trials"][0]["temperature"] == 4.0 and res["trials"][0]["alpha"] == 0.8  # trial 0 = the default
+    assert res["chosen"]["mean"] >= res["default"]["mean"]
+    best = yaml.safe_load((tmp_path / "out/best-recipe.yaml").read_text())
+    assert best["distill"]["losses"][0]["temperature"] == pytest.approx(res["chosen"]["params"]["temperature"])
+    for name in ("search.md", "search.png", "trials.csv", "search.json"):
+        assert (tmp_path / "out" / name).exists()
+    assert res["tune_size"] + res["holdout_size"] == len(real(parse_recipe(TINY).data, 0).train)
+
+
+@pytest.mark.parametrize("field,value", [("temperature", [8.0, 2.0]), ("alpha", [0.5, 0.5]), ("weight", [])])
+def test_empty_or_inverted_ranges_exit_2(tmp_path, capsys, field, value):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY, "search": {field: value}}))
+    assert main(["search", str(recipe), "--trials", "2", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "empty or inverted" in err
+    assert field in err and not (tmp_path / "out").exists()
