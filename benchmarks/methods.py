@@ -1,0 +1,178 @@
+"""Beyond teacher -> student: mutual learning, born-again, data-free and multi-teacher, ≥ 5 seeds.
+
+Every arm runs through `kdforge.pipeline.run_recipe` (the recipes in recipes/,
+shrunk for time), so the numbers are what a user of those recipes gets. Per seed
+the data split, initialisations and batch order change; differences are paired
+within a seed.
+
+- mutual:        two peers (MLP 32 and MLP 64) trained together by deep mutual
+                 learning vs the same two nets trained alone (same code with the
+                 KL weight set to 0: same batches, same selection protocol).
+- born-again:    generation 1 (labels) vs generation 2 (learns from generation 1), same MLP 32.
+- multi-teacher: three MLP teachers (different seeds; a CNN too on digits) — the
+                 ensemble vs the best single teacher (chosen on validation), and
+                 the student distilled from the ensemble vs from that best teacher.
+- data-free:     (digits) CNN teacher with BatchNorm -> CNN student that only sees
+                 generated inputs (DAFL + DeepInversion BN matching + DFAD adversarial term);
+                 its test accuracy on real images vs the teacher's.
+
+Writes the "methods" section of benchmarks/RESULTS.md.
+
+    python benchmarks/methods.py [--seeds 5] [--datasets digits mnist5k]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import machine_line, mean_std, write_section  # noqa: E402
+
+from kdforge.config import parse_recipe  # noqa: E402
+from kdforge.pipeline import run_recipe  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = {"digits": 20, "mnist5k": 10}
+
+
+def run(raw: dict, run_dir: Path) -> dict:
+    return run_recipe(parse_recipe({**raw, "run_dir": str(run_dir)}), force=True, quiet=True)
+
+
+def base(dataset: str, seed: int) -> dict:
+    return {"seed": seed, "data": {"name": dataset}, "student": {"name": "mlp", "hidden": [32]},
+            "distill": {"epochs": EPOCHS[dataset], "lr": 0.005}}
+
+
+def mutual(dataset: str, seed: int, tmp: Path) -> dict:
+    peers = [{"name": "mlp", "hidden": [32]}, {"name": "mlp", "hidden": [64]}]
+    out = {}
+    for arm, w in (("dml", 1.0), ("alone", 0.0)):
+        r = run({**base(dataset, seed), "method": "mutual", "mutual": {"peers": peers, "weight": w}}, tmp / f"mutual-{arm}")
+        out.update({f"{arm}_peer{k}": r["models"][f"peer{k}"]["accuracy"] for k in range(2)})
+    return out
+
+
+def born_again(dataset: str, seed: int, tmp: Path) -> dict:
+    raw = {**base(dataset, seed), "method": "born_again", "born_again": {"generations": 2}}
+    raw["distill"]["losses"] = [{"kind": "kd", "temperature": 4.0, "alpha": 0.5}]
+    r = run(raw, tmp / "born-again")
+    return {"gen1": r["models"]["gen1"]["accuracy"], "gen2": r["models"]["gen2"]["accuracy"],
+            "gen_ensemble": r["models"]["ensemble"]["accuracy"]}
+
+
+def multi_teacher(dataset: str, seed: int, tmp: Path) -> dict:
+    t_train = {"epochs": EPOCHS[dataset], "lr": 0.003}
+    teachers = [{"name": "mlp", "hidden": [256, 256], "train": t_train}, {"name": "mlp", "hidden": [512], "train": t_train}]
+    teachers.append({"name": "cnn", "channels": [16, 32], "train": t_train} if dataset == "digits"
+                    else {"name": "mlp", "hidden": [256], "train": t_train})
+    kd = [{"kind": "kd", "temperature": 4.0, "alpha": 0.8}]
+    raw = {**base(dataset, seed), "method": "multi_teacher", "ensemble": {"teachers": teachers, "weighting": "mean"}}
+    raw["distill"]["losses"] = kd
+    r = run(raw, tmp / "multi")
+    val = [r["teacher_stages"][f"teacher{k}"]["best_val"]["accuracy"] for k in range(3)]
+    best = max(range(3), key=lambda k: val[k])  # chosen on validation, never on test
+    single = {**base(dataset, seed), "method": "standard",
+              "teacher": {**teachers[best], "checkpoint": str(tmp / f"multi/teacher{best}/checkpoints/best/model.safetensors")}}
+    single["distill"]["losses"] = kd
+    s = run(single, tmp / "single")
+    return {"best_teacher": r["models"][f"teacher{best}"]["accuracy"], "ensemble": r["models"]["teacher_ensemble"]["accuracy"],
+            "student_from_ensemble": r["models"]["student"]["accuracy"], "student_from_best": s["student"]["accuracy"]}
+
+
+def data_free(dataset: str, seed: int, tmp: Path) -> dict:
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "recipes/data-free.yaml").read_text())
+    raw.update(seed=seed, data={"name": dataset})
+    raw["teacher"]["train"]["epochs"] = 15
+    raw["distill"]["epochs"] = 20
+    raw["data_free"]["batches_per_epoch"] = 30
+    r = run(raw, tmp / "data-free")
+    return {"df_teacher": r["models"]["teacher"]["accuracy"], "df_student": r["models"]["student"]["accuracy"]}
+
+
+def one_seed(dataset: str, seed: int, parts: list[str], timings: dict) -> dict:
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        for name in parts:
+            t0 = time.perf_counter()
+            out.update(globals()[name](dataset, seed, Path(d)))
+            timings[(dataset, name)] = timings.get((dataset, name), 0.0) + time.perf_counter() - t0
+    return out
+
+
+def paired(a: list[float], b: list[float]) -> str:
+    """mean ± std of a − b (percentage points) and the paired t-test p-value."""
+    diff = [x - y for x, y in zip(a, b)]
+    p = stats.ttest_rel(a, b).pvalue if len(a) > 1 and any(diff) else float("nan")
+    return f"{mean_std(diff, 100)} (p = {p:.2g})"
+
+
+def render(results: dict, seeds: int, timings: dict) -> str:
+    lines = ["## Beyond teacher → student (`benchmarks/methods.py`)", "", machine_line(), "",
+             f"{seeds} seeds per dataset (each seed: its own split, initialisation and batch order); test accuracy in %, "
+             "mean ± std; differences are paired within a seed (paired t-test p).", ""]
+    for ds, rows in results.items():
+        col = lambda k: [r[k] for r in rows]  # noqa: E731
+        lines += [f"### {ds}", "", "| comparison | arm | accuracy % | other arm | accuracy % | difference (pp) |", "|---|---|---:|---|---:|---:|"]
+        if "dml_peer0" in rows[0]:
+            for k, w in ((0, 32), (1, 64)):
+                lines.append(f"| mutual learning, MLP {w} | with peer | {mean_std(col(f'dml_peer{k}'), 100)} | alone | "
+                             f"{mean_std(col(f'alone_peer{k}'), 100)} | {paired(col(f'dml_peer{k}'), col(f'alone_peer{k}'))} |")
+        if "gen1" in rows[0]:
+            lines.append(f"| born-again, MLP 32 | generation 2 | {mean_std(col('gen2'), 100)} | generation 1 | "
+                         f"{mean_std(col('gen1'), 100)} | {paired(col('gen2'), col('gen1'))} |")
+            lines.append(f"| born-again, MLP 32 | ensemble of gen 1+2 | {mean_std(col('gen_ensemble'), 100)} | generation 1 | "
+                         f"{mean_std(col('gen1'), 100)} | {paired(col('gen_ensemble'), col('gen1'))} |")
+        if "ensemble" in rows[0]:
+            lines.append(f"| teachers | 3-teacher ensemble | {mean_std(col('ensemble'), 100)} | best single teacher (by val) | "
+                         f"{mean_std(col('best_teacher'), 100)} | {paired(col('ensemble'), col('best_teacher'))} |")
+            lines.append(f"| student MLP 32 | from the ensemble | {mean_std(col('student_from_ensemble'), 100)} | from the best teacher | "
+                         f"{mean_std(col('student_from_best'), 100)} | {paired(col('student_from_ensemble'), col('student_from_best'))} |")
+        if "df_student" in rows[0]:
+            ratio = [s / t for s, t in zip(col("df_student"), col("df_teacher"))]
+            lines.append(f"| data-free, CNN → CNN | student (generated inputs only) | {mean_std(col('df_student'), 100)} | teacher | "
+                         f"{mean_std(col('df_teacher'), 100)} | {paired(col('df_student'), col('df_teacher'))} |")
+            lines += ["", f"Data-free student / teacher accuracy: {mean_std(ratio, 100)} % (target ≥ 80 %); "
+                          f"worst seed {100 * min(ratio):.1f} %."]
+        lines.append("")
+    lines.append("CPU seconds per part (wall): " + ", ".join(f"{ds}/{p} {t:.0f}s" for (ds, p), t in timings.items()) + ".")
+    lines += ["", "Settings: students MLP 32 (lr 5e-3, 20 epochs on digits, 10 on mnist5k; best validation epoch); "
+              "mutual peers MLP 32 + MLP 64, T = 1; born-again kd T = 4, α = 0.5; multi-teacher kd T = 4, α = 0.8, mean weighting, "
+              "teachers MLP 256-256, MLP 512 and CNN 16-32 (digits) or MLP 256 (mnist5k); data-free as recipes/data-free.yaml with "
+              "a 15-epoch teacher and 20 × 30 generated batches of 128."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--datasets", nargs="+", default=["digits", "mnist5k"])
+    ap.add_argument("--data-free-on", nargs="*", default=["digits"], help="datasets that also run the data-free arm")
+    ap.add_argument("--dump", type=Path, default=None, help="also write raw per-seed numbers as JSON")
+    args = ap.parse_args()
+    torch.set_num_threads(1)  # tiny nets: one thread is as fast and does not fight other processes
+    results, timings = {}, {}
+    for ds in args.datasets:
+        parts = (["data_free"] if ds in args.data_free_on else []) + ["mutual", "born_again", "multi_teacher"]
+        results[ds] = []
+        for seed in range(args.seeds):
+            results[ds].append(one_seed(ds, seed, parts, timings))
+            print(ds, seed, json.dumps({k: round(v, 4) for k, v in results[ds][-1].items()}), flush=True)
+    if args.dump:
+        args.dump.write_text(json.dumps(results, indent=1))
+    write_section("methods", render(results, args.seeds, timings))
+    print(render(results, args.seeds, timings))
+
+
+if __name__ == "__main__":
+    main()
