@@ -100,6 +100,8 @@ def load_hf(spec: str, task: str, *, num_labels: int | None = None, attentions: 
         kwargs["num_labels"] = num_labels
     if attentions:
         kwargs["attn_implementation"] = "eager"  # sdpa does not return attention probabilities
+    verbosity = tf.logging.get_verbosity()
+    tf.logging.set_verbosity_error()  # the load report lists the new task head on every load
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*newly initialized.*")
@@ -111,6 +113,8 @@ def load_hf(spec: str, task: str, *, num_labels: int | None = None, attentions: 
             raise KDForgeError(f"{field}: {spec} has a classification head for a different number of classes than "
                                f"the data's {num_labels}; use a checkpoint trained on this data") from None
         raise
+    finally:
+        tf.logging.set_verbosity(verbosity)
     return wrap(model, task, attentions=attentions)
 
 
