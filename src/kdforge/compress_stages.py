@@ -25,7 +25,7 @@ from torch import nn
 
 from kdforge.bench.measure import measure, stack_inputs
 from kdforge.compress import Bf16, Fp16, Int8Dynamic, LowRank, Structured, Unstructured, export, lowrank_, prune_, quantize_
-from kdforge.compress.export import _is_quantized
+from kdforge.compress.export import is_quantized
 from kdforge.errors import GateFailed, KDForgeError
 from kdforge.rundir import write_json
 
@@ -33,7 +33,7 @@ BENCH = dict(batch_sizes=(1, 32), warmup=3, repeats=15, threads=1)
 
 
 def _is_plain_float(model: nn.Module) -> bool:
-    return not _is_quantized(model) and all(p.dtype == torch.float32 for p in model.parameters())
+    return not is_quantized(model) and all(p.dtype == torch.float32 for p in model.parameters())
 
 
 def _measure(model, data) -> dict:
@@ -56,11 +56,11 @@ def apply_stage(stage, model: nn.Module, example: torch.Tensor) -> nn.Module:
     """The stage's verb on a copy of `model` (quantize / prune / lowrank)."""
     model = copy.deepcopy(model)
     if stage.kind == "quantize":
-        if _is_quantized(model):
+        if is_quantized(model):
             raise KDForgeError("compress quantize: the model is already INT8-quantized by an earlier stage")
         cfg = {"int8_dynamic": Int8Dynamic(per_channel=stage.per_channel), "fp16": Fp16(), "bf16": Bf16()}[stage.method]
         return quantize_(model, cfg)
-    if _is_quantized(model):
+    if is_quantized(model):
         raise KDForgeError(f"compress {stage.kind}: runs on a float model; put quantize after {stage.kind} in the stage list")
     if stage.kind == "prune":
         cfg = Structured(stage.amount) if stage.method == "structured" else Unstructured(stage.amount, stage.scope)
@@ -218,7 +218,12 @@ def compress_recipe(recipe, run_dir: Path, student: nn.Module, teacher: nn.Modul
         results["compress"] = {**json.loads(summary_path.read_text()), "gate_failed": str(e)} if summary_path.exists() \
             else {"gate_failed": str(e)}
     write_json(Path(run_dir) / "metrics.json", results)
-    write_report(Path(run_dir), teacher=teacher, data=data)
+    preamble = None
+    if "student_stage" in results:  # a run_recipe run: keep its own summary at the top of report.md
+        from kdforge.pipeline import render_report
+
+        preamble = render_report(recipe, results)
+    write_report(Path(run_dir), teacher=teacher, data=data, preamble=preamble)
     if failed is not None:
         raise failed
     return results
@@ -251,3 +256,22 @@ def load_run(run_dir: Path):
         else:
             load_checkpoint_file(teacher, src, "teacher")
     return recipe, data, student.eval(), teacher.eval() if teacher is not None else None
+
+
+def demo_stages(quick: bool) -> list:
+    """What `kdforge demo` does after distillation: prune, recover, INT8, ONNX (fp32 + INT8)."""
+    from kdforge.compress.config import ExportStage, PruneStage, QuantizeStage, RecoverStage
+
+    return [PruneStage(amount=0.5), RecoverStage(epochs=2 if quick else 10),
+            QuantizeStage(method="int8_dynamic"), ExportStage(formats=["onnx", "onnx-int8"])]
+
+
+def demo_compress(out: Path, teacher: nn.Module, student: nn.Module, data, results: dict, *, quick: bool,
+                  preamble: str) -> dict:
+    """Compress the demo's KD student, add the summary to metrics.json and write report.md/.html."""
+    from kdforge.bench.report import write_report
+
+    results["compress"] = run_compress(demo_stages(quick), Path(out), student, teacher, data, quiet=True)
+    write_json(Path(out) / "metrics.json", results)
+    write_report(Path(out), teacher=teacher, data=data, preamble=preamble)
+    return results

@@ -72,9 +72,12 @@ def make_runner(kind: str, obj: Any) -> Runner:
     return run_torch
 
 
-def count_params(kind: str, obj: Any) -> int:
+def count_params(kind: str, obj: Any) -> int | None:
     if kind == "onnx":
         import onnx
+
+        if getattr(obj, "kdforge_path", None) is None:
+            return None  # a session built elsewhere: its file is unknown
 
         graph = onnx.load(str(obj.kdforge_path), load_external_data=False).graph
         return int(sum(np.prod(t.dims) for t in graph.initializer))
@@ -85,8 +88,10 @@ def count_params(kind: str, obj: Any) -> int:
     return int(n)
 
 
-def size_bytes(kind: str, obj: Any) -> int:
+def size_bytes(kind: str, obj: Any) -> int | None:
     if kind == "onnx":
+        if getattr(obj, "kdforge_path", None) is None:
+            return None
         return Path(obj.kdforge_path).stat().st_size
     buf = io.BytesIO()
     torch.save(obj.state_dict(), buf)

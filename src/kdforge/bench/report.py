@@ -136,8 +136,11 @@ def make_plots(run_dir: Path, rows: list[dict], similarity: torch.Tensor | None)
     return plots
 
 
-def write_report(run_dir: Path, *, teacher=None, data=None) -> Path:
-    """Write RUN/report.md, RUN/report.html and RUN/report/*.png; returns the HTML path."""
+def write_report(run_dir: Path, *, teacher=None, data=None, preamble: str | None = None) -> Path:
+    """Write RUN/report.md, RUN/report.html and RUN/report/*.png; returns the HTML path.
+
+    preamble: Markdown placed first in report.md (and as preformatted text in the HTML),
+    e.g. the run's own summary table."""
     run_dir = Path(run_dir)
     rows = collect_rows(run_dir)
     sim = soft_target_similarity(teacher, data.test) if teacher is not None and data is not None else None
@@ -163,7 +166,8 @@ def write_report(run_dir: Path, *, teacher=None, data=None) -> Path:
         notes.append(f"Confidence filter: {int(stage['filtered'])} of {int(stage['seen'])} sample-visits filtered.")
     notes.append("Latency: single-threaded CPU, p50 of repeated calls after warm-up; compare ratios within one run.")
 
-    md = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    md = ([preamble.rstrip(), "", f"## Compression and deployment — {run_dir.name}"] if preamble else [f"# {title}"])
+    md += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(r) + " |" for r in body]
     md += [""] + [f"- {n}" for n in notes] + [""]
     md += [f"![{name}](report/{name}.png)" for name in plots]
@@ -176,7 +180,7 @@ def write_report(run_dir: Path, *, teacher=None, data=None) -> Path:
 body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child{{text-align:left}}
 figure{{display:inline-block;margin:1em}} img{{max-width:520px}}</style></head><body>
-<h1>{html.escape(title)}</h1><table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>{cells}</table>
+<h1>{html.escape(title)}</h1>{f"<pre>{html.escape(preamble)}</pre>" if preamble else ""}<table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>{cells}</table>
 <ul>{''.join(f'<li>{html.escape(n.replace("**", ""))}</li>' for n in notes)}</ul>{imgs}</body></html>"""
     write_text(run_dir / "report.html", page)
     return run_dir / "report.html"

@@ -65,7 +65,7 @@ def export(
         raise KDForgeError("export onnx-int8-static: pass calibration batches (an iterable of input tensors)")
     if "hf" in formats and not hasattr(model, "save_pretrained"):
         raise KDForgeError(f"export hf: {type(model).__name__} is not a Hugging Face model (no save_pretrained)")
-    if _is_quantized(model) and ({"safetensors", "hf"} | {f for f in formats if f.startswith("onnx")}) & set(formats):
+    if is_quantized(model):
         raise KDForgeError("export: a torch INT8 (torch.ao) model cannot be exported; export the float model "
                            "and use format onnx-int8 for an INT8 deployment artifact")
 
@@ -132,7 +132,8 @@ def _quiet_root_logger():
         root.setLevel(level)
 
 
-def _is_quantized(model: nn.Module) -> bool:
+def is_quantized(model: nn.Module) -> bool:
+    """True when any submodule is a torch.ao quantized module (inference-only, not exportable)."""
     return any(type(m).__module__.startswith("torch.ao.nn.quantized") for m in model.modules())
 
 
