@@ -46,11 +46,22 @@ def mean_std(xs: list[float], scale: float = 1.0, digits: int = 2) -> str:
 
 
 def write_section(name: str, body: str) -> None:
-    """Replace (or append) section `name` of benchmarks/RESULTS.md with `body`."""
+    """Replace (or append) section `name` of benchmarks/RESULTS.md with `body`.
+
+    Holds an exclusive lock while it reads, edits and renames, so benchmarks run
+    side by side never lose each other's sections."""
+    import fcntl
+
+    with open(RESULTS.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _replace_section(name, body)
+
+
+def _replace_section(name: str, body: str) -> None:
     text = RESULTS.read_text() if RESULTS.exists() else "# kdforge benchmark results\n\nEvery number here is written by a script in `benchmarks/`; rerun it to refresh its section.\n"
     block = f"<!-- section:{name} -->\n{body.strip()}\n<!-- /section:{name} -->"
     pattern = re.compile(rf"<!-- section:{re.escape(name)} -->.*?<!-- /section:{re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    tmp = RESULTS.with_suffix(".md.tmp")
+    tmp = RESULTS.with_suffix(f".md.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, RESULTS)
