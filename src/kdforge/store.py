@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from kdforge.errors import KDForgeError
 from kdforge.teacher import Teacher
+from kdforge.train import distributed as dist
 from kdforge.train.batching import collate_indexed
 
 FINGERPRINT_FIELDS = ("teacher", "data", "tokenizer", "k", "temperature")
@@ -88,7 +89,7 @@ def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = "
     files: dict[str, np.ndarray] = {}
     for start in range(0, n, batch_size):
         batch = collate_indexed([(i, dataset[i]) for i in range(start, min(start + batch_size, n))])
-        logits, feats = teacher(_inputs(batch))  # (B, *P, V), {name: (B, ...)}
+        logits, feats = teacher(_inputs(batch), idx=batch["idx"])  # (B, *P, V), {name: (B, ...)}; a CachedTeacher re-sparsifies a store
         vocab = logits.shape[-1]
         kk = vocab if k == "all" else min(int(k), vocab)
         if kk == vocab:
@@ -229,10 +230,17 @@ def open_or_write(recipe, teacher_model: nn.Module, data, *, rewrite: bool = Fal
     cfg = recipe.store
     fp = recipe_fingerprint(recipe, teacher_model, data.train)
     path = Path(cfg.path)
-    if rewrite or not (path / "meta.json").is_file():
-        write_store(path, Teacher(teacher_model, cfg.features), data.train, k=cfg.k, fp=fp,
+    ctx = dist.context()
+    written = 0
+    if ctx.is_main and (rewrite or not (path / "meta.json").is_file()):  # written once, by rank 0, for every rank
+        live = Teacher(teacher_model, cfg.features)
+        write_store(path, live, data.train, k=cfg.k, fp=fp,
                     shard_size=cfg.shard_size, batch_size=batch_size, dtype=cfg.dtype)
-    return CachedTeacher(TeacherStore(path, fp))
+        written = live.samples
+    ctx.barrier()
+    cached = CachedTeacher(TeacherStore(path, fp))
+    cached.samples = written  # teacher forward work done for this run (0 when the store already existed)
+    return cached
 
 
 __all__ = ["CachedTeacher", "open_or_write", "recipe_fingerprint", "TeacherStore", "compare", "fingerprint", "hash_dataset", "hash_module", "write_store"]
