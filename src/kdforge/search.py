@@ -190,7 +190,7 @@ def run_search(recipe: Recipe, trials: int, out_dir: Path, *, quiet: bool = True
     best_recipe = apply_params(recipe, chosen["params"])
     write_text(out_dir / "best-recipe.yaml", dump_recipe(best_recipe))
 
-    result = {"trials": rows, "reruns": reruns, "chosen": chosen, "default": default_row,
+    result = {"trials": rows, "reruns": reruns, "chosen": chosen, "default": default_row, "epochs": epochs,
               "holdout_size": len(tuning.holdout), "tune_size": len(tuning.tune)}
     if report_test:  # the only read of the test split, after the choice
         result["test"] = final_test(models, chosen["trial"], data)
@@ -254,7 +254,8 @@ def render(result: dict) -> str:
     keys = [k for k in result["trials"][0] if k not in ("trial", "state", "holdout")]
     lines = ["# kdforge search", "",
              f"Scored on a held-out part of the training split ({result['holdout_size']} samples; "
-             f"trials train on {result['tune_size']}). Trial 0 is the recipe's default.", "",
+             f"trials train on {result['tune_size']} for {result['epochs']} epochs). Trial 0 is the recipe's default; "
+             "pruned trials show their last reported epoch.", "",
              "| trial | state | held-out acc | " + " | ".join(keys) + " |", "|---" * (3 + len(keys)) + "|"]
     for r in result["trials"]:
         v = "-" if r["holdout"] is None else f"{r['holdout']:.4f}"
@@ -265,7 +266,8 @@ def render(result: dict) -> str:
         lines.append(f"| {r['trial']}{mark} | {r['mean']:.4f} ± {r['std']:.4f} | "
                      + ", ".join(f"{k}={_fmt(v)}" for k, v in r["params"].items()) + " |")
     if "test" in result:
-        lines += ["", f"Test accuracy (read once, after the choice): chosen {result['test']['chosen']:.4f}, "
+        lines += ["", f"Test accuracy (read once, after the choice; each configuration's first re-run model, "
+                      f"trained on the tuning part for {result['epochs']} epochs): chosen {result['test']['chosen']:.4f}, "
                       f"default {result['test']['default']:.4f}."]
     lines += ["", "![search](search.png)"]
     return "\n".join(lines) + "\n"

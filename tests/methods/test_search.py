@@ -54,3 +54,17 @@ def test_empty_or_inverted_ranges_exit_2(tmp_path, capsys, field, value):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "empty or inverted" in err
     assert field in err and not (tmp_path / "out").exists()
+
+
+def test_trial_parameters_land_in_the_recipe_including_student_width():
+    recipe = parse_recipe({**TINY, "search": {"widths": [4, 16]}})
+    tuned = search.apply_params(recipe, {"temperature": 2.5, "alpha": 0.3, "weight_1": 0.05, "width": 16})
+    kd, hint = tuned.distill.losses
+    assert (kd.temperature, kd.alpha, hint.weight, tuned.student.hidden) == (2.5, 0.3, 0.05, [16])
+    assert search.default_params(recipe) == {"temperature": 4.0, "alpha": 0.8, "weight_1": 0.1, "width": 8}
+
+
+def test_a_recipe_without_a_kd_term_cannot_be_searched(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY, "distill": {"losses": [{"kind": "ce"}]}}))
+    assert main(["search", str(recipe), "--trials", "2", "--out", str(tmp_path / "out")]) == 2
