@@ -76,6 +76,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False, qui
         source = open_or_write(recipe, teacher, data)
     method = METHODS.build(recipe.method, student, source, recipe.distill, probe)
     results["student_stage"] = train_stage("student", run_dir, method, data, recipe.distill, recipe.seed, quiet=quiet)
+    if needs_teacher:  # teacher forward passes in this run, all ranks: once over the data with a store
+        results["teacher_forward_samples"] = int(ctx.sum_dict({"n": method.teacher.samples})["n"])
     omitted = list(recipe.data.omit_classes)
     results["student"] = {**classification_metrics(student, data.test, classes=omitted), "params": count_parameters(student)}
     write_json(run_dir / "metrics.json", results)

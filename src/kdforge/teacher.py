@@ -18,11 +18,15 @@ from kdforge.taps import FeatureTaps
 class Teacher:
     """Wraps a trained nn.Module. `teacher(x)` -> (logits, {layer: feature})."""
 
+    calls = 0
+    samples = 0
+
     def __init__(self, model: nn.Module, feature_layers: list[str] | set[str] = ()):
         self.model = model.eval().requires_grad_(False)
         self.model.train = lambda mode=True: self.model  # type: ignore[method-assign]  # stays in eval
         self.taps = FeatureTaps(self.model, feature_layers, role="teacher") if feature_layers else None
         self.calls = 0  # counted so tests can prove a cached run never calls the teacher
+        self.samples = 0  # samples forwarded through the teacher (benchmarks count teacher work)
 
     @torch.no_grad()
     def __call__(self, inputs: Any, idx: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
@@ -30,8 +34,16 @@ class Teacher:
         self.calls += 1
         out = self.model(inputs)
         logits = out.logits if hasattr(out, "logits") else out
+        self.samples += logits.shape[0]
         feats = dict(self.taps.outputs) if self.taps else {}
         return logits.detach(), {k: v.detach() for k, v in feats.items()}
+
+    def probe(self, inputs: Any, idx: Any = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """One call that is not counted: methods use it to learn shapes before training."""
+        calls, samples = self.calls, self.samples
+        out = self(inputs, idx=idx)
+        self.calls, self.samples = calls, samples
+        return out
 
     def parameters(self):
         return self.model.parameters()

@@ -43,8 +43,7 @@ class StandardKD(Method):
             s_logits = student(probe["x"])
             s_feats = dict(self.s_taps.outputs)
         student.train(was_training)
-        t_logits, t_feats = self.teacher(probe["x"], idx=probe.get("idx"))
-        self.teacher.calls -= 1  # the probe is not a training call
+        t_logits, t_feats = self.teacher.probe(probe["x"], idx=probe.get("idx"))
         if s_logits.shape[-1] != t_logits.shape[-1]:
             raise KDForgeError(
                 f"teacher predicts {t_logits.shape[-1]} classes but student predicts {s_logits.shape[-1]}; "
