@@ -18,7 +18,7 @@ within a seed.
 
 Writes the "methods" section of benchmarks/RESULTS.md.
 
-    python benchmarks/methods.py [--seeds 5] [--datasets digits mnist5k]
+    python benchmarks/methods.py [--seeds 5] [--datasets digits mnist5k] [--parts ...] [--cache DIR]
 """
 from __future__ import annotations
 
@@ -94,19 +94,30 @@ def data_free(dataset: str, seed: int, tmp: Path) -> dict:
     raw = yaml.safe_load((ROOT / "recipes/data-free.yaml").read_text())
     raw.update(seed=seed, data={"name": dataset})
     raw["teacher"]["train"]["epochs"] = 15
-    raw["distill"]["epochs"] = 20
-    raw["data_free"]["batches_per_epoch"] = 30
     r = run(raw, tmp / "data-free")
     return {"df_teacher": r["models"]["teacher"]["accuracy"], "df_student": r["models"]["student"]["accuracy"]}
 
 
-def one_seed(dataset: str, seed: int, parts: list[str], timings: dict) -> dict:
+def one_seed(dataset: str, seed: int, parts: list[str], timings: dict, cache: Path | None = None,
+             cached_only: bool = False) -> dict:
+    """Numbers of every part for one (dataset, seed); with `cache`, a part already measured is read back
+    (so parts can run in separate processes and a final call only renders)."""
     out = {}
     with tempfile.TemporaryDirectory() as d:
         for name in parts:
-            t0 = time.perf_counter()
-            out.update(globals()[name](dataset, seed, Path(d)))
-            timings[(dataset, name)] = timings.get((dataset, name), 0.0) + time.perf_counter() - t0
+            hit = cache / f"{dataset}-{seed}-{name}.json" if cache else None
+            if hit is not None and hit.exists():
+                got = json.loads(hit.read_text())
+            elif cached_only:
+                continue
+            else:
+                t0 = time.perf_counter()
+                got = {"numbers": globals()[name](dataset, seed, Path(d)), "seconds": time.perf_counter() - t0}
+                if hit is not None:
+                    hit.parent.mkdir(parents=True, exist_ok=True)
+                    hit.write_text(json.dumps(got))
+            out.update(got["numbers"])
+            timings[(dataset, name)] = timings.get((dataset, name), 0.0) + got["seconds"]
     return out
 
 
@@ -119,37 +130,38 @@ def paired(a: list[float], b: list[float]) -> str:
 
 def render(results: dict, seeds: int, timings: dict) -> str:
     lines = ["## Beyond teacher → student (`benchmarks/methods.py`)", "", machine_line(), "",
-             f"{seeds} seeds per dataset (each seed: its own split, initialisation and batch order); test accuracy in %, "
-             "mean ± std; differences are paired within a seed (paired t-test p).", ""]
-    for ds, rows in results.items():
-        col = lambda k: [r[k] for r in rows]  # noqa: E731
-        lines += [f"### {ds}", "", "| comparison | arm | accuracy % | other arm | accuracy % | difference (pp) |", "|---|---|---:|---|---:|---:|"]
-        if "dml_peer0" in rows[0]:
-            for k, w in ((0, 32), (1, 64)):
-                lines.append(f"| mutual learning, MLP {w} | with peer | {mean_std(col(f'dml_peer{k}'), 100)} | alone | "
-                             f"{mean_std(col(f'alone_peer{k}'), 100)} | {paired(col(f'dml_peer{k}'), col(f'alone_peer{k}'))} |")
-        if "gen1" in rows[0]:
-            lines.append(f"| born-again, MLP 32 | generation 2 | {mean_std(col('gen2'), 100)} | generation 1 | "
-                         f"{mean_std(col('gen1'), 100)} | {paired(col('gen2'), col('gen1'))} |")
-            lines.append(f"| born-again, MLP 32 | ensemble of gen 1+2 | {mean_std(col('gen_ensemble'), 100)} | generation 1 | "
-                         f"{mean_std(col('gen1'), 100)} | {paired(col('gen_ensemble'), col('gen1'))} |")
-        if "ensemble" in rows[0]:
-            lines.append(f"| teachers | 3-teacher ensemble | {mean_std(col('ensemble'), 100)} | best single teacher (by val) | "
-                         f"{mean_std(col('best_teacher'), 100)} | {paired(col('ensemble'), col('best_teacher'))} |")
-            lines.append(f"| student MLP 32 | from the ensemble | {mean_std(col('student_from_ensemble'), 100)} | from the best teacher | "
-                         f"{mean_std(col('student_from_best'), 100)} | {paired(col('student_from_ensemble'), col('student_from_best'))} |")
-        if "df_student" in rows[0]:
-            ratio = [s / t for s, t in zip(col("df_student"), col("df_teacher"))]
-            lines.append(f"| data-free, CNN → CNN | student (generated inputs only) | {mean_std(col('df_student'), 100)} | teacher | "
-                         f"{mean_std(col('df_teacher'), 100)} | {paired(col('df_student'), col('df_teacher'))} |")
-            lines += ["", f"Data-free student / teacher accuracy: {mean_std(ratio, 100)} % (target ≥ 80 %); "
-                          f"worst seed {100 * min(ratio):.1f} %."]
+             f"Up to {seeds} seeds per dataset (column n; each seed: its own split, initialisation and batch order); "
+             "test accuracy in %, mean ± std; differences are paired within a seed (paired t-test p).", ""]
+    comparisons = [
+        ("mutual learning, MLP 32", "with peer (DML)", "dml_peer0", "alone", "alone_peer0"),
+        ("mutual learning, MLP 64", "with peer (DML)", "dml_peer1", "alone", "alone_peer1"),
+        ("born-again, MLP 32", "generation 2", "gen2", "generation 1", "gen1"),
+        ("born-again, MLP 32", "ensemble of gen 1 + 2", "gen_ensemble", "generation 1", "gen1"),
+        ("teachers", "3-teacher ensemble", "ensemble", "best single teacher (by val)", "best_teacher"),
+        ("student MLP 32", "KD from the ensemble", "student_from_ensemble", "KD from the best teacher", "student_from_best"),
+        ("data-free, CNN → CNN", "student (generated inputs only)", "df_student", "teacher (real data)", "df_teacher"),
+    ]
+    for ds, all_rows in results.items():
+        lines += [f"### {ds}", "", "| comparison | arm | accuracy % | other arm | accuracy % | difference (pp) | n |",
+                  "|---|---|---:|---|---:|---:|---:|"]
+        for what, name_a, a, name_b, b in comparisons:
+            pairs = [(r[a], r[b]) for r in all_rows if a in r and b in r]
+            if not pairs:
+                continue
+            xa, xb = [x for x, _ in pairs], [y for _, y in pairs]
+            lines.append(f"| {what} | {name_a} | {mean_std(xa, 100)} | {name_b} | {mean_std(xb, 100)} | {paired(xa, xb)} | {len(pairs)} |")
+        ratio = [r["df_student"] / r["df_teacher"] for r in all_rows if "df_student" in r]
+        if ratio:
+            lines += ["", f"Data-free student / teacher test accuracy: {mean_std(ratio, 100)} % (target ≥ 80 %); "
+                          f"worst seed {100 * min(ratio):.1f} %, best {100 * max(ratio):.1f} %."]
         lines.append("")
-    lines.append("CPU seconds per part (wall): " + ", ".join(f"{ds}/{p} {t:.0f}s" for (ds, p), t in timings.items()) + ".")
+    lines.append("Wall seconds per part, all seeds (2 shared cores, other jobs running): "
+                 + ", ".join(f"{ds}/{p} {t:.0f}" for (ds, p), t in timings.items()) + ".")
     lines += ["", "Settings: students MLP 32 (lr 5e-3, 20 epochs on digits, 10 on mnist5k; best validation epoch); "
-              "mutual peers MLP 32 + MLP 64, T = 1; born-again kd T = 4, α = 0.5; multi-teacher kd T = 4, α = 0.8, mean weighting, "
-              "teachers MLP 256-256, MLP 512 and CNN 16-32 (digits) or MLP 256 (mnist5k); data-free as recipes/data-free.yaml with "
-              "a 15-epoch teacher and 20 × 30 generated batches of 128."]
+              "mutual peers MLP 32 + MLP 64, T = 1, the alone arm is the same run with the KL weight 0; born-again kd T = 4, α = 0.5; "
+              "multi-teacher kd T = 4, α = 0.8, mean weighting, teachers MLP 256-256, MLP 512 and CNN 16-32 (digits) or MLP 256 "
+              "(mnist5k), trained with different seeds; data-free as recipes/data-free.yaml (teacher CNN 32-64 with BatchNorm, "
+              "15 epochs; student CNN 16-32; 30 epochs × 40 generated batches of 128; DFAD adversarial weight 1)."]
     return "\n".join(lines)
 
 
@@ -158,18 +170,21 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--datasets", nargs="+", default=["digits", "mnist5k"])
     ap.add_argument("--data-free-on", nargs="*", default=["digits"], help="datasets that also run the data-free arm")
-    ap.add_argument("--dump", type=Path, default=None, help="also write raw per-seed numbers as JSON")
+    ap.add_argument("--parts", nargs="+", default=["data_free", "mutual", "born_again", "multi_teacher"])
+    ap.add_argument("--cache", type=Path, default=None, help="keep each part's numbers here; reuse them when present")
+    ap.add_argument("--no-write", action="store_true", help="measure (into --cache) without writing RESULTS.md")
+    ap.add_argument("--cached-only", action="store_true", help="render what --cache holds; measure nothing")
     args = ap.parse_args()
     torch.set_num_threads(1)  # tiny nets: one thread is as fast and does not fight other processes
     results, timings = {}, {}
     for ds in args.datasets:
-        parts = (["data_free"] if ds in args.data_free_on else []) + ["mutual", "born_again", "multi_teacher"]
+        parts = [p for p in args.parts if p != "data_free" or ds in args.data_free_on]
         results[ds] = []
         for seed in range(args.seeds):
-            results[ds].append(one_seed(ds, seed, parts, timings))
+            results[ds].append(one_seed(ds, seed, parts, timings, args.cache, args.cached_only))
             print(ds, seed, json.dumps({k: round(v, 4) for k, v in results[ds][-1].items()}), flush=True)
-    if args.dump:
-        args.dump.write_text(json.dumps(results, indent=1))
+    if args.no_write:
+        return
     write_section("methods", render(results, args.seeds, timings))
     print(render(results, args.seeds, timings))
 
