@@ -262,7 +262,7 @@ def demo_stages(quick: bool) -> list:
     """What `kdforge demo` does after distillation: prune, recover, INT8, ONNX (fp32 + INT8)."""
     from kdforge.compress.config import ExportStage, PruneStage, QuantizeStage, RecoverStage
 
-    return [PruneStage(amount=0.5), RecoverStage(epochs=2 if quick else 10),
+    return [PruneStage(amount=0.5), RecoverStage(epochs=2 if quick else 10, lr=5e-3),
             QuantizeStage(method="int8_dynamic"), ExportStage(formats=["onnx", "onnx-int8"])]
 
 

@@ -71,6 +71,7 @@ def run_demo(out: Path, quick: bool = False, console: Console | None = None) -> 
     train_stage("teacher", out, METHODS.build("supervised", teacher), full, TrainConfig(epochs=epochs_t), SEED)
     results: dict = {"teacher": _evaluate(teacher, full)}
 
+    students: dict = {}  # the KD student is compressed at the end
     for name, (method, cfg, omit) in arms(epochs_s).items():
         console.print(f"[bold]{'3/3' if omit else '2/3'} {name}[/]")
         data = no3 if omit else full
@@ -78,6 +79,7 @@ def run_demo(out: Path, quick: bool = False, console: Console | None = None) -> 
         m = METHODS.build(method, student, copy.deepcopy(teacher), cfg, probe_batch(data.train))
         stage = train_stage(name, out, m, data, cfg, SEED)
         results[name] = {**_evaluate(student, full), "best_epoch": stage["best_epoch"]}
+        students[name] = student
 
     results["omitted_class"] = {
         "class": OMITTED,
@@ -88,6 +90,10 @@ def run_demo(out: Path, quick: bool = False, console: Console | None = None) -> 
     write_json(out / "metrics.json", results)
     write_text(out / "report.md", render(results))
     console.print(_table(results))
+    console.print("[bold]compression[/] KD student: prune 50% -> recover -> INT8 -> ONNX; report.html")
+    from kdforge.compress_stages import demo_compress
+
+    demo_compress(out, teacher, students["student_kd"], full, results, quick=quick, preamble=render(results))
     console.print(f"run directory: {out}")
     return results
 
