@@ -56,6 +56,8 @@ def test_each_loss_reaches_only_what_it_trains():
     teacher, student = CNN((1, 8, 8), 10, channels=[8]), MLP((1, 8, 8), 10, hidden=[16])
     m = DataFreeKD(student, teacher, DistillConfig(), {"x": torch.zeros(2, 1, 8, 8)}, DataFreeConfig(adversarial_weight=1.0))
     batch = {"x": torch.full((6,), float("nan")), "y": torch.full((6,), -1), "idx": torch.arange(6)}
+    m.teacher(torch.rand(3, 1, 8, 8))
+    assert m.bn.terms == []  # using the teacher outside a step (evaluation) records no BN terms
     out = m.step(batch)  # placeholder contents are ignored
     assert all(torch.isfinite(v) for v in out.values())
     sum(v for k, v in out.items() if k.startswith("gen_")).backward(retain_graph=True)

@@ -77,9 +77,12 @@ class BNStatTaps:
     def __init__(self, model: nn.Module):
         self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.terms: list[Tensor] = []
+        self.recording = True  # off while the teacher is used for anything else (e.g. evaluation)
         self.handles = [m.register_forward_hook(self._hook) for m in self.layers]
 
     def _hook(self, module: nn.Module, inputs: tuple[Tensor], output: Tensor) -> None:
+        if not self.recording:
+            return
         x = inputs[0]
         dims = [0] + list(range(2, x.dim()))  # all but the channel axis
         mean, var = x.mean(dims), x.var(dims, unbiased=False)  # (C,)
@@ -129,7 +132,7 @@ class DataFreeKD(Method):
         self.generator = Generator(self.opt.latent_dim, shape, self.opt.generator_hidden)
         self.trainable = nn.ModuleDict({"student": student, "generator": self.generator})
         self.bn = BNStatTaps(self.teacher.model)
-        self.has_bn = bool(self.bn.layers)
+        self.bn.recording = False
 
     def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         # The batch's contents are placeholders (see NoiseSeeds); only its size is used.
@@ -137,7 +140,9 @@ class DataFreeKD(Method):
         o = self.opt
         z = torch.randn(b, o.latent_dim, device=batch["idx"].device)  # (B, latent), loop-seeded RNG
         x = self.generator(z)  # (B, *input_shape)
+        self.bn.recording = True
         t_logits = self.teacher.model(x)  # frozen weights; gradient flows to x only
+        self.bn.recording = False
         t_logits = getattr(t_logits, "logits", t_logits)  # (B, C)
         bn = self.bn.pop()
         losses = {
