@@ -54,7 +54,8 @@ def split_holdout(data: DataBundle, fraction: float, seed: int) -> Tuning:
     y = data.train.y.numpy() if hasattr(data.train, "y") else np.array([int(data.train[i][1]) for i in range(len(data.train))])
     idx = np.arange(len(y))
     tune, hold = train_test_split(idx, test_size=fraction, stratify=y, random_state=seed)
-    return Tuning(data.train.subset(np.sort(tune)), data.train.subset(np.sort(hold)), data.val, data.input_shape, data.num_classes)
+    pick = data.train.subset if hasattr(data.train, "subset") else lambda i: torch.utils.data.Subset(data.train, i.tolist())
+    return Tuning(pick(np.sort(tune)), pick(np.sort(hold)), data.val, data.input_shape, data.num_classes)
 
 
 def kd_index(recipe: Recipe) -> int:
