@@ -143,3 +143,30 @@ def test_empty_text_file_and_lm_windows(tmp_path, tiny_llama_dir):  # noqa: F811
     assert len(bundle.train) > 0 and bundle.train[0]["input_ids"].shape == (16,)
     with pytest.raises(KDForgeError, match="too few"):
         lm_windows("short", tok, 16, val_fraction=0.1, test_fraction=0.1)
+
+
+def test_store_k_all_equals_live_and_topk_store_trains_without_teacher(pair, tmp_path):
+    from kdforge.store import CachedTeacher, TeacherStore, write_store
+    from kdforge.teacher import Teacher
+
+    teacher, student = pair
+    ds = _data(16)
+    live = Teacher(teacher)
+    write_store(tmp_path / "all", live, ds, k="all", batch_size=4, dtype="float32")
+    write_store(tmp_path / "k8", CachedTeacher(TeacherStore(tmp_path / "all")), ds, k=8, batch_size=4)
+    batch = _probe(ds)
+    for kind in ("kd", "reverse_kl", "jsd"):
+        cfg = _cfg(losses=[{"kind": kind}] if kind != "kd" else [{"kind": "kd", "alpha": 0.5, "temperature": 2.0}])
+        a = TokenKD(student, teacher, cfg, batch).step(batch)[kind]
+        cached = CachedTeacher(TeacherStore(tmp_path / "all"))
+        b = TokenKD(student, cached, cfg, batch).step(batch)[kind]
+        assert torch.allclose(a, b, atol=1e-5) and cached.calls == 1
+    calls = live.calls
+    sparse = CachedTeacher(TeacherStore(tmp_path / "k8"))
+    m = TokenKD(student, sparse, _cfg(), batch)
+    before = m.step(batch)["kd"].item()
+    fit(m, ds, _data(8, seed=1), _cfg(epochs=3), tmp_path / "run", 0, metric_fn=perplexity_metrics,
+        select="neg_perplexity", quiet=True)
+    assert m.step(batch)["kd"].item() < before and live.calls == calls  # the teacher never ran
+    with pytest.raises(KDForgeError, match="needs the live teacher"):
+        SequenceKD(student, sparse, _cfg(), batch)

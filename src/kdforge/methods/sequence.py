@@ -35,7 +35,7 @@ SOFT = {"kd": "forward_kl", "reverse_kl": "reverse_kl", "jsd": "jsd", "tvd": "tv
 
 
 def vocab_size(model) -> int:
-    m = getattr(model, "model", model)  # Teacher -> its module
+    m = model.model if getattr(model, "model", None) is not None else model  # Teacher -> its module
     if hasattr(m, "vocab_size"):
         return int(m.vocab_size)
     raise KDForgeError(f"cannot tell the vocabulary size of {type(m).__name__}")
@@ -60,7 +60,7 @@ def check_vocab(student_vocab: int, teacher_vocab: int, s_tok=None, t_tok=None) 
 
 
 def check_context(model, length: int, role: str, field: str = "data.max_length") -> None:
-    m = getattr(model, "model", model)
+    m = model.model if getattr(model, "model", None) is not None else model
     ctx = getattr(m, "max_positions", None)
     if ctx is not None and length > ctx:
         raise KDForgeError(f"{field}: sequences of {length} tokens are longer than the {role}'s context of {ctx} positions")
