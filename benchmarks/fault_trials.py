@@ -43,6 +43,15 @@ def start(*args: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def wait_for_training(p: subprocess.Popen, run_dir: Path) -> float:
+    """Block until the run has started training (its teacher stage log exists); returns that time."""
+    while not (run_dir / "teacher/metrics.jsonl").exists():
+        if p.poll() is not None:
+            raise SystemExit(f"run ended before training started: {p.stderr.read()[-1000:]}")
+        time.sleep(0.01)
+    return time.time()
+
+
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(run_dir / "student/checkpoints/best/model.safetensors")
 
@@ -57,27 +66,25 @@ def main() -> None:
     recipe = work / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE))
 
-    t0 = time.time()
     ref = start("run", str(recipe), "--set", f"run_dir={work / 'ref'}")
+    t0 = wait_for_training(ref, work / "ref")
     assert ref.wait() == 0, ref.stderr.read()
-    duration = time.time() - t0
+    duration = time.time() - t0  # from the first training step to the end
     ref_w = weights(work / "ref")
 
     rows, equal, killed_mid_run = [], 0, 0
     for trial in range(args.trials):
         run_dir = work / f"t{trial}"
-        delay = rng.uniform(0.25, 0.95) * duration
+        delay = rng.uniform(0.02, 0.98) * duration
         p = start("run", str(recipe), "--set", f"run_dir={run_dir}")
+        wait_for_training(p, run_dir)
         time.sleep(delay)
         was_running = p.poll() is None
         p.send_signal(signal.SIGKILL)
         p.wait()
         killed_mid_run += was_running
-        stage = "student" if (run_dir / "student").exists() else "teacher" if (run_dir / "teacher").exists() else "setup"
-        if not (run_dir / "recipe.yaml").exists():  # killed before the run directory existed: start again
-            r = start("run", str(recipe), "--set", f"run_dir={run_dir}", "--force")
-        else:
-            r = start("run", "--resume", str(run_dir))
+        stage = "student" if (run_dir / "student").exists() else "teacher"
+        r = start("run", "--resume", str(run_dir))
         code = r.wait()
         same = code == 0 and all(torch.equal(ref_w[k], v) for k, v in weights(run_dir).items())
         equal += same
@@ -87,8 +94,8 @@ def main() -> None:
     body = "\n".join([
         f"## Kill-and-resume trials (`benchmarks/fault_trials.py`, {args.trials} trials)", "",
         machine_line(), "",
-        f"Uninterrupted reference run: {duration:.1f} s. Each trial is SIGKILLed after a random delay "
-        f"(25–95% of that), then resumed with `kdforge run --resume`; deterministic CPU mode (1 thread).", "",
+        f"Uninterrupted reference run: {duration:.1f} s of training. Each trial is SIGKILLed at a random moment of "
+        f"its training (2–98% of that time after its first step), then resumed with `kdforge run --resume`; deterministic CPU mode (1 thread).", "",
         f"**{equal} of {args.trials} resumed runs ended with final student weights bit-identical to the uninterrupted run** "
         f"({killed_mid_run} were killed while running; a run that had already finished counts only if its weights match too).", "",
         "| trial | kill after (s) | killed mid-run | stage reached | resume exit code | weights bit-identical |",
