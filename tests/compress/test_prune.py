@@ -51,3 +51,29 @@ def test_amount_outside_open_interval_is_an_error(amount):
 def test_structured_needs_example_inputs(digits_mlp):
     with pytest.raises(KDForgeError, match="example_inputs"):
         prune_(copy.deepcopy(digits_mlp), Structured(0.5))
+
+
+def test_structured_heads_on_a_tiny_bert_round_trips(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from kdforge.compress import export
+
+    cfg = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=64, num_labels=3)
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(cfg).eval()
+    ids = torch.randint(0, 50, (2, 7))
+    before = count_parameters(model)
+    prune_(model, Structured(0.5, heads=True), example_inputs=ids)
+    attn = model.bert.encoder.layer[0].attention.self
+    assert attn.num_attention_heads == 2 and model.config.num_attention_heads == 2
+    assert count_parameters(model) < 0.6 * before
+    out = model(ids).logits
+    assert out.shape == (2, 3)
+    man = export(model, tmp_path / "o", ["hf"])
+    again = transformers.BertForSequenceClassification.from_pretrained(man["files"]["hf"]).eval()
+    torch.testing.assert_close(again(ids).logits, out)
+
+
+def test_heads_on_a_model_without_attention_is_an_error(digits, digits_mlp):
+    with pytest.raises(KDForgeError, match="no attention"):
+        prune_(copy.deepcopy(digits_mlp), Structured(0.5, heads=True), example_inputs=digits.test.x[:2])

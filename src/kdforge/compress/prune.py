@@ -47,7 +47,9 @@ class Unstructured:
 class Structured:
     """Remove the `amount` fraction of output neurons / channels of each prunable layer.
 
-    heads: also prune whole attention heads of nn.MultiheadAttention modules.
+    heads: prune whole attention heads (Hugging Face BERT-style query/key/value
+        attention), `amount` of them; otherwise heads keep their count and each
+        head's width shrinks with the hidden size.
     round_to: keep widths multiples of this (friendlier to SIMD kernels).
     """
 
@@ -98,16 +100,23 @@ def _structured(model: nn.Module, config: Structured, filter_fn: FilterFn | None
     ignored = [layers[-1]] + [m for m in layers if id(m) not in chosen]
     if all(id(m) not in chosen or m is layers[-1] for m in layers):
         raise KDForgeError(f"prune_ Structured: the only prunable layer of {type(model).__name__} is its output layer")
-    num_heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+    num_heads = bert_style_heads(model)
+    if config.heads and not num_heads:
+        raise KDForgeError(f"prune_ Structured(heads=True): {type(model).__name__} has no attention this pruner supports "
+                           "(Hugging Face BERT-style query/key/value layers)")
     was_training = model.training
     model.eval()
     try:
         pruner = tp.pruner.MetaPruner(
             model, example_inputs, importance=tp.importance.GroupMagnitudeImportance(p=2),
             pruning_ratio=config.amount, ignored_layers=ignored, round_to=config.round_to,
-            num_heads=num_heads, prune_num_heads=config.heads and bool(num_heads), prune_head_dims=not config.heads,
+            num_heads=num_heads, prune_num_heads=config.heads, prune_head_dims=not config.heads,
+            head_pruning_ratio=config.amount if config.heads else 0.0,
+            output_transform=lambda out: (out.logits if hasattr(out, "logits") else out).float().sum(),
         )
         pruner.step()
+        if num_heads:
+            fix_bert_style_attention(model, pruner.num_heads)
     except KDForgeError:
         raise
     except Exception as e:  # tracing failures come as many types
@@ -115,6 +124,37 @@ def _structured(model: nn.Module, config: Structured, filter_fn: FilterFn | None
         raise KDForgeError(f"prune_ Structured: could not trace {type(model).__name__} for pruning: {first}") from None
     model.train(was_training)
     return model
+
+
+def bert_style_heads(model: nn.Module) -> dict[nn.Module, int]:
+    """{query/key/value Linear: head count} for Hugging Face BERT-style self-attention modules."""
+    heads = {}
+    for m in model.modules():
+        if all(isinstance(getattr(m, k, None), nn.Linear) for k in ("query", "key", "value")) and hasattr(m, "num_attention_heads"):
+            heads.update({m.query: m.num_attention_heads, m.key: m.num_attention_heads, m.value: m.num_attention_heads})
+    return heads
+
+
+def fix_bert_style_attention(model: nn.Module, num_heads: dict[nn.Module, int]) -> None:
+    """After pruning, make the attention modules and the HF config agree with the new widths,
+    so the model runs and `save_pretrained` / `from_pretrained` round-trips."""
+    attn = [m for m in model.modules() if hasattr(m, "query") and hasattr(m, "num_attention_heads")]
+    for m in attn:
+        m.num_attention_heads = num_heads[m.query]
+        m.attention_head_size = m.query.out_features // m.num_attention_heads
+        m.all_head_size = m.query.out_features
+    cfg = getattr(model, "config", None)
+    if cfg is None or not attn:
+        return
+    cfg.num_attention_heads = attn[0].num_attention_heads
+    emb = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+    if emb is not None and hasattr(cfg, "hidden_size"):
+        cfg.hidden_size = emb.embedding_dim
+    inter = next((m for n, m in model.named_modules() if n.endswith("intermediate.dense")), None)
+    if inter is not None and hasattr(cfg, "intermediate_size"):
+        cfg.intermediate_size = inter.out_features
+    if hasattr(cfg, "head_dim"):
+        cfg.head_dim = attn[0].attention_head_size
 
 
 def sparsity(model: nn.Module) -> float:
