@@ -1,0 +1,31 @@
+"""The same recipe under `torchrun --nproc_per_node 2` (gloo, CPU): rank 0 writes, the store is written once."""
+import json
+import os
+import subprocess
+import sys
+
+import yaml
+
+RECIPE = {
+    "data": {"name": "digits", "train_limit": 256},
+    "teacher": {"name": "mlp", "hidden": [32], "train": {"epochs": 2}},
+    "student": {"name": "mlp", "hidden": [8]},
+    "distill": {"epochs": 2, "batch_size": 32},
+}
+
+
+def test_two_processes_one_teacher_pass_and_one_writer(tmp_path):
+    run_dir, store = tmp_path / "run", tmp_path / "store"
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({**RECIPE, "run_dir": str(run_dir), "store": {"path": str(store)}}))
+    r = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "kdforge", "run",
+         str(tmp_path / "r.yaml"), "--quiet"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "KDFORGE_DEVICE": "cpu", "OMP_NUM_THREADS": "1"},
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("student test accuracy") == 1  # one summary line for the job
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["teacher_forward_samples"] == 256  # the store: one pass over the data, not one per rank
+    assert json.loads((run_dir / "env.json").read_text())["world_size"] == 2
+    log = [json.loads(x) for x in (run_dir / "student/metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [4, 8]  # 256 samples / 2 ranks / batch 32 = 4 steps per epoch
