@@ -7,7 +7,7 @@ from torch import nn
 from kdforge.compress import Structured, Unstructured, prune_, sparsity
 from kdforge.errors import KDForgeError
 from kdforge.models.small import count_parameters
-from tests.compress.conftest import accuracy
+from tests.compress.trained import accuracy
 
 
 def test_structured_really_shrinks_mlp_and_still_works(digits, digits_mlp):

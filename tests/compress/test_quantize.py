@@ -7,7 +7,7 @@ from torch import nn
 
 from kdforge.compress import Bf16, Fp16, Int8Dynamic, quantize_
 from kdforge.errors import KDForgeError
-from tests.compress.conftest import accuracy
+from tests.compress.trained import accuracy
 
 
 def sqnr_db(ref: torch.Tensor, got: torch.Tensor) -> float:
