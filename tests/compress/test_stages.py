@@ -83,3 +83,15 @@ def test_bad_stage_is_one_line_exit_2(run_dir, capsys, stage, needle):
 def test_not_a_run_dir(tmp_path, capsys):
     assert main(["compress", str(tmp_path)]) == 2
     assert "not a kdforge run directory" in capsys.readouterr().err
+
+
+def test_recipe_gate_failure_in_run_exits_3(run_dir, capsys):
+    # the INT8 student can never match the teacher exactly: a zero-drop gate against it must stop the run
+    code = main(["run", "--resume", str(run_dir), "--quiet",
+                 "--set", "compress.2.max_accuracy_drop=0.0", "--set", "compress.2.against=teacher"])
+    err = capsys.readouterr().err.strip()
+    assert code == 3 and "02-quantize" in err and "teacher" in err
+    assert "last passing artifact" in err and err.endswith("01-recover")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "gate_failed" in metrics["compress"] and (run_dir / "report.html").exists()
+    assert not (run_dir / "compress/03-export").exists()
