@@ -69,3 +69,21 @@ def test_hf_save_pretrained(tmp_path):
     man = export(model, tmp_path / "o", ["hf"])
     reloaded = transformers.BertForSequenceClassification.from_pretrained(man["files"]["hf"])
     torch.testing.assert_close(reloaded.classifier.weight, model.classifier.weight)
+
+
+def test_hf_classifier_to_onnx_int8(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                  intermediate_size=64, num_labels=3)
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(cfg).eval()
+    ids = torch.randint(1, 50, (2, 7))
+    man = export(model, tmp_path / "o", ["onnx", "onnx-int8"], example_inputs=ids)  # dynamo exporter for HF
+    assert man["onnx_max_abs_diff"] <= 1e-4
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(man["files"]["onnx-int8"], providers=["CPUExecutionProvider"])
+    more = torch.randint(1, 50, (5, 7))
+    got = torch.from_numpy(sess.run(None, {"x": more.numpy()})[0])
+    assert got.shape == (5, 3)
+    assert (got - model(more).logits).abs().max() < 0.1

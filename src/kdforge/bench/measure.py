@@ -66,7 +66,7 @@ def make_runner(kind: str, obj: Any) -> Runner:
 
     def run_torch(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            out = obj(x.to(dtype))
+            out = obj(x.to(dtype) if x.is_floating_point() else x)  # token ids stay integers
         return (out.logits if hasattr(out, "logits") else out).float()
 
     return run_torch
