@@ -98,6 +98,20 @@ def data_free(dataset: str, seed: int, tmp: Path) -> dict:
     return {"df_teacher": r["models"]["teacher"]["accuracy"], "df_student": r["models"]["student"]["accuracy"]}
 
 
+def search(dataset: str, seed: int, tmp: Path) -> dict:
+    """`kdforge search recipes/search.yaml --trials 12` (digits, the demo's recipe): default vs chosen."""
+    from kdforge.config import load_recipe
+    from kdforge.search import run_search
+
+    r = run_search(load_recipe(ROOT / "recipes/search.yaml", [f"seed={seed}"]), 12, tmp / "search")
+    pruned = sum(t["state"] == "PRUNED" for t in r["trials"])
+    return {"search_default_holdout": r["default"]["mean"], "search_default_holdout_std": r["default"]["std"],
+            "search_chosen_holdout": r["chosen"]["mean"], "search_chosen_holdout_std": r["chosen"]["std"],
+            "search_default_test": r["test"]["default"], "search_chosen_test": r["test"]["chosen"],
+            "search_chosen_trial": r["chosen"]["trial"], "search_pruned": pruned,
+            "search_params": json.dumps({k: round(v, 3) for k, v in r["chosen"]["params"].items()})}
+
+
 def one_seed(dataset: str, seed: int, parts: list[str], timings: dict, cache: Path | None = None,
              cached_only: bool = False) -> dict:
     """Numbers of every part for one (dataset, seed); with `cache`, a part already measured is read back
@@ -150,6 +164,14 @@ def render(results: dict, seeds: int, timings: dict) -> str:
                 continue
             xa, xb = [x for x, _ in pairs], [y for _, y in pairs]
             lines.append(f"| {what} | {name_a} | {mean_std(xa, 100)} | {name_b} | {mean_std(xb, 100)} | {paired(xa, xb)} | {len(pairs)} |")
+        for r in all_rows:
+            if "search_chosen_holdout" in r:
+                lines += ["", f"`kdforge search recipes/search.yaml --trials 12` (seed {all_rows.index(r)}, 15-epoch trials, "
+                              f"{int(r['search_pruned'])} of 12 pruned): held-out accuracy over 3 re-run seeds — default "
+                              f"{100 * r['search_default_holdout']:.2f} ± {100 * r['search_default_holdout_std']:.2f} %, chosen "
+                              f"(trial {int(r['search_chosen_trial'])}: {r['search_params']}) {100 * r['search_chosen_holdout']:.2f} ± "
+                              f"{100 * r['search_chosen_holdout_std']:.2f} %; test accuracy, read once after the choice: default "
+                              f"{100 * r['search_default_test']:.2f} %, chosen {100 * r['search_chosen_test']:.2f} %."]
         ratio = [r["df_student"] / r["df_teacher"] for r in all_rows if "df_student" in r]
         if ratio:
             lines += ["", f"Data-free student / teacher test accuracy: {mean_std(ratio, 100)} % (target ≥ 80 %); "
@@ -170,7 +192,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--datasets", nargs="+", default=["digits", "mnist5k"])
     ap.add_argument("--data-free-on", nargs="*", default=["digits"], help="datasets that also run the data-free arm")
-    ap.add_argument("--parts", nargs="+", default=["data_free", "mutual", "born_again", "multi_teacher"])
+    ap.add_argument("--parts", nargs="+", default=["data_free", "mutual", "born_again", "multi_teacher", "search"])
+    ap.add_argument("--search-seeds", type=int, default=1, help="seeds that also run the search part (digits only)")
     ap.add_argument("--cache", type=Path, default=None, help="keep each part's numbers here; reuse them when present")
     ap.add_argument("--no-write", action="store_true", help="measure (into --cache) without writing RESULTS.md")
     ap.add_argument("--cached-only", action="store_true", help="render what --cache holds; measure nothing")
@@ -181,8 +204,9 @@ def main() -> None:
         parts = [p for p in args.parts if p != "data_free" or ds in args.data_free_on]
         results[ds] = []
         for seed in range(args.seeds):
-            results[ds].append(one_seed(ds, seed, parts, timings, args.cache, args.cached_only))
-            print(ds, seed, json.dumps({k: round(v, 4) for k, v in results[ds][-1].items()}), flush=True)
+            here = [p for p in parts if p != "search" or (ds == "digits" and seed < args.search_seeds)]
+            results[ds].append(one_seed(ds, seed, here, timings, args.cache, args.cached_only))
+            print(ds, seed, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in results[ds][-1].items()}), flush=True)
     if args.no_write:
         return
     write_section("methods", render(results, args.seeds, timings))
