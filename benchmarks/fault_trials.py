@@ -10,6 +10,7 @@ the "fault_trials" section of RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -43,13 +44,20 @@ def start(*args: str) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_training(p: subprocess.Popen, run_dir: Path) -> float:
-    """Block until the run has started training (its teacher stage log exists); returns that time."""
-    while not (run_dir / "teacher/metrics.jsonl").exists():
+def reached(run_dir: Path, stage: str, step: int) -> bool:
+    """Has `stage` written a checkpoint at optimizer step >= `step`? (it may be mid-rename: then no)."""
+    try:
+        state = torch.load(run_dir / stage / "checkpoints/last/state.pt", weights_only=True)
+        return state["loop"]["step"] >= step
+    except Exception:
+        return (run_dir / stage / "result.json").exists()
+
+
+def wait_until(p: subprocess.Popen, run_dir: Path, stage: str, step: int) -> None:
+    while not reached(run_dir, stage, step):
         if p.poll() is not None:
-            raise SystemExit(f"run ended before training started: {p.stderr.read()[-1000:]}")
-        time.sleep(0.01)
-    return time.time()
+            return
+        time.sleep(0.005)
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -66,40 +74,43 @@ def main() -> None:
     recipe = work / "recipe.yaml"
     recipe.write_text(yaml.safe_dump(RECIPE))
 
+    t0 = time.time()
     ref = start("run", str(recipe), "--set", f"run_dir={work / 'ref'}")
-    t0 = wait_for_training(ref, work / "ref")
     assert ref.wait() == 0, ref.stderr.read()
-    duration = time.time() - t0  # from the first training step to the end
+    duration = time.time() - t0
     ref_w = weights(work / "ref")
+    steps = {stage: json.loads((work / "ref" / stage / "result.json").read_text())["steps"] for stage in ("teacher", "student")}
 
     rows, equal, killed_mid_run = [], 0, 0
     for trial in range(args.trials):
         run_dir = work / f"t{trial}"
-        delay = rng.uniform(0.02, 0.98) * duration
+        # a random optimizer step of the whole job, then a random extra moment so the kill lands between checkpoints
+        target = rng.randint(1, steps["teacher"] + steps["student"] - 1)
+        stage, step = ("teacher", target) if target <= steps["teacher"] else ("student", target - steps["teacher"])
+        delay = rng.uniform(0.0, 0.3)
         p = start("run", str(recipe), "--set", f"run_dir={run_dir}")
-        wait_for_training(p, run_dir)
+        wait_until(p, run_dir, stage, step)
         time.sleep(delay)
         was_running = p.poll() is None
         p.send_signal(signal.SIGKILL)
         p.wait()
         killed_mid_run += was_running
-        stage = "student" if (run_dir / "student").exists() else "teacher"
         r = start("run", "--resume", str(run_dir))
         code = r.wait()
         same = code == 0 and all(torch.equal(ref_w[k], v) for k, v in weights(run_dir).items())
         equal += same
-        rows.append(f"| {trial} | {delay:.2f} | {'yes' if was_running else 'no (had finished)'} | {stage} | {code} | {'yes' if same else 'NO'} |")
+        rows.append(f"| {trial} | {stage} step ≥ {step} + {delay:.2f} s | {'yes' if was_running else 'no (had finished)'} | {code} | {'yes' if same else 'NO'} |")
         print(rows[-1], flush=True)
 
     body = "\n".join([
         f"## Kill-and-resume trials (`benchmarks/fault_trials.py`, {args.trials} trials)", "",
         machine_line(), "",
-        f"Uninterrupted reference run: {duration:.1f} s of training. Each trial is SIGKILLed at a random moment of "
-        f"its training (2–98% of that time after its first step), then resumed with `kdforge run --resume`; deterministic CPU mode (1 thread).", "",
+        f"Uninterrupted reference run: {duration:.1f} s, {steps['teacher']} teacher + {steps['student']} student optimizer steps. "
+        f"Each trial is SIGKILLed at a random step of the job plus a random 0–0.3 s (so between checkpoints), then resumed with `kdforge run --resume`; deterministic CPU mode (1 thread).", "",
         f"**{equal} of {args.trials} resumed runs ended with final student weights bit-identical to the uninterrupted run** "
         f"({killed_mid_run} were killed while running; a run that had already finished counts only if its weights match too).", "",
-        "| trial | kill after (s) | killed mid-run | stage reached | resume exit code | weights bit-identical |",
-        "|---:|---:|---|---|---:|---|", *rows,
+        "| trial | killed at | killed mid-run | resume exit code | weights bit-identical |",
+        "|---:|---|---|---:|---|", *rows,
     ])
     write_section("fault_trials", body)
     print(body)
