@@ -60,3 +60,13 @@ def test_corrupted_checkpoint_falls_back_to_previous(tmp_path):
     blob.write_bytes(blob.read_bytes()[:-7])  # truncated
     with pytest.warns(UserWarning, match="corrupted"):
         assert load_checkpoint(tmp_path / "last", m) == {"n": 1}
+
+
+def test_ranks_get_equal_disjoint_shares_that_change_each_epoch():
+    from kdforge.train.batching import epoch_batches
+
+    shares = [sum(epoch_batches(1025, 32, seed=0, epoch=0, rank=r, world=2), []) for r in range(2)]
+    assert len(shares[0]) == len(shares[1]) == 512 and not set(shares[0]) & set(shares[1])
+    assert len(epoch_batches(1025, 32, 0, 0, 0, 2)) == len(epoch_batches(1025, 32, 0, 0, 1, 2))
+    assert sum(epoch_batches(1025, 32, 0, 0), []) != sum(epoch_batches(1025, 32, 0, 1), [])
+    assert sorted(sum(epoch_batches(1025, 32, 0, 0), [])) == list(range(1025))  # one process sees everything

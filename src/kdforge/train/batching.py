@@ -9,9 +9,11 @@ from torch.utils.data import default_collate
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
     """The batches of one epoch for one rank: a permutation seeded by (seed, epoch), so a
-    resumed run can skip exactly the batches it already did; rank r takes every world-th sample."""
+    resumed run can skip exactly the batches it already did; rank r takes every world-th sample
+    (the n mod world samples left over this epoch are skipped, a different few each epoch)."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(n, generator=g)[rank::world].tolist()
+    order = torch.randperm(n, generator=g)
+    order = order[: n - n % world][rank::world].tolist()  # equal shares, so every rank steps (and all-reduces) in lockstep
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
