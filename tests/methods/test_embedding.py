@@ -43,3 +43,21 @@ def test_neighbour_recall_is_one_for_identical_and_rotation_invariant():
     assert neighbour_recall(e, e) == 1.0
     assert neighbour_recall(e @ q, e) == 1.0
     assert neighbour_recall(torch.randn(30, 8), e) < 0.8
+
+
+def test_embedding_recipe_end_to_end(tiny_bert_dir, tmp_path):  # noqa: F811
+    from kdforge.config import parse_recipe
+    from kdforge.pipeline import run_recipe
+
+    rows = "\n".join(f"{'cats purr softly' if i % 2 else 'dogs bark loudly'} number {i},{'a' if i % 2 else 'b'}" for i in range(60))
+    (tmp_path / "d.csv").write_text("text,label\n" + rows)
+    raw = {"run_dir": str(tmp_path / "run"), "method": "embedding",
+           "data": {"name": "text", "path": str(tmp_path / "d.csv"), "tokenizer": str(tiny_bert_dir), "max_length": 16},
+           "teacher": {"name": "hf", "hf": str(tiny_bert_dir), "task": "embed"},
+           "student": {"name": "hf", "hf": str(tiny_bert_dir), "task": "embed", "layers": [0, 2]},
+           "distill": {"epochs": 2, "batch_size": 16, "losses": [
+               {"kind": "hint", "student_layer": "embedding", "teacher_layer": "embedding"},
+               {"kind": "similarity", "student_layer": "embedding", "teacher_layer": "embedding"}]}}
+    res = run_recipe(parse_recipe(raw), quiet=True)
+    assert 0 < res["student"]["cosine"] <= 1 and "recall@10" in res["student"]
+    assert (tmp_path / "run/report.md").read_text().count("|") > 10

@@ -50,6 +50,11 @@ class EmbeddingKD(Method):
             key = {"hint": "mse", "similarity": "relation"}.get(term.kind, "cosine")
             self.weights[key] += term.weight
 
+    @staticmethod
+    def run_recipe(recipe, *, resume: bool = False, force: bool = False, quiet: bool = False) -> dict:
+        """Pipeline driver: embedding recipes select on validation cosine and report embedding metrics."""
+        return run_embedding_recipe(recipe, resume=resume, force=force, quiet=quiet)
+
     def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         x = batch["x"]
         e_t, _ = self.teacher(x, idx=batch.get("idx"))  # (B, D_t)
@@ -77,7 +82,8 @@ def embed(model: nn.Module, dataset, batch_size: int = 64) -> tuple[Tensor, Tens
 
 def neighbour_recall(e_s: Tensor, e_t: Tensor, k: int = 10) -> float:
     """Mean fraction of each sample's k nearest teacher neighbours (cosine, self excluded)
-    that are also among its k nearest student neighbours."""
+    that are also among its k nearest student neighbours (k capped at N − 1)."""
+    k = min(k, len(e_t) - 1)
     def knn(e):
         e = torch.nn.functional.normalize(e, dim=-1)
         sim = e @ e.t()
@@ -123,4 +129,45 @@ def cosine_metric(teacher: nn.Module):
     return metric
 
 
-__all__ = ["EmbeddingKD", "Projected", "cosine_metric", "embed", "embedding_metrics", "linear_probe", "neighbour_recall"]
+def run_embedding_recipe(recipe, *, resume: bool = False, force: bool = False, quiet: bool = False) -> dict:
+    """Data -> teacher / student embedders (`task: embed`) -> distill -> test embedding metrics -> run dir."""
+    from pathlib import Path
+
+    from kdforge.config import dump_recipe
+    from kdforge.data import load_data
+    from kdforge.errors import KDForgeError
+    from kdforge.models.build import build_model
+    from kdforge.models.small import count_parameters
+    from kdforge.pipeline import prepare_run_dir, probe_batch
+    from kdforge.rundir import environment, write_json, write_text
+    from kdforge.train.loop import fit
+
+    for role in ("teacher", "student"):
+        sec = getattr(recipe, role)
+        if sec.name != "hf" or sec.task != "embed":
+            raise KDForgeError(f"{role}: method embedding needs `name: hf` with `task: embed`")
+    data = load_data(recipe.data, recipe.seed)
+    teacher = build_model(recipe.teacher, data.input_shape, data.num_classes, "teacher", recipe.seed)
+    student = build_model(recipe.student, data.input_shape, data.num_classes, "student", recipe.seed + 1)
+    method = EmbeddingKD(student, teacher, recipe.distill, probe_batch(data.train))
+    run_dir = Path(recipe.run_dir)
+    prepare_run_dir(run_dir, resume, force)
+    write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
+    write_json(run_dir / "env.json", environment(recipe.seed))
+    res = fit(method, data.train, data.val, recipe.distill, run_dir / "student", recipe.seed,
+              metric_fn=cosine_metric(teacher), select="cosine", desc="student", quiet=quiet)
+    test = embedding_metrics(method.student, teacher, data.train, data.test)
+    results = {"seed": recipe.seed, "method": "embedding", "best_epoch": res.best["epoch"],
+               "teacher": {"params": count_parameters(teacher), "accuracy": test["teacher_probe_accuracy"]},
+               "student": {**test, "params": count_parameters(method.student), "accuracy": test["probe_accuracy"]}}
+    write_json(run_dir / "metrics.json", results)
+    write_text(run_dir / "report.md", "\n".join([
+        f"# kdforge run — {recipe.data.name}, method embedding, seed {recipe.seed}", "",
+        "| model | params | mean cosine to teacher | recall@10 | linear-probe accuracy |", "|---|---:|---:|---:|---:|",
+        f"| teacher | {results['teacher']['params']:,} | 1 | 1 | {test['teacher_probe_accuracy']:.4f} |",
+        f"| student | {results['student']['params']:,} | {test['cosine']:.4f} | {test['recall@10']:.4f} | {test['probe_accuracy']:.4f} |",
+    ]) + "\n")
+    return results
+
+
+__all__ = ["EmbeddingKD", "run_embedding_recipe", "Projected", "cosine_metric", "embed", "embedding_metrics", "linear_probe", "neighbour_recall"]
