@@ -91,12 +91,6 @@ def _attention_kl(term, ctx):
     return L.attention_distribution_kl(*_pair(term, ctx))
 
 
-@TERMS.register("attention_kl")
-def _attention_kl(term, ctx):
-    """MiniLM: KL between (B, heads, T, T) attention distributions, e.g. taps attn.<i> of HF encoders."""
-    return L.attention_distribution_kl(*_pair(term, ctx))
-
-
 @TERMS.register("rkd_distance")
 def _rkd_d(term, ctx):
     h_s, h_t = _pair(term, ctx)
