@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=320, help="training windows")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--length", type=int, default=64)
+    ap.add_argument("--eval", type=int, default=48, help="validation windows (test: twice as many)")
     args = ap.parse_args()
     if not TEXT.is_file():
         sys.exit(f"skipped: {TEXT} is absent")
@@ -58,8 +59,8 @@ def main() -> None:
     teacher = load_hf("smollm2-135m", "causal_lm")
     tok = load_tokenizer("smollm2-135m")
     data = lm_windows(read_text_file(TEXT), tok, length, val_fraction=0.05, test_fraction=0.05, limit=n_train)
-    val = LMWindows(data.val.ids[: 16 if args.quick else 48])
-    test = LMWindows(data.test.ids[: 16 if args.quick else 96])
+    val = LMWindows(data.val.ids[: 16 if args.quick else args.eval])
+    test = LMWindows(data.test.ids[: 16 if args.quick else 2 * args.eval])
     student0 = shrink_width(shrink_depth(teacher, [0, 10, 20, 29]), hidden_size=384, num_heads=6, intermediate_size=1024)
     p_t, p_s = count_parameters(teacher), count_parameters(student0)
     assert p_s <= 30e6, p_s
