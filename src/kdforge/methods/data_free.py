@@ -143,6 +143,8 @@ class DataFreeKD(Method):
         self.bn.recording = True
         t_logits = self.teacher.model(x)  # frozen weights; gradient flows to x only
         self.bn.recording = False
+        self.teacher.calls += 1
+        self.teacher.samples += b
         t_logits = getattr(t_logits, "logits", t_logits)  # (B, C)
         bn = self.bn.pop()
         losses = {

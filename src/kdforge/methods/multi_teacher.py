@@ -51,8 +51,7 @@ class MultiTeacherKD(Method):
             s_classes = student(probe["x"]).shape[-1]
         student.train(was)
         for k, t in enumerate(self.teachers):
-            c = t(probe["x"])[0].shape[-1]
-            t.calls -= 1  # the probe is not a training call
+            c = t.probe(probe["x"])[0].shape[-1]  # not counted as a training call
             if c != s_classes:
                 raise KDForgeError(f"ensemble.teachers.{k}: teacher predicts {c} classes but the student predicts {s_classes}")
 
