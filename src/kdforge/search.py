@@ -126,7 +126,8 @@ def train_student(recipe: Recipe, teacher, tuning: Tuning, out: Path, seed: int,
     return student, res.best["val/accuracy"]
 
 
-def run_search(recipe: Recipe, trials: int, out_dir: Path, *, quiet: bool = True, report_test: bool = True) -> dict:
+def run_search(recipe: Recipe, trials: int, out_dir: Path, *, quiet: bool = True, report_test: bool = True,
+               force: bool = False) -> dict:
     import optuna
 
     if trials < 1:
@@ -142,7 +143,7 @@ def run_search(recipe: Recipe, trials: int, out_dir: Path, *, quiet: bool = True
     from kdforge.methods import _driver
     from kdforge.pipeline import prepare_run_dir
 
-    prepare_run_dir(out_dir, resume=False, force=True)
+    prepare_run_dir(out_dir, resume=False, force=force)  # an existing folder is replaced only with force
     teacher = build_model(recipe.teacher, tuning.input_shape, tuning.num_classes, "teacher", recipe.seed)
     if not recipe.teacher.checkpoint:  # trained on the tuning part only: the held-out part stays unseen
         _driver.train_supervised("teacher", teacher, tuning_bundle(tuning), recipe.teacher.train, out_dir, recipe.seed, quiet)

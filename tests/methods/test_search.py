@@ -68,3 +68,12 @@ def test_a_recipe_without_a_kd_term_cannot_be_searched(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({**TINY, "distill": {"losses": [{"kind": "ce"}]}}))
     assert main(["search", str(recipe), "--trials", "2", "--out", str(tmp_path / "out")]) == 2
+
+
+def test_an_existing_output_folder_is_kept_without_force(tmp_path):
+    recipe, out = tmp_path / "r.yaml", tmp_path / "out"
+    recipe.write_text(yaml.safe_dump(TINY))
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["search", str(recipe), "--trials", "1", "--out", str(out)]) == 2
+    assert (out / "keep.txt").read_text() == "mine"

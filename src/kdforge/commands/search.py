@@ -16,6 +16,7 @@ def register(app: typer.Typer) -> None:
         set_: List[str] = typer.Option([], "--set", help="Override a field: --set search.epochs=10 (repeatable)."),
         no_test: bool = typer.Option(False, "--no-test", help="Do not report the chosen configuration's test accuracy."),
         quiet: bool = typer.Option(False, help="No per-trial lines."),
+        force: bool = typer.Option(False, help="Replace an existing output folder."),
     ) -> None:
         """Tune KD hyperparameters on a held-out part of the training split; write best-recipe.yaml."""
         from kdforge.config import load_recipe
@@ -23,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
         rec = load_recipe(recipe, set_)
         out_dir = out or Path(f"{rec.run_dir}-search")
-        res = run_search(rec, trials, out_dir, quiet=quiet, report_test=not no_test)
+        res = run_search(rec, trials, out_dir, quiet=quiet, report_test=not no_test, force=force)
         c, d = res["chosen"], res["default"]
         typer.echo(f"chosen trial {c['trial']}: held-out {c['mean']:.4f} ± {c['std']:.4f} (default {d['mean']:.4f} ± {d['std']:.4f})")
         if "test" in res:
