@@ -63,8 +63,9 @@ def main() -> None:
                 row = results.setdefault((mode, nproc), {"acc": [], "sps": [], "teacher": []})
                 row["acc"].append(m["student"]["accuracy"])
                 row["sps"].append(1077 * EPOCHS / seconds)
-                row["teacher"].append(m["teacher_forward_samples"])
-                print(mode, nproc, seed, m["student"]["accuracy"], m["teacher_forward_samples"], f"{seconds:.1f}s", flush=True)
+                teacher_samples = json.loads((run_dir / "work.json").read_text())["teacher_forward_samples"]
+                row["teacher"].append(teacher_samples)
+                print(mode, nproc, seed, m["student"]["accuracy"], teacher_samples, f"{seconds:.1f}s", flush=True)
 
     lines = [f"## 1 vs 2 processes (`benchmarks/scale.py`, {args.seeds} seeds)", "", machine_line(), "",
              f"Digits, teacher MLP [256, 256] (trained once per seed, loaded from safetensors), student MLP [32], "

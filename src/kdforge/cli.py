@@ -73,7 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("KDFORGE_DEBUG") == "1"
     argv = [a for a in argv if a != "--debug"]
-    import click
+    try:
+        from typer._click import exceptions as click_exc  # typer >= 0.2x vendors click
+    except ImportError:  # pragma: no cover
+        from click import exceptions as click_exc
 
     try:
         app(args=argv, prog_name="kdforge", standalone_mode=False)
@@ -83,12 +86,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         typer.echo(f"error: {e}", err=True)
         return e.exit_code
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.ClickException as e:
+    except click_exc.ClickException as e:
         typer.echo(f"error: {e.format_message()}", err=True)
         return 2
-    except click.exceptions.Abort:
+    except typer.Abort:
         return 130
 
 

@@ -7,6 +7,7 @@ so bad input never leaves a half-written run.
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from pathlib import Path
 
@@ -27,6 +28,16 @@ from kdforge.train.evaluate import classification_metrics
 
 def probe_batch(dataset, n: int = 8) -> dict:
     return collate_indexed([(i, dataset[i]) for i in range(min(n, len(dataset)))])
+
+
+def record_work(run_dir: Path, ctx, **counts: int) -> None:
+    """Add this process group's counts to RUN/work.json (kept apart from metrics.json, which a
+    resumed run must reproduce exactly)."""
+    counts = ctx.sum_dict(counts)
+    if ctx.is_main:
+        path = run_dir / "work.json"
+        work = json.loads(path.read_text()) if path.exists() else {}
+        write_json(path, {k: int(work.get(k, 0) + v) for k, v in counts.items()})
 
 
 def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
@@ -76,8 +87,8 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False, qui
         source = open_or_write(recipe, teacher, data)
     method = METHODS.build(recipe.method, student, source, recipe.distill, probe)
     results["student_stage"] = train_stage("student", run_dir, method, data, recipe.distill, recipe.seed, quiet=quiet)
-    if needs_teacher:  # teacher forward passes in this run, all ranks: once over the data with a store
-        results["teacher_forward_samples"] = int(ctx.sum_dict({"n": method.teacher.samples})["n"])
+    if needs_teacher:  # teacher work, all ranks and all invocations (a resumed run adds to it): not a metric
+        record_work(run_dir, ctx, teacher_forward_samples=method.teacher.samples)
     omitted = list(recipe.data.omit_classes)
     results["student"] = {**classification_metrics(student, data.test, classes=omitted), "params": count_parameters(student)}
     write_json(run_dir / "metrics.json", results)

@@ -25,7 +25,7 @@ def test_two_processes_one_teacher_pass_and_one_writer(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("student test accuracy") == 1  # one summary line for the job
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["teacher_forward_samples"] == 256  # the store: one pass over the data, not one per rank
+    assert json.loads((run_dir / "work.json").read_text())["teacher_forward_samples"] == 256  # the store: one pass over the data, not one per rank
     assert json.loads((run_dir / "env.json").read_text())["world_size"] == 2
     log = [json.loads(x) for x in (run_dir / "student/metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log] == [4, 8]  # 256 samples / 2 ranks / batch 32 = 4 steps per epoch

@@ -14,8 +14,9 @@ class ArrayDataset(Dataset):
     """In-memory (x, y) pairs. x: (N, *input_shape) float32, y: (N,) int64."""
 
     def __init__(self, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor):
-        self.x = torch.as_tensor(x, dtype=torch.float32)
-        self.y = torch.as_tensor(y, dtype=torch.long)
+        # np.array copies: pandas may hand out read-only arrays, which torch warns about
+        self.x = x.float() if isinstance(x, torch.Tensor) else torch.from_numpy(np.array(x, dtype=np.float32))
+        self.y = y.long() if isinstance(y, torch.Tensor) else torch.from_numpy(np.array(y, dtype=np.int64))
         if len(self.x) != len(self.y):
             raise ValueError("x and y differ in length")
 
