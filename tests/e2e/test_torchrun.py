@@ -29,3 +29,38 @@ def test_two_processes_one_teacher_pass_and_one_writer(tmp_path):
     assert json.loads((run_dir / "env.json").read_text())["world_size"] == 2
     log = [json.loads(x) for x in (run_dir / "student/metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log] == [4, 8]  # 256 samples / 2 ranks / batch 32 = 4 steps per epoch
+
+
+def _pid_of_rank(rank: int, marker: str) -> int | None:
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = open(f"/proc/{d}/environ", "rb").read().split(b"\0")
+            cmd = open(f"/proc/{d}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env and marker.encode() in cmd and b"torch.distributed.run" not in cmd:
+            return int(d)
+    return None
+
+
+def test_killing_one_rank_ends_the_job_and_it_resumes(tmp_path):
+    import signal
+    import time
+
+    run_dir = tmp_path / "run"
+    recipe = {**RECIPE, "run_dir": str(run_dir), "distill": {"epochs": 8, "batch_size": 8, "checkpoint_every": 4}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    env = {**os.environ, "KDFORGE_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "kdforge"]
+    job = subprocess.Popen([*launch, "run", str(tmp_path / "r.yaml"), "--quiet"], env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run_dir / "student/checkpoints/last").exists():
+        assert job.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    os.kill(_pid_of_rank(1, str(tmp_path)), signal.SIGKILL)
+    assert job.wait(timeout=120) != 0  # torchrun tears the whole job down
+    assert not (run_dir / "metrics.json").exists()
+    r = subprocess.run([*launch, "run", "--resume", str(run_dir), "--quiet"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [row["epoch"] for row in map(json.loads, (run_dir / "student/metrics.jsonl").read_text().splitlines())] == list(range(8))
