@@ -174,8 +174,8 @@ class CachedTeacher(Teacher):
         self.store = store
         self.model = None
         self.taps = None
-        self.calls = 0  # store reads; the live teacher's own counter stays at 0
-        self.samples = 0
+        self.calls = 0  # store reads
+        self.samples = 0  # teacher forward work only: set by open_or_write when it wrote the store, never by reads
         self.device = torch.device("cpu")
 
     @property
@@ -189,7 +189,6 @@ class CachedTeacher(Teacher):
     def topk(self, idx: Tensor) -> tuple[Tensor, Tensor]:
         """(values (B, *P, k), indices (B, *P, k)); indices are 0..V-1 in order when dense."""
         self.calls += 1
-        self.samples += len(idx)
         vals = self.store.rows("values", idx)
         if self.store.dense:
             ids = torch.arange(self.store.vocab).expand_as(vals)
@@ -201,7 +200,6 @@ class CachedTeacher(Teacher):
         if idx is None:
             raise KDForgeError("a cached teacher needs the batch's sample ids (idx)")
         self.calls += 1
-        self.samples += len(idx)
         vals = self.store.rows("values", idx)
         if not self.store.dense:
             ids = self.store.rows("indices", idx)
