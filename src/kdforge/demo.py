@@ -94,7 +94,8 @@ def run_demo(out: Path, quick: bool = False, console: Console | None = None) -> 
     from kdforge.compress_stages import demo_compress
 
     demo_compress(out, teacher, students["student_kd"], full, results, quick=quick, preamble=render(results))
-    console.print(f"run directory: {out}")
+    console.print(_compress_table(out))
+    console.print(f"run directory: {out} (open report.html)")
     return results
 
 
@@ -119,6 +120,18 @@ def _table(results: dict) -> Table:
     for key, label, transfer in ROWS:
         r = results[key]
         t.add_row(label, transfer, f"{r['params']:,}", f"{r['accuracy']:.2%}", f"{r[f'accuracy_class_{OMITTED}']:.2%}")
+    return t
+
+
+def _compress_table(out: Path) -> Table:
+    from kdforge.bench.report import collect_rows, table_rows
+
+    head, body = table_rows(collect_rows(out))
+    t = Table(title="KD student through the deployment chain (1 thread)")
+    for i, col in enumerate(head):
+        t.add_column(col, justify="left" if i == 0 else "right")
+    for row in body:
+        t.add_row(*row)
     return t
 
 
