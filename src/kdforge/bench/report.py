@@ -136,6 +136,32 @@ def make_plots(run_dir: Path, rows: list[dict], similarity: torch.Tensor | None)
     return plots
 
 
+def _markdown_html(text: str) -> str:
+    """The little markdown our preambles use: '# ' headings, pipe tables, paragraphs."""
+    out, table = [], []
+
+    def flush() -> None:
+        if table:
+            rows = [[c.strip() for c in r.strip().strip("|").split("|")] for r in table if not set(r) <= set("|-: ")]
+            head, *body = rows
+            out.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body) + "</table>")
+            table.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        if line.startswith("#"):
+            level = min(len(line) - len(line.lstrip("#")), 3)
+            out.append(f"<h{level + 1}>{html.escape(line.lstrip('#').strip())}</h{level + 1}>")
+        elif line.strip():
+            out.append(f"<p>{html.escape(line)}</p>")
+    flush()
+    return "".join(out)
+
+
 def write_report(run_dir: Path, *, teacher=None, data=None, preamble: str | None = None) -> Path:
     """Write RUN/report.md, RUN/report.html and RUN/report/*.png; returns the HTML path.
 
@@ -180,7 +206,7 @@ def write_report(run_dir: Path, *, teacher=None, data=None, preamble: str | None
 body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child{{text-align:left}}
 figure{{display:inline-block;margin:1em}} img{{max-width:520px}}</style></head><body>
-<h1>{html.escape(title)}</h1>{f"<pre>{html.escape(preamble)}</pre>" if preamble else ""}<table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>{cells}</table>
+<h1>{html.escape(title)}</h1>{_markdown_html(preamble) if preamble else ""}<table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>{cells}</table>
 <ul>{''.join(f'<li>{html.escape(n.replace("**", ""))}</li>' for n in notes)}</ul>{imgs}</body></html>"""
     write_text(run_dir / "report.html", page)
     return run_dir / "report.html"
