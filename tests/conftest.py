@@ -28,3 +28,26 @@ def kdforge_cli(*args: str, cwd: Path | None = None, timeout: int = 300):
         [sys.executable, "-m", "kdforge", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
         env={**os.environ, "KDFORGE_DEVICE": "cpu"},
     )
+
+
+# Small trained digits models shared by the compression and bench tests (trained once
+# per process, see tests/compress/trained.py); verbs are always applied to a deepcopy.
+@pytest.fixture(scope="session")
+def digits():
+    from tests.compress import trained
+
+    return trained.digits()
+
+
+@pytest.fixture(scope="session")
+def digits_mlp():
+    from tests.compress import trained
+
+    return trained.digits_mlp()
+
+
+@pytest.fixture(scope="session")
+def digits_cnn():
+    from tests.compress import trained
+
+    return trained.digits_cnn()
