@@ -6,7 +6,6 @@ accuracy. Plugged in through the pipeline's per-method driver hook.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from kdforge.errors import KDForgeError
@@ -41,9 +40,8 @@ def run_lm_recipe(recipe, *, resume: bool = False, force: bool = False, quiet: b
     from kdforge.pipeline import prepare_run_dir, probe_batch
     from kdforge.registry import METHODS
     from kdforge.rundir import environment, write_json, write_text
-    from kdforge.train.checkpoint import load_weights
+    from kdforge.stages import train_stage
     from kdforge.train.lm_metrics import perplexity_metrics
-    from kdforge.train.loop import fit
 
     run_dir = Path(recipe.run_dir)
     data = load_data(recipe.data, recipe.seed)
@@ -65,18 +63,9 @@ def run_lm_recipe(recipe, *, resume: bool = False, force: bool = False, quiet: b
     write_json(run_dir / "env.json", environment(recipe.seed))
     results: dict = {"seed": recipe.seed, "method": recipe.method}
     results["teacher"] = {**teacher_metric(teacher, data.test, "cpu"), "params": count_parameters(teacher)}
-    stage = run_dir / "student"
-    done = stage / "result.json"
-    if done.exists():
-        load_weights(stage / "checkpoints/best", student)
-        results["student_stage"] = json.loads(done.read_text())
-    else:
-        res = fit(method, method.train_set(data) if hasattr(method, "train_set") else data.train, data.val,
-                  recipe.distill, stage, recipe.seed, metric_fn=metric_fn, select=select, desc="student", quiet=quiet)
-        results["student_stage"] = {"best_epoch": res.best["epoch"], "steps": res.steps,
-                                    "best_val": {k[4:]: v for k, v in res.best.items() if k.startswith("val/")}}
-        results["student_stage"].update(method.epoch_stats())
-        write_json(done, results["student_stage"])
+    results["student_stage"] = train_stage("student", run_dir, method, data, recipe.distill, recipe.seed, quiet=quiet,
+                                           train=method.train_set(data) if hasattr(method, "train_set") else None,
+                                           metric_fn=metric_fn, select=select)
     results["student"] = {**metric_fn(student, data.test, "cpu"), "params": count_parameters(student)}
     if hasattr(source, "calls"):
         results["teacher_calls"] = source.calls

@@ -13,7 +13,7 @@ are inference-only and run on CPU.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn

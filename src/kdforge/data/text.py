@@ -9,7 +9,6 @@ predicted and scored.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

@@ -1,7 +1,6 @@
 """Feature-based distillation: hints (FitNets), projections, attention transfer."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

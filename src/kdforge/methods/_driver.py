@@ -6,7 +6,6 @@ Each method's `run_recipe(recipe, ...)` is found by `kdforge.pipeline.run_recipe
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -37,27 +36,13 @@ def train_supervised(name: str, model: nn.Module, data, cfg, run_dir: Path, seed
 
 def run_stage(name: str, run_dir: Path, method, train, val, cfg, seed: int, *, quiet: bool,
               metric_fn: Callable | None = None, on_done: Callable[[Path], None] | None = None) -> dict:
-    """Like `kdforge.stages.train_stage`, with a custom train set and metric function.
+    """`kdforge.stages.train_stage` with a custom train set (e.g. data-free noise seeds) and metric."""
+    from types import SimpleNamespace
 
-    `on_done(stage_dir)` reloads extra state when the stage is skipped because it finished earlier.
-    """
-    from kdforge.rundir import write_json
-    from kdforge.train.checkpoint import load_weights
-    from kdforge.train.evaluate import classification_metrics
-    from kdforge.train.loop import fit
+    from kdforge.stages import train_stage
 
-    stage = Path(run_dir) / name
-    done = stage / "result.json"
-    if done.exists():
-        if on_done is not None:
-            on_done(stage)
-        load_weights(stage / "checkpoints/best", method.student)
-        return json.loads(done.read_text())
-    res = fit(method, train, val, cfg, stage, seed, desc=name, quiet=quiet, metric_fn=metric_fn or classification_metrics)
-    out = {"best_epoch": res.best["epoch"], "best_val": {k[4:]: v for k, v in res.best.items() if k.startswith("val/")},
-           "steps": res.steps}
-    write_json(done, out)
-    return out
+    return train_stage(name, run_dir, method, SimpleNamespace(val=val), cfg, seed, quiet=quiet, train=train,
+                       metric_fn=metric_fn, on_done=on_done)
 
 
 def test_row(model: nn.Module, data) -> dict:
