@@ -43,3 +43,14 @@ def tiny_llama_dir(tmp_path_factory):
     LlamaForCausalLM(cfg).save_pretrained(d)
     _save_tokenizer(d)
     return d
+
+
+def tiny_bert_classifier(num_hidden_layers: int = 1):
+    """An in-memory, randomly initialised BertForSequenceClassification (vocab 50, width 32, 3 labels), seed 0."""
+    import torch
+    import transformers
+
+    cfg = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=num_hidden_layers, num_attention_heads=4,
+                                  intermediate_size=64, num_labels=3)
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(cfg).eval()

@@ -2,6 +2,8 @@ import copy
 import json
 
 import pytest
+
+from tests.hf_tiny import tiny_bert_classifier
 import torch
 from torch import nn
 
@@ -72,11 +74,8 @@ def test_hf_save_pretrained(tmp_path):
 
 
 def test_hf_classifier_to_onnx_int8(tmp_path):
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                                  intermediate_size=64, num_labels=3)
-    torch.manual_seed(0)
-    model = transformers.BertForSequenceClassification(cfg).eval()
+    pytest.importorskip("transformers")
+    model = tiny_bert_classifier(num_hidden_layers=1)
     ids = torch.randint(1, 50, (2, 7))
     man = export(model, tmp_path / "o", ["onnx", "onnx-int8"], example_inputs=ids)  # dynamo exporter for HF
     assert man["onnx_max_abs_diff"] <= 1e-4

@@ -1,6 +1,8 @@
 import copy
 
 import pytest
+
+from tests.hf_tiny import tiny_bert_classifier
 import torch
 from torch import nn
 
@@ -57,10 +59,7 @@ def test_structured_heads_on_a_tiny_bert_round_trips(tmp_path):
     transformers = pytest.importorskip("transformers")
     from kdforge.compress import export
 
-    cfg = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=64, num_labels=3)
-    torch.manual_seed(0)
-    model = transformers.BertForSequenceClassification(cfg).eval()
+    model = tiny_bert_classifier(num_hidden_layers=2)
     ids = torch.randint(0, 50, (2, 7))
     before = count_parameters(model)
     prune_(model, Structured(0.5, heads=True), example_inputs=ids)
