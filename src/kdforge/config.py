@@ -24,6 +24,8 @@ class Strict(BaseModel):
 class DataConfig(Strict):
     name: str = Field("digits", description="Dataset registry key: digits | mnist5k | csv.")
     path: str | None = Field(None, description="File for file-backed datasets (csv).")
+    test_path: str | None = Field(None, description="Text datasets: a separate test file (an official test split); "
+                                  "test_fraction then does not apply.")
     label_column: str = Field("label", description="Label column of a CSV file.")
     val_fraction: float = Field(0.15, gt=0, lt=0.5, description="Fraction held out for model selection.")
     test_fraction: float = Field(0.25, gt=0, lt=0.5, description="Fraction held out for the final test.")

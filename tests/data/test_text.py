@@ -53,3 +53,19 @@ def test_text_file_errors_name_the_problem(tmp_path, tiny_bert_dir):  # noqa: F8
     empty.write_text("")
     with pytest.raises(KDForgeError, match="data.path"):
         load_data(DataConfig(name="text", path=str(empty), tokenizer=str(tiny_bert_dir)), 0)
+
+
+def test_test_path_is_the_test_set_and_unknown_labels_are_named(tmp_path, tiny_bert_dir):  # noqa: F811
+    train = _write(tmp_path, "csv")
+    test = tmp_path / "official-test.csv"
+    test.write_text("sentence,topic\n" + "\n".join(f"held out {i},{'a' if i % 2 else 'b'}" for i in range(6)))
+    cfg = DataConfig(name="text", path=str(train), test_path=str(test), text_column="sentence", label_column="topic",
+                     tokenizer=str(tiny_bert_dir), max_length=16, val_fraction=0.25)
+    b = load_data(cfg, 0)
+    assert b.test.texts == [f"held out {i}" for i in range(6)]  # the file, in order, and nothing else
+    assert b.test.y.tolist() == [1, 0, 1, 0, 1, 0]  # labels indexed by the train file's sorted names
+    assert len(b.train) + len(b.val) == 40 and len(b.val) == 10
+    assert not set(b.test.texts) & set(b.train.texts + b.val.texts)
+    test.write_text("sentence,topic\nsomething,zebra\n")
+    with pytest.raises(KDForgeError, match=r"data.test_path: labels \['zebra'\]"):
+        load_data(cfg, 0)

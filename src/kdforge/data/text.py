@@ -63,13 +63,20 @@ def _tokenizer(cfg):
     return load_tokenizer(cfg.tokenizer, field="data.tokenizer")
 
 
-def split_texts(texts: list[str], y: np.ndarray, cfg, seed: int, class_names: list[str]) -> DataBundle:
+def split_texts(texts: list[str], y: np.ndarray, cfg, seed: int, class_names: list[str], n_test: int = 0) -> DataBundle:
+    """Stratified train/val/test split; with `n_test`, the last n_test rows are a fixed test
+    set (an official split) and val is carved from the rest."""
     from sklearn.model_selection import train_test_split
 
     tok = _tokenizer(cfg)
     idx = np.arange(len(y))
-    rest, test = train_test_split(idx, test_size=cfg.test_fraction, stratify=y, random_state=seed)
-    train, val = train_test_split(rest, test_size=cfg.val_fraction / (1 - cfg.test_fraction), stratify=y[rest], random_state=seed)
+    if n_test:
+        rest, test = idx[: len(y) - n_test], idx[len(y) - n_test:]
+        val_size = cfg.val_fraction
+    else:
+        rest, test = train_test_split(idx, test_size=cfg.test_fraction, stratify=y, random_state=seed)
+        val_size = cfg.val_fraction / (1 - cfg.test_fraction)
+    train, val = train_test_split(rest, test_size=val_size, stratify=y[rest], random_state=seed)
     if cfg.omit_classes:
         train, val = (s[~np.isin(y[s], cfg.omit_classes)] for s in (train, val))
     if cfg.train_limit is not None:
@@ -137,8 +144,16 @@ def text_table(cfg, seed: int) -> DataBundle:
         raise KDForgeError("data.path: the text dataset needs a .csv or .jsonl file")
     texts, labels = read_text_table(Path(cfg.path), cfg.text_column, cfg.label_column)
     names = sorted(set(labels))
-    y = np.array([names.index(s) for s in labels], dtype=np.int64)
-    return split_texts(texts, y, cfg, seed, names)
+    n_test = 0
+    if cfg.test_path:
+        test_texts, test_labels = read_text_table(Path(cfg.test_path), cfg.text_column, cfg.label_column)
+        unseen = sorted(set(test_labels) - set(names))
+        if unseen:
+            raise KDForgeError(f"data.test_path: labels {unseen[:5]} of {cfg.test_path} never occur in {cfg.path}")
+        texts, labels, n_test = texts + test_texts, labels + test_labels, len(test_texts)
+    index = {name: i for i, name in enumerate(names)}
+    y = np.array([index[s] for s in labels], dtype=np.int64)
+    return split_texts(texts, y, cfg, seed, names, n_test)
 
 
 def read_text_file(path: Path) -> str:
