@@ -24,17 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import machine_line, mean_std, write_section  # noqa: E402
+from _results import machine_line, mean_std, paired, write_section  # noqa: E402
 
 from kdforge.config import parse_recipe  # noqa: E402
 from kdforge.pipeline import run_recipe  # noqa: E402
@@ -133,13 +131,6 @@ def one_seed(dataset: str, seed: int, parts: list[str], timings: dict, cache: Pa
             out.update(got["numbers"])
             timings[(dataset, name)] = timings.get((dataset, name), 0.0) + got["seconds"]
     return out
-
-
-def paired(a: list[float], b: list[float]) -> str:
-    """mean ± std of a − b (percentage points) and the paired t-test p-value."""
-    diff = [x - y for x, y in zip(a, b)]
-    p = stats.ttest_rel(a, b).pvalue if len(a) > 1 and any(diff) else float("nan")
-    return f"{mean_std(diff, 100)} (p = {p:.2g})"
 
 
 def render(results: dict, seeds: int, timings: dict) -> str:
