@@ -86,3 +86,26 @@ def test_hf_classifier_to_onnx_int8(tmp_path):
     got = torch.from_numpy(sess.run(None, {"x": more.numpy()})[0])
     assert got.shape == (5, 3)
     assert (got - model(more).logits).abs().max() < 0.1
+
+
+def test_kdforge_hf_wrapper_exports_onnx_and_hf_folder(tmp_path):
+    """A trained kdforge text student (the wrapper, attention taps on) deploys: ONNX with the
+    padding mask inside the graph, INT8, and a save_pretrained folder."""
+    transformers = pytest.importorskip("transformers")
+    from kdforge.models.hf import wrap
+
+    model = wrap(tiny_bert_classifier(num_hidden_layers=2), "classify", pad_id=0, attentions=True)
+    ids = torch.randint(1, 50, (2, 9))
+    ids[1, 5:] = 0  # padding: the mask is computed from the ids inside the exported graph
+    man = export(model, tmp_path / "o", ["onnx", "onnx-int8", "hf"], example_inputs=ids)
+    assert man["onnx_max_abs_diff"] <= 1e-4
+    assert model.attentions  # the export used a copy; the caller's taps are untouched
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(man["files"]["onnx"], providers=["CPUExecutionProvider"])
+    more = torch.randint(1, 50, (4, 9))
+    more[:, 6:] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(sess.run(None, {"x": more.numpy()})[0]), model(more), atol=1e-4, rtol=1e-4)
+    reloaded = transformers.BertForSequenceClassification.from_pretrained(man["files"]["hf"])
+    torch.testing.assert_close(reloaded.classifier.weight, model.hf.classifier.weight)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from kdforge.errors import KDForgeError
+from kdforge.models.hf import for_inference, hf_inner
 from kdforge.rundir import write_json
 
 FORMATS = ("safetensors", "hf", "onnx", "onnx-int8", "onnx-int8-static")
@@ -60,13 +61,13 @@ def export(
     if exporter not in ("auto", "torchscript", "dynamo"):
         raise KDForgeError(f"export exporter: expected 'auto', 'torchscript' or 'dynamo', got {exporter!r}")
     if exporter == "auto":  # HF models trip benign TorchScript tracer warnings (mask checks); torch.export handles them
-        exporter = "dynamo" if hasattr(model, "save_pretrained") else "torchscript"
+        exporter = "dynamo" if hf_inner(model) is not None else "torchscript"
     needs_onnx = any(f.startswith("onnx") for f in formats)
     if needs_onnx and example_inputs is None:
         raise KDForgeError("export onnx: pass example_inputs (one batch of model inputs) to trace the model")
     if "onnx-int8-static" in formats and calibration is None:
         raise KDForgeError("export onnx-int8-static: pass calibration batches (an iterable of input tensors)")
-    if "hf" in formats and not hasattr(model, "save_pretrained"):
+    if "hf" in formats and hf_inner(model) is None:
         raise KDForgeError(f"export hf: {type(model).__name__} is not a Hugging Face model (no save_pretrained)")
     if is_quantized(model):
         raise KDForgeError("export: a torch INT8 (torch.ao) model cannot be exported; export the float model "
@@ -76,7 +77,7 @@ def export(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        manifest = _write(model, tmp, formats, example_inputs, calibration, exporter, opset)
+        manifest = _write(for_inference(model), tmp, formats, example_inputs, calibration, exporter, opset)
         out_dir.mkdir(parents=True, exist_ok=True)
         for item in tmp.iterdir():
             dest = out_dir / item.name
@@ -100,7 +101,7 @@ def _write(model, tmp: Path, formats, example_inputs, calibration, exporter, ops
         save_model(model, str(tmp / "model.safetensors"))
         files["safetensors"] = "model.safetensors"
     if "hf" in formats:
-        model.save_pretrained(tmp / "hf", safe_serialization=True)
+        hf_inner(model).save_pretrained(tmp / "hf", safe_serialization=True)
         files["hf"] = "hf"
     if any(f.startswith("onnx") for f in formats):
         fp32 = tmp / "model.onnx"

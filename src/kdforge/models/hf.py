@@ -126,6 +126,27 @@ def wrap(model: nn.Module, task: str, *, pad_id: int | None = None, attentions: 
     return cls(model, pad, attentions) if task != "causal_lm" else cls(model, pad)
 
 
+def hf_inner(model: nn.Module) -> nn.Module | None:
+    """The Hugging Face PreTrainedModel of `model` (itself, or the one a kdforge wrapper holds), else None."""
+    if hasattr(model, "save_pretrained"):
+        return model
+    inner = getattr(model, "hf", None)
+    return inner if hasattr(inner, "save_pretrained") else None
+
+
+def for_inference(model: nn.Module) -> nn.Module:
+    """An eval copy for deployment: no attention-probability taps, so the fused sdpa kernel
+    runs; a model that is not a kdforge encoder wrapper comes back as itself, in eval mode."""
+    if not getattr(model, "attentions", False):
+        return model.eval()
+    import copy
+
+    m = copy.deepcopy(model).eval()
+    m.attentions = False
+    m.hf.set_attn_implementation("sdpa")
+    return m
+
+
 class _Encoder(nn.Module):
     """Shared by the encoder wrappers: runs the HF model and exposes hidden states / attentions to taps."""
 
