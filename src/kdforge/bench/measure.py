@@ -140,11 +140,17 @@ def peak_memory_mb(run: Runner, x: torch.Tensor) -> float:
     return (peak[0] - base) / 2**20
 
 
+def _as_input(x) -> torch.Tensor:
+    """Features as float32; token ids keep their integer dtype (an ONNX graph expects int64)."""
+    t = torch.as_tensor(x)
+    return t.float() if t.is_floating_point() else t
+
+
 def stack_inputs(dataset, n: int) -> torch.Tensor:
-    """The first n inputs of `dataset` as one (n, ...) float32 batch (repeated if it is shorter)."""
+    """The first n inputs of `dataset` as one (n, ...) batch (repeated if it is shorter)."""
     xs = [dataset[i % len(dataset)] for i in range(n)]
     xs = [x["x"] if isinstance(x, dict) else x[0] for x in xs]
-    return torch.stack([torch.as_tensor(x, dtype=torch.float32) for x in xs])
+    return torch.stack([_as_input(x) for x in xs])
 
 
 def task_metrics(run: Runner, dataset, batch_size: int = 256) -> dict[str, float]:
@@ -152,7 +158,7 @@ def task_metrics(run: Runner, dataset, batch_size: int = 256) -> dict[str, float
     logits, labels = [], []
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        x = torch.stack([torch.as_tensor(it[0], dtype=torch.float32) for it in items])
+        x = torch.stack([_as_input(it[0]) for it in items])
         labels.append(torch.as_tensor([int(it[1]) for it in items]))
         logits.append(run(x))
     z, y = torch.cat(logits), torch.cat(labels)

@@ -112,11 +112,11 @@ def _write(model, tmp: Path, formats, example_inputs, calibration, exporter, ops
         if "onnx-int8" in formats:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            with _quiet_root_logger():  # ORT logs "consider pre-processing" on the root logger
+            with _quiet_loggers():  # ORT logs "consider pre-processing" on the root logger
                 quantize_dynamic(str(fp32), str(tmp / "model.int8.onnx"), weight_type=QuantType.QInt8)
             files["onnx-int8"] = "model.int8.onnx"
         if "onnx-int8-static" in formats:
-            with _quiet_root_logger():
+            with _quiet_loggers():
                 ort_static_int8(fp32, tmp / "model.int8-static.onnx", calibration)
             files["onnx-int8-static"] = "model.int8-static.onnx"
         if "onnx" not in formats:
@@ -126,14 +126,17 @@ def _write(model, tmp: Path, formats, example_inputs, calibration, exporter, ops
 
 
 @contextmanager
-def _quiet_root_logger():
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+def _quiet_loggers(*names: str):
+    """Only errors from these loggers (default: the root logger) while the block runs."""
+    loggers = [logging.getLogger(n) for n in (names or ("",))]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        root.setLevel(level)
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def is_quantized(model: nn.Module) -> bool:
@@ -158,8 +161,9 @@ def onnx_export(model: nn.Module, example: torch.Tensor, path: Path, *, exporter
             warnings.filterwarnings("ignore", category=FutureWarning)
             warnings.filterwarnings("error", category=torch.jit.TracerWarning)
             if exporter == "dynamo":
-                torch.onnx.export(model, (example,), str(path), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
-                                  dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=max(opset, 18), verbose=False)
+                with _quiet_loggers("torch.onnx", "onnxscript"):  # "torchvision is not installed", constant-folding notes
+                    torch.onnx.export(model, (example,), str(path), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+                                      dynamic_shapes=({0: torch.export.Dim("batch")},), opset_version=max(opset, 18), verbose=False)
             else:
                 torch.onnx.export(model, (example,), str(path), dynamo=False, input_names=[INPUT], output_names=[OUTPUT],
                                   dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, opset_version=opset)
