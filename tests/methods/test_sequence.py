@@ -5,7 +5,7 @@ import torch
 from kdforge.config import DistillConfig
 from kdforge.data.text import LMWindows, lm_windows, read_text_file
 from kdforge.errors import KDForgeError
-from kdforge.methods.sequence import OnPolicyKD, SequenceKD, TokenKD, check_vocab
+from kdforge.methods.sequence import OnPolicyKD, SequenceKD, TokenKD, check_vocab, sample
 from kdforge.models.hf import load_hf, load_tokenizer
 from kdforge.models.students import from_config
 from kdforge.train.batching import collate_indexed
@@ -87,8 +87,23 @@ def test_sequence_kd_generates_once_per_sample(pair):
     m.step(batch)
     first = m.teacher.calls - calls
     m.step(batch)
-    assert m.teacher.calls - calls == first == 6  # one forward per generated token, none the second time
+    assert m.teacher.calls - calls == first == 1  # one cached generation for the batch, none the second time
+    assert m.teacher.samples == 4
     assert len(m.generated) == 4 and m.generated[0].shape == (10,)
+
+
+def test_cached_decoding_equals_rerunning_the_prefix(pair):
+    teacher, _ = pair
+    ids = _data(3)[0]["input_ids"][None, :4].repeat(3, 1)
+    ids[1, 0], ids[2, 1] = 7, 9
+    cached = sample(teacher, ids, 6, greedy=True)  # the model's generate: key/value cache
+    plain = sample(lambda x: teacher(x), ids, 6, greedy=True)  # any callable: the whole prefix every step
+    assert torch.equal(cached, plain) and cached.shape == (3, 10)
+    torch.manual_seed(3)
+    a = sample(teacher, ids, 6, temperature=1.0)
+    torch.manual_seed(3)
+    b = sample(lambda x: teacher(x), ids, 6, temperature=1.0)
+    assert torch.equal(a, b)  # sampling draws the same tokens from the same RNG
 
 
 def test_gkd_mixes_on_and_off_policy(pair):

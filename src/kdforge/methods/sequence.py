@@ -74,8 +74,14 @@ def next_token_ce(s_logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def sample(forward, ids: Tensor, new_tokens: int, *, greedy: bool = False, temperature: float = 1.0) -> Tensor:
-    """Autoregressive continuation of equal-length prompts ids (B, P) -> (B, P + new_tokens)."""
+def sample(model, ids: Tensor, new_tokens: int, *, greedy: bool = False, temperature: float = 1.0) -> Tensor:
+    """Autoregressive continuation of equal-length prompts ids (B, P) -> (B, P + new_tokens).
+
+    A model with `generate` (kdforge's HF causal LMs) decodes against its key/value cache;
+    any other callable `ids -> (B, T, V) logits` re-runs the growing prefix each step."""
+    if hasattr(model, "generate"):
+        return model.generate(ids, new_tokens, do_sample=not greedy, temperature=temperature)
+    forward = model
     for _ in range(new_tokens):
         logits = forward(ids)[:, -1].float()  # (B, V)
         nxt = logits.argmax(-1) if greedy else torch.multinomial((logits / temperature).softmax(-1), 1)[:, 0]
@@ -190,7 +196,9 @@ class SequenceKD(TokenKD):
         p = self.lm.prompt_tokens
         todo = [i for i, k in enumerate(idx.tolist()) if k not in self.generated]
         if todo:
-            gen = sample(lambda x: self.teacher(x)[0], ids[todo, :p], self.lm.max_new_tokens, greedy=True)
+            gen = sample(self.teacher.model, ids[todo, :p], self.lm.max_new_tokens, greedy=True)
+            self.teacher.calls += 1  # teacher work: generation runs the frozen model, not Teacher.__call__
+            self.teacher.samples += len(todo)
             for row, i in zip(gen, todo):
                 self.generated[int(idx[i])] = row.cpu()
         return torch.stack([self.generated[int(k)] for k in idx.tolist()]).to(ids.device)

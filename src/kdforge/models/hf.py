@@ -204,16 +204,18 @@ class HFCausalLM(nn.Module):
     @torch.no_grad()
     def generate(self, ids: Tensor, max_new_tokens: int, *, do_sample: bool = True, temperature: float = 1.0,
                  top_k: int = 0, eos_id: int | None = None) -> Tensor:
-        """ids: (B, P) equal-length prompts -> (B, P + max_new_tokens), sampled token by token.
+        """ids: (B, P) equal-length prompts -> (B, P + n), n <= max_new_tokens (fewer only when
+        every row has emitted `eos_id`; rows that finished earlier are padded with `pad_id`).
 
-        A plain loop (no cache) so it works the same for every architecture and
-        for `Teacher`-wrapped models; fine at the lengths distillation uses here.
+        The prompt runs once; each further step feeds one token against the key/value cache
+        (what `transformers`' generate does), so a step costs one position, not the prefix.
         """
         was = self.training
         self.eval()
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-        for _ in range(max_new_tokens):
-            logits = self.forward(ids)[:, -1].float()  # (B, V)
+        out = self.hf(input_ids=ids.long(), use_cache=True)
+        for step in range(max_new_tokens):
+            logits = out.logits[:, -1].float()  # (B, V)
             if do_sample:
                 logits = logits / max(temperature, 1e-6)
                 if top_k:
@@ -226,8 +228,10 @@ class HFCausalLM(nn.Module):
                 nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
                 done |= nxt == eos_id
             ids = torch.cat([ids, nxt[:, None]], 1)
-            if eos_id is not None and bool(done.all()):
+            if step + 1 == max_new_tokens or (eos_id is not None and bool(done.all())):
                 break
+            cache = {"cache": out["cache"]} if "cache" in out else {"past_key_values": out.past_key_values}  # transformers 5.2x renamed it
+            out = self.hf(input_ids=nxt[:, None], use_cache=True, **cache)
         self.train(was)
         return ids
 
