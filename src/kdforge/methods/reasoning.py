@@ -59,7 +59,7 @@ def teacher_rationales(generate: Callable[[list[str]], list[str]], questions: li
 
 
 def greedy_text(model: Callable, tokenizer, prompts: list[str], max_new_tokens: int, context: int | None) -> list[str]:
-    """Greedy continuation of each prompt (one at a time: prompts differ in length), decoded."""
+    """Greedy continuation of each prompt up to EOS (one at a time: prompts differ in length), decoded."""
     outs = []
     eos = tokenizer.eos_token_id
     for p in prompts:
@@ -67,14 +67,8 @@ def greedy_text(model: Callable, tokenizer, prompts: list[str], max_new_tokens: 
         if context is not None and ids.shape[1] + max_new_tokens > context:
             raise KDForgeError(f"data: a prompt of {ids.shape[1]} tokens + distill.lm.max_new_tokens={max_new_tokens} "
                                f"is longer than the context of {context} positions")
-        new = []
-        for _ in range(max_new_tokens):  # stop at EOS
-            nxt = sample(model, ids, 1, greedy=True)[:, -1:]
-            if eos is not None and int(nxt) == eos:
-                break
-            new.append(int(nxt))
-            ids = torch.cat([ids, nxt], 1)
-        outs.append(tokenizer.decode(new, skip_special_tokens=True))
+        new = sample(model, ids, max_new_tokens, greedy=True, eos_id=eos)[0, ids.shape[1]:].tolist()
+        outs.append(tokenizer.decode(new[: new.index(eos)] if eos in new else new, skip_special_tokens=True))
     return outs
 
 
@@ -126,7 +120,11 @@ class ReasoningKD(Method):
                 raise KDForgeError("reasoning: give the training questions (data) or precomputed examples")
             ds = data.train
             ctx = getattr(getattr(self.teacher, "model", None), "max_positions", None)
-            gen = lambda prompts: greedy_text(lambda x: self.teacher(x)[0], self.tokenizer, prompts, self.lm.max_new_tokens, ctx)  # noqa: E731
+            def gen(prompts: list[str]) -> list[str]:
+                self.teacher.calls += len(prompts)  # teacher work: one generation per prompt
+                self.teacher.samples += len(prompts)
+                return greedy_text(self.teacher.model, self.tokenizer, prompts, self.lm.max_new_tokens, ctx)
+
             examples, filtered = teacher_rationales(gen, ds.questions, ds.answers, self.lm.template)
             self.counters["teacher_filtered"] = filtered
         if not examples:

@@ -74,13 +74,15 @@ def next_token_ce(s_logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def sample(model, ids: Tensor, new_tokens: int, *, greedy: bool = False, temperature: float = 1.0) -> Tensor:
+def sample(model, ids: Tensor, new_tokens: int, *, greedy: bool = False, temperature: float = 1.0,
+           eos_id: int | None = None) -> Tensor:
     """Autoregressive continuation of equal-length prompts ids (B, P) -> (B, P + new_tokens).
 
     A model with `generate` (kdforge's HF causal LMs) decodes against its key/value cache;
-    any other callable `ids -> (B, T, V) logits` re-runs the growing prefix each step."""
+    any other callable `ids -> (B, T, V) logits` re-runs the growing prefix each step.
+    `eos_id` lets `generate` stop once every row has ended (the plain loop runs on)."""
     if hasattr(model, "generate"):
-        return model.generate(ids, new_tokens, do_sample=not greedy, temperature=temperature)
+        return model.generate(ids, new_tokens, do_sample=not greedy, temperature=temperature, eos_id=eos_id)
     forward = model
     for _ in range(new_tokens):
         logits = forward(ids)[:, -1].float()  # (B, V)
