@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from kdforge.bench.measure import load_artifact, make_runner, task_metrics
+from kdforge.bench.measure import load_artifact, make_runner, size_bytes, task_metrics
 from kdforge.compress.export import export
 from kdforge.data.text import TokenDataset
 from kdforge.models.hf import for_inference
@@ -50,7 +50,7 @@ def latency_table(teacher, student, student_name: str, test, out_dir: Path, *, q
             name = f"{role} {label}"
             runners[name] = make_runner(kind, sess)
             accuracy[name] = task_metrics(runners[name], test, batch_size=64)["accuracy"]
-            sizes[name] = Path(files[fmt]).stat().st_size
+            sizes[name] = size_bytes(kind, sess)
     ms = {b: alternating_ms(runners, test.x[:b], reps=3 if quick else (30 if b == 1 else 10)) for b in BATCHES}
     base = "teacher fp32 (PyTorch)"
     rows = {n: {"ms": {b: ms[b][n] for b in BATCHES}, "speedup": {b: ms[b][base] / ms[b][n] for b in BATCHES},
@@ -62,7 +62,7 @@ def latency_table(teacher, student, student_name: str, test, out_dir: Path, *, q
         f"quantization (int8 weights, activations per batch). The student here is the last seed's "
         f"\"{student_name}\" student; accuracies of the ONNX files are measured on the test set.",
         "",
-        "| artifact | ms, batch 1 | ms, batch 32 | speedup b1 | speedup b32 | ONNX file MiB | test accuracy % |",
+        "| artifact | ms, batch 1 | ms, batch 32 | speedup b1 | speedup b32 | ONNX MiB (with external data) | test accuracy % |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for n, r in rows.items():

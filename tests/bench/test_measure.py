@@ -45,3 +45,17 @@ def test_threads_restored_and_bad_artifact(digits, tmp_path):
     with pytest.raises(KDForgeError, match="cannot measure a dict"):
         measure({}, digits.test)
     assert torch.get_num_threads() == before
+
+
+def test_onnx_size_counts_external_weight_files(tmp_path, digits, digits_mlp):
+    import onnx
+
+    path = export(copy.deepcopy(digits_mlp), tmp_path / "o", ["onnx"], example_inputs=digits.test.x[:2])["files"]["onnx"]
+    inline = measure(path, digits.test, batch_sizes=(1,), repeats=2, memory=False)["size_bytes"]
+    moved = tmp_path / "ext" / "model.onnx"
+    moved.parent.mkdir()
+    onnx.save_model(onnx.load(path), str(moved), save_as_external_data=True, location="model.onnx.data", size_threshold=0)
+    assert moved.stat().st_size < inline / 2  # the graph alone is small once the weights live beside it
+    external = measure(moved, digits.test, batch_sizes=(1,), repeats=2, memory=False)["size_bytes"]
+    assert external == moved.stat().st_size + (moved.parent / "model.onnx.data").stat().st_size
+    assert abs(external - inline) < 0.05 * inline

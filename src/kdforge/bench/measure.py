@@ -92,10 +92,21 @@ def size_bytes(kind: str, obj: Any) -> int | None:
     if kind == "onnx":
         if getattr(obj, "kdforge_path", None) is None:
             return None
-        return Path(obj.kdforge_path).stat().st_size
+        return onnx_file_bytes(Path(obj.kdforge_path))
     buf = io.BytesIO()
     torch.save(obj.state_dict(), buf)
     return buf.getbuffer().nbytes
+
+
+def onnx_file_bytes(path: Path) -> int:
+    """Bytes of an .onnx file plus the external-data files its initializers point to
+    (the dynamo exporter keeps large weights in `model.onnx.data`)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    external = {entry.value for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+                for entry in t.external_data if entry.key == "location"}
+    return path.stat().st_size + sum((path.parent / name).stat().st_size for name in external)
 
 
 def time_calls(run: Runner, x: torch.Tensor, warmup: int = 5, repeats: int = 30) -> list[float]:
