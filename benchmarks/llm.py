@@ -53,7 +53,10 @@ def main() -> None:
     ap.add_argument("--warm-epochs", type=int, default=1, help="cross-entropy epochs of the shared warm start")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--arms", help="comma list of arm numbers (a subset, for trials)")
+    ap.add_argument("--threads", type=int, help="torch threads (1 when another job shares the cores: spinning OpenMP threads stall each other)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not TEXT.is_file():
         sys.exit(f"skipped: {TEXT} is absent")
     n_train, epochs, length = (24, 1, 32) if args.quick else (args.train, args.epochs, args.length)
@@ -88,6 +91,7 @@ def main() -> None:
         ("no KD (cross-entropy)", "warm", TokenKD, "dense", [{"kind": "ce"}], {}),
         ("forward KL", "warm", TokenKD, "dense", [kd], {}),
         ("reverse KL (MiniLLM objective)", "warm", TokenKD, "dense", [{"kind": "reverse_kl"}], {}),
+        ("reverse KL + cross-entropy (½ each)", "warm", TokenKD, "dense", [{"kind": "reverse_kl", "weight": 0.5}, {"kind": "ce", "weight": 0.5}], {}),
         ("JSD (β = 0.5)", "warm", TokenKD, "dense", [{"kind": "jsd", "beta": 0.5}], {}),
         ("forward KL, top-64 store", "warm", TokenKD, 64, [kd], {}),
         ("forward KL, top-16 store", "warm", TokenKD, 16, [kd], {}),
@@ -160,7 +164,7 @@ def main() -> None:
     ]
     lines += [f"| top-{k} (fp16 values + int32 ids) | {stores[k].nbytes():,} | 1/{dense_bytes / stores[k].nbytes():.0f} |" for k in (64, 16)]
     print("\n".join(lines))
-    if not args.arms:  # a subset of arms is a trial: printed, not written
+    if not (args.arms or args.quick):  # a subset of arms, or a smoke run, is printed, not written
         write_section("llm", "\n".join(lines))
     shutil.rmtree(out, ignore_errors=True)
 

@@ -75,8 +75,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6, help="student epochs per arm")
     ap.add_argument("--lr", type=float, default=1e-3, help="student learning rate")
     ap.add_argument("--teacher-checkpoint", help="fine-tuned teacher weights (.safetensors) from an earlier run: skips fine-tuning")
-    ap.add_argument("--quick", action="store_true", help="tiny subsets and one epoch: a smoke test, not results")
+    ap.add_argument("--quick", action="store_true", help="tiny subsets and one epoch: a smoke test, printed only")
+    ap.add_argument("--threads", type=int, help="torch threads (1 when another job shares the cores)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     spec = DATASETS[args.dataset]
     if args.dataset == "banking77" and not (SHARED / "banking77/train.csv").is_file():
         print(f"skipped: {SHARED / 'banking77'} is not present")
@@ -127,7 +130,10 @@ def main() -> None:
     best = max(acc, key=lambda n: statistics.mean(acc[n]))
     lat = latency_table(teacher, students[best], best, data.test, out / "onnx", quick=args.quick)
     timings["export + latency"] = time.time() - t0
-    write_section(f"text-{args.dataset}", render(args, spec, data, teacher, students[best], t_acc, acc, lat, timings, cached))
+    body = render(args, spec, data, teacher, students[best], t_acc, acc, lat, timings, cached)
+    print(body)
+    if not args.quick:  # a smoke run is printed, not written
+        write_section(f"text-{args.dataset}", body)
 
 
 def render(args, spec, data, teacher, student, t_acc, acc, lat, timings, cached) -> str:
