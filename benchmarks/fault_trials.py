@@ -37,6 +37,7 @@ RECIPE = {
                            {"kind": "rkd_distance", "student_layer": "layers.0", "teacher_layer": "layers.0", "weight": 0.5}]},
 }
 ENV = {**os.environ, "KDFORGE_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+MAX_DELAY_S = 0.3  # the kill lands this long at most after the target step is reached
 
 
 def start(*args: str) -> subprocess.Popen:
@@ -87,7 +88,7 @@ def main() -> None:
         # a random optimizer step of the whole job, then a random extra moment so the kill lands between checkpoints
         target = rng.randint(1, steps["teacher"] + steps["student"] - 1)
         stage, step = ("teacher", target) if target <= steps["teacher"] else ("student", target - steps["teacher"])
-        delay = rng.uniform(0.0, 0.3)
+        delay = rng.uniform(0.0, MAX_DELAY_S)
         p = start("run", str(recipe), "--set", f"run_dir={run_dir}")
         wait_until(p, run_dir, stage, step)
         time.sleep(delay)
@@ -106,7 +107,7 @@ def main() -> None:
         f"## Kill-and-resume trials (`benchmarks/fault_trials.py`, {args.trials} trials)", "",
         machine_line(), "",
         f"Uninterrupted reference run: {duration:.1f} s, {steps['teacher']} teacher + {steps['student']} student optimizer steps. "
-        f"Each trial is SIGKILLed at a random step of the job plus a random 0–0.3 s (so between checkpoints), then resumed with `kdforge run --resume`; deterministic CPU mode (1 thread).", "",
+        f"Each trial is SIGKILLed at a random step of the job plus a random 0–{MAX_DELAY_S:g} s (so between checkpoints), then resumed with `kdforge run --resume`; deterministic CPU mode (1 thread).", "",
         f"**{equal} of {args.trials} resumed runs ended with final student weights bit-identical to the uninterrupted run** "
         f"({killed_mid_run} were killed while running; a run that had already finished counts only if its weights match too).", "",
         "| trial | killed at | killed mid-run | resume exit code | weights bit-identical |",
