@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import List, Optional
 
@@ -39,6 +40,7 @@ def run(
     """Run a recipe end to end and write its run directory."""
     from kdforge.config import load_recipe
     from kdforge.pipeline import run_recipe
+    from kdforge.rundir import run_dir_lock
 
     if resume is not None:
         recipe_path = resume / "recipe.yaml"
@@ -49,7 +51,9 @@ def run(
         raise KDForgeError("run: give a RECIPE file or --resume RUN_DIR")
     else:
         rec = load_recipe(recipe, set_)
-    results = run_recipe(rec, resume=resume is not None, force=force, quiet=quiet)
+    # one live run per run directory (rank 0 holds the lock for a torchrun job)
+    with run_dir_lock(Path(rec.run_dir)) if os.environ.get("RANK", "0") == "0" else nullcontext():
+        results = run_recipe(rec, resume=resume is not None, force=force, quiet=quiet)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one line for the whole job
         typer.echo(
             f"student test accuracy {results['student']['accuracy']:.4f}; run directory {rec.run_dir}"

@@ -8,7 +8,7 @@ what is allowed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -75,13 +75,42 @@ class TrainConfig(Strict):
     on_nonfinite: Literal["stop", "skip"] = Field("stop", description="NaN/inf loss: stop (keep last good checkpoint) or skip the step.")
 
 
+Auto = Literal["auto"]
+
+
 class KDTerm(Strict):
-    """α · T² · KL(p_t^T ‖ p_s^T) + (1 − α) · CE(z_s, y)."""
+    """α · T² · KL(p_t^T ‖ p_s^T) + (1 − α) · CE(z_s, y).
+
+    `temperature` / `alpha` may be "auto": a short search on a held-out part of the
+    training split picks them before training (see `distill.auto`). `standardize`
+    z-scores both logit vectors first (logit standardization, Sun et al. 2024).
+    """
 
     kind: Literal["kd"] = "kd"
     weight: float = Field(1.0, ge=0)
+    temperature: Annotated[float, Field(gt=0)] | Auto = Field(4.0, description="Softmax temperature T, or auto.")
+    alpha: Annotated[float, Field(ge=0, le=1)] | Auto = Field(0.8, description="Weight α of the soft term (1 − α on CE), or auto.")
+    standardize: bool = Field(False, description="z-score student and teacher logits per sample before softening.")
+
+
+class DKDTerm(Strict):
+    """Decoupled KD (Zhao et al. 2022): α · TCKD + β · NCKD (· T²); add a `ce` term for the labels."""
+
+    kind: Literal["dkd"] = "dkd"
+    weight: float = Field(1.0, ge=0)
     temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(0.8, ge=0, le=1)
+    alpha: float = Field(1.0, ge=0, description="Weight of the target-class term (TCKD).")
+    beta: float = Field(8.0, ge=0, description="Weight of the non-target-class term (NCKD).")
+
+
+class DISTTerm(Strict):
+    """DIST (Huang et al. 2022): β · (1 − inter-class Pearson) + γ · (1 − intra-class Pearson); add a `ce` term."""
+
+    kind: Literal["dist"] = "dist"
+    weight: float = Field(1.0, ge=0)
+    temperature: float = Field(1.0, gt=0)
+    beta: float = Field(1.0, ge=0, description="Weight of the inter-class (per-sample) relation.")
+    gamma: float = Field(1.0, ge=0, description="Weight of the intra-class (per-class, across the batch) relation.")
 
 
 class DivergenceTerm(Strict):
@@ -114,7 +143,9 @@ class FeatureTerm(Strict):
     capture: Literal["output", "input"] = "output"
 
 
-LossTerm = Annotated[Union[KDTerm, DivergenceTerm, LabelTerm, FeatureTerm], Field(discriminator="kind")]
+TERM_CLASSES = (KDTerm, DKDTerm, DISTTerm, DivergenceTerm, LabelTerm, FeatureTerm)
+LossTerm = Annotated[Union[TERM_CLASSES], Field(discriminator="kind")]
+LOSS_KINDS: tuple[str, ...] = tuple(k for c in TERM_CLASSES for k in get_args(c.model_fields["kind"].annotation))
 
 
 class FilterConfig(Strict):
@@ -285,16 +316,25 @@ class Recipe(Strict):
 
 def format_validation_error(err: ValidationError, what: str = "recipe") -> str:
     """One line: the first problem, by dotted field path, with the bad value."""
-    first = err.errors()[0]
-    parts, prev = [], None
-    for p in first["loc"]:
-        # pydantic inserts the discriminator tag after a list index (losses.0.kd.alpha): drop it
-        if not str(p).startswith("function-after") and not (isinstance(prev, int) and isinstance(p, str) and p in _TAGS):
-            parts.append(str(p))
-        prev = p
-    loc = ".".join(parts)
+    def path(loc: tuple) -> str:
+        parts, prev = [], None
+        for p in loc:
+            # pydantic inserts the discriminator tag after a list index (losses.0.kd.alpha) and the
+            # union member after a field (alpha.constrained-float, alpha.literal['auto']): drop them
+            if not str(p).startswith(_UNION_TAGS) and not (isinstance(prev, int) and isinstance(p, str) and p in _TAGS):
+                parts.append(str(p))
+            prev = p
+        return ".".join(parts)
+
+    errors = err.errors()
+    first = errors[0]
+    loc = path(first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
-    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    same = [e for e in errors[1:] if path(e["loc"]) == loc]  # the other members of a `float | "auto"` union
+    if any(e["type"] == "literal_error" for e in same):
+        msg += " (or " + ", ".join(e["ctx"]["expected"] for e in same if e["type"] == "literal_error") + ")"
+    rest = len(errors) - 1 - len(same)
+    more = f" (+{rest} more)" if rest > 0 else ""
     if first["type"] == "extra_forbidden":
         return f"{what} field {loc}: unknown field{more}"
     bad = first.get("input")
@@ -302,7 +342,8 @@ def format_validation_error(err: ValidationError, what: str = "recipe") -> str:
     return f"{what} field {loc or '(top level)'}: {shown}{msg}{more}"
 
 
-_TAGS = {"kd", "reverse_kl", "jsd", "tvd", "ce", "hard_ce", "hint", "attention", "rkd_distance", "rkd_angle", "similarity"}
+_TAGS = set(LOSS_KINDS)  # pydantic puts these discriminator tags into error locations
+_UNION_TAGS = ("function-", "constrained-", "literal[")
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -352,18 +393,75 @@ def parse_recipe(raw: Any, overrides: list[str] = ()) -> Recipe:
         raise KDForgeError(format_validation_error(e)) from None
 
 
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+class _RecipeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden by explicit keys
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key (a list or mapping): yaml itself says so below
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise KDForgeError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                                   f"(first at line {first}); a key may appear once per section")
+        return super().construct_mapping(node, deep=deep)
+
+
+MAX_RECIPE_NODES = 100_000  # a recipe is a few hundred values; aliases can multiply that exponentially
+
+
+def _expanded_size(obj: Any, memo: dict[int, int]) -> int:
+    """Values in `obj` once every YAML alias is expanded (shared objects counted per use)."""
+    if not isinstance(obj, (dict, list)):
+        return 1
+    if id(obj) not in memo:
+        memo[id(obj)] = MAX_RECIPE_NODES + 1  # a self-referencing alias counts as too large
+        kids = obj.values() if isinstance(obj, dict) else obj
+        memo[id(obj)] = 1 + sum(min(_expanded_size(k, memo), MAX_RECIPE_NODES + 1) for k in kids)
+    return memo[id(obj)]
+
+
+def read_recipe_file(path: str | Path) -> Any:
+    """The YAML content of a recipe file; every problem with the file itself is a one-line KDForgeError."""
     path = Path(path)
+    if path.is_dir():
+        raise KDForgeError(f"recipe {path} is a directory; give a recipe YAML file")
     if not path.is_file():
         raise KDForgeError(f"recipe file not found: {path}")
+    data = path.read_bytes()
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise KDForgeError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                           "a recipe is a YAML text file") from None
+    if "\x00" in text:
+        raise KDForgeError(f"{path}: contains NUL bytes (a binary file?); a recipe is a YAML text file")
+    try:
+        raw = yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader subclass)
+    except KDForgeError as e:
+        raise KDForgeError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise KDForgeError(f"{path}: malformed YAML{where}: {problem}") from None
-    return parse_recipe(raw, overrides)
+    except RecursionError:
+        raise KDForgeError(f"{path}: nested too deeply to be a recipe") from None
+    if raw is None:
+        raise KDForgeError(f"{path}: the recipe is empty; give at least one section (data, teacher, student, distill)")
+    if _expanded_size(raw, {}) > MAX_RECIPE_NODES:
+        raise KDForgeError(f"{path}: YAML aliases expand to more than {MAX_RECIPE_NODES:,} values; "
+                           "a recipe this large is refused (an alias bomb?)")
+    return raw
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    return parse_recipe(read_recipe_file(path), overrides)
 
 
 def dump_recipe(recipe: Recipe) -> str:

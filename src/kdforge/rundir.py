@@ -1,16 +1,26 @@
-"""Atomic file writes and the run directory's fixed files (recipe, environment, metrics)."""
+"""Atomic file writes, the run directory's fixed files (recipe, environment, metrics)
+and the run-directory lock that keeps two live runs out of one folder."""
 from __future__ import annotations
 
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
+
+from kdforge.errors import KDForgeError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover (Windows: the recorded pid is checked instead)
+    fcntl = None
 
 
 @contextmanager
@@ -26,6 +36,88 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def lock_path(run_dir: Path) -> Path:
+    """The lock sits beside the run directory (RUN -> .RUN.lock), so it never shows up in the
+    run's own files and survives `--force` replacing the folder."""
+    run_dir = Path(run_dir).absolute()
+    return run_dir.parent / f".{run_dir.name}.lock"
+
+
+@contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `run_dir` for the duration of the block.
+
+    A second live run into the same folder gets a one-line KDForgeError at once (naming the
+    pid holding it) instead of sharing, replacing or resuming the folder under the first.
+    The lock is an OS file lock (flock), so a run that died leaves at most a stale lock
+    file, which the next run takes over; where flock is missing the recorded pid is checked.
+    """
+    path = lock_path(run_dir)
+    made_parent = not path.parent.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _acquire(path, run_dir)
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(path)  # before releasing: a waiter that opened the old file retries on the new one
+        except OSError:
+            pass
+        os.close(fd)
+        if made_parent:
+            try:
+                path.parent.rmdir()  # only if the run left nothing there (a refused or failed run)
+            except OSError:
+                pass
+
+
+def _acquire(path: Path, run_dir: Path) -> int:
+    if fcntl is None:  # pragma: no cover (Windows)
+        fd = _open_pid_lock(path, run_dir)
+    else:
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 200).decode(errors="replace").strip()
+                os.close(fd)
+                _refuse(run_dir, holder)
+            try:  # the holder may have removed the file between our open and flock: lock the live one
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+    return fd
+
+
+def _open_pid_lock(path: Path, run_dir: Path) -> int:  # pragma: no cover (no flock: trust the recorded pid)
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        holder = path.read_text(errors="replace").strip()
+        parts = holder.split()
+        pid = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+        try:
+            if pid is not None:
+                os.kill(pid, 0)
+                _refuse(run_dir, holder)
+        except ProcessLookupError:
+            pass  # a dead run's lock: take it over
+        except PermissionError:
+            _refuse(run_dir, holder)
+        os.unlink(path)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+
+
+def _refuse(run_dir: Path, holder: str) -> None:
+    raise KDForgeError(f"run_dir {run_dir} is in use by another kdforge run ({holder or 'unknown pid'}); "
+                       "wait for it to finish or choose another run_dir")
 
 
 def write_text(path: Path, text: str) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from kdforge.data.checks import check_classes, check_omit_range, stratified_split
 from kdforge.errors import KDForgeError
 
 
@@ -55,30 +56,31 @@ def split_arrays(
     omit_classes: list[int] = (),
     train_limit: int | None = None,
     class_names: list[str] | None = None,
+    source: str = "the dataset",
 ) -> DataBundle:
     """Stratified, seeded train/val/test split.
 
     `omit_classes` removes those classes from train and val (the transfer set);
     test keeps every class, so a student can be tested on classes it never saw.
     `train_limit` keeps only the first N training samples (few-label experiments).
+    Checked before returning: at least 2 classes to train on, every test class in train
+    unless omitted (kdforge.data.checks).
     """
-    from sklearn.model_selection import train_test_split
-
+    if len(y) == 0:
+        raise KDForgeError(f"data: {source} has no samples")
     num_classes = int(y.max()) + 1
-    bad = [c for c in omit_classes if not 0 <= c < num_classes]
-    if bad:
-        raise KDForgeError(f"data.omit_classes: {bad} out of range; classes are 0..{num_classes - 1}")
+    check_omit_range(omit_classes, num_classes)
+    names = class_names or [str(c) for c in range(num_classes)]
+    check_classes(y, np.arange(len(y)), np.arange(0), names, source=source)  # >= 2 classes before splitting
     idx = np.arange(len(y))
-    try:
-        rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed)
-        train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=y[rest], random_state=seed)
-    except ValueError as e:
-        raise KDForgeError(f"data: cannot split {len(y)} samples into stratified train/val/test: {e}") from None
+    rest, test = stratified_split(y, idx, test_fraction, seed, "train/val/test")
+    train, val = stratified_split(y, rest, val_fraction / (1 - test_fraction), seed, "train/val/test")
     if omit_classes:
         train = train[~np.isin(y[train], omit_classes)]
         val = val[~np.isin(y[val], omit_classes)]
     if train_limit is not None:
         train = train[:train_limit]
+    check_classes(y, train, test, names, omit_classes=omit_classes, train_limit=train_limit, source=source)
     full = ArrayDataset(x, y)
     return DataBundle(
         train=full.subset(train),
@@ -86,5 +88,5 @@ def split_arrays(
         test=full.subset(test),
         input_shape=tuple(x.shape[1:]),
         num_classes=num_classes,
-        class_names=class_names or [str(c) for c in range(num_classes)],
+        class_names=names,
     )

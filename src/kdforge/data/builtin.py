@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from kdforge.data.base import DataBundle, split_arrays
+from kdforge.data.checks import check_finite, class_names, label_strings, read_frame, require_column
 from kdforge.errors import KDForgeError
 from kdforge.registry import DATASETS
 
@@ -38,24 +39,19 @@ def csv(cfg, seed: int) -> DataBundle:
     if not cfg.path:
         raise KDForgeError("data.path: the csv dataset needs a file path")
     path = Path(cfg.path)
-    if not path.is_file():
-        raise KDForgeError(f"data.path: file not found: {path}")
-    try:
-        frame = pd.read_csv(path)
-    except Exception as e:  # pandas raises many types for malformed files
-        raise KDForgeError(f"data.path: cannot parse {path} as CSV: {str(e).splitlines()[0]}") from None
-    if cfg.label_column not in frame.columns:
-        raise KDForgeError(
-            f"data.label_column: {cfg.label_column!r} is not a column of {path}; columns: {', '.join(map(str, frame.columns))}"
-        )
-    labels = frame.pop(cfg.label_column)
-    non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    frame = read_frame(path)
+    require_column(frame, cfg.label_column, "data.label_column", path)
+    labels = label_strings(frame.pop(cfg.label_column), "data.label_column", cfg.label_column, path)
+    if frame.columns.empty:
+        raise KDForgeError(f"data.path: {path} has no feature columns besides the label column {cfg.label_column!r}")
+    non_numeric = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
         raise KDForgeError(f"data.path: feature columns must be numeric; not numeric: {', '.join(non_numeric)}")
-    names = sorted(labels.astype(str).unique())
-    y = labels.astype(str).map({n: i for i, n in enumerate(names)}).to_numpy()
-    x = frame.to_numpy(dtype=np.float32)
-    return split_arrays(x, y, seed=seed, class_names=names, **_split_kwargs(cfg))
+    x = check_finite(frame, path)
+    names = class_names(labels)
+    index = {n: i for i, n in enumerate(names)}
+    y = np.array([index[s] for s in labels], dtype=np.int64)
+    return split_arrays(x, y, seed=seed, class_names=names, source=str(path), **_split_kwargs(cfg))
 
 
 def _split_kwargs(cfg) -> dict:

