@@ -18,7 +18,6 @@ from typing import Callable
 
 import torch
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from kdforge.errors import NonFiniteLoss
 from kdforge.methods.base import Method
@@ -27,6 +26,7 @@ from kdforge.train import distributed as dist
 from kdforge.train.batching import collate_indexed, epoch_batches, to_device
 from kdforge.train.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from kdforge.train.evaluate import classification_metrics
+from kdforge.train.progress import EPOCH_LOG, stage_bar
 
 MetricFn = Callable[[torch.nn.Module, Dataset, torch.device], dict[str, float]]
 
@@ -106,12 +106,13 @@ def fit(
             })
         ctx.barrier()
 
+    bar = stage_bar(desc, cfg.epochs * batches_per_epoch, state["epoch"] * batches_per_epoch + state["batch"],
+                    disable=quiet or not ctx.is_main)
+    shown: dict = {}  # the latest validation metric, kept in the bar's postfix
     for epoch in range(state["epoch"], cfg.epochs):
         batches = epoch_batches(len(train), cfg.batch_size, seed, epoch, ctx.rank, ctx.world)
         method.trainable.train()
         t0 = time.perf_counter()
-        bar = tqdm(total=len(batches), initial=state["batch"], desc=f"{desc} {epoch + 1}/{cfg.epochs}",
-                   disable=quiet or not ctx.is_main, leave=False, dynamic_ncols=True)
         for b in range(state["batch"], len(batches)):
             batch = to_device(collate_indexed([(i, train[i]) for i in batches[b]]), ctx.device)
             losses = method.step(batch)
@@ -127,13 +128,14 @@ def fit(
                 warnings.warn(f"non-finite loss ({bad}) at epoch {epoch + 1}, batch {b + 1}: step skipped")
                 optimizer.zero_grad(set_to_none=True)
                 state["sums"]["skipped"] = state["sums"].get("skipped", 0.0) + 1
+                bar.update(1)
                 continue
             (total / cfg.grad_accum).backward()
             for k, v in losses.items():
                 state["sums"][k] = state["sums"].get(k, 0.0) + v.item() * len(batch["idx"])
             state["count"] += len(batch["idx"])
-            bar.update(1)
-            bar.set_postfix(loss=f"{total.item():.4f}")
+            bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{total.item():.4f}", **shown, refresh=False)
+            bar.update(1)  # redraws at most every 0.1 s
             if (b + 1) % cfg.grad_accum and b + 1 != len(batches):
                 continue
             ctx.average_gradients(params)
@@ -146,7 +148,6 @@ def fit(
             state["batch"] = b + 1
             if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0 and b + 1 < len(batches):
                 checkpoint()
-        bar.close()
 
         sums = ctx.sum_dict({**state["sums"], "_count": state["count"]})
         count = max(sums.pop("_count"), 1)
@@ -164,14 +165,17 @@ def fit(
                 save_checkpoint(ckpt_best, method.student, {"epoch": epoch, select: state["best"]}, keep_previous=False)
         state.update(epoch=epoch + 1, batch=0, sums={}, count=0)
         method.reset_stats()
+        shown = {f"val {select}": f"{record[f'val/{select}']:.4f}"}
+        bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", **shown)
         if ctx.is_main:
             write_jsonl(log_path, history)
-            if not quiet:
-                shown = {k: round(v, 4) for k, v in record.items() if k.startswith(("val/", "train/"))}
-                tqdm.write(f"{desc} epoch {epoch + 1}/{cfg.epochs} {shown}")
+            if not quiet:  # one line per epoch, printed only under --verbose (kdforge.train.progress)
+                line = {k: round(v, 4) for k, v in record.items() if k.startswith(("val/", "train/"))}
+                EPOCH_LOG.info(f"{desc} epoch {epoch + 1}/{cfg.epochs} {line}")
         checkpoint()
         if on_epoch_end is not None:
             on_epoch_end(record)
+    bar.close()
 
     ctx.barrier()
     load_weights(ckpt_best, method.student)  # the run's answer is its best epoch on val
