@@ -8,6 +8,7 @@ from kdforge.losses.feature import (
     flatten_features,
     hint_loss,
 )
+from kdforge.losses.logit import dist_loss, dkd, standardize, standardized_kl
 from kdforge.losses.relation import rkd_angle, rkd_distance, similarity_matrix_loss, similarity_preserving
 from kdforge.losses.response import distillation_loss, jsd, reverse_kl, soft_target_kl, tvd
 
@@ -18,6 +19,8 @@ __all__ = [
     "attention_transfer",
     "cosine_loss",
     "distillation_loss",
+    "dist_loss",
+    "dkd",
     "flatten_features",
     "hint_loss",
     "jsd",
@@ -27,5 +30,7 @@ __all__ = [
     "similarity_matrix_loss",
     "similarity_preserving",
     "soft_target_kl",
+    "standardize",
+    "standardized_kl",
     "tvd",
 ]

@@ -12,7 +12,7 @@ from kdforge.taps import FeatureTaps
 from kdforge.teacher import Teacher
 
 FEATURE_KINDS = {"hint", "attention", "attention_kl", "rkd_distance", "rkd_angle", "similarity"}
-SOFT_KINDS = {"kd", "reverse_kl", "jsd", "tvd"}
+SOFT_KINDS = {"kd", "dkd", "dist", "reverse_kl", "jsd", "tvd"}
 
 
 @METHODS.register("standard")

@@ -27,7 +27,9 @@ class StepContext:
     sample_weight: Tensor | None = None  # (B,) from confidence filtering, None = all 1
 
 
-def weighted_kl(ctx: StepContext, temperature: float) -> Tensor:
+def weighted_kl(ctx: StepContext, temperature: float, standardize: bool = False) -> Tensor:
+    if standardize:  # logit standardization (Sun et al. 2024): match relations, not magnitudes
+        return L.standardized_kl(ctx.s_logits, ctx.t_logits, temperature, weight=ctx.sample_weight)
     per = L.soft_target_kl(ctx.s_logits, ctx.t_logits, temperature, reduction="none")  # (B,), T² included
     if ctx.sample_weight is None:
         return per.mean()
@@ -36,10 +38,22 @@ def weighted_kl(ctx: StepContext, temperature: float) -> Tensor:
 
 @TERMS.register("kd")
 def _kd(term, ctx: StepContext) -> Tensor:
-    kd = weighted_kl(ctx, term.temperature)
+    if "auto" in (term.temperature, term.alpha):
+        raise ValueError("kd term: temperature/alpha 'auto' must be resolved (kdforge.search.resolve_auto) before training")
+    kd = weighted_kl(ctx, term.temperature, term.standardize)
     if term.alpha == 1.0:
         return kd
     return term.alpha * kd + (1 - term.alpha) * F.cross_entropy(ctx.s_logits, ctx.labels)
+
+
+@TERMS.register("dkd")
+def _dkd(term, ctx):
+    return L.dkd(ctx.s_logits, ctx.t_logits, ctx.labels, term.alpha, term.beta, term.temperature, weight=ctx.sample_weight)
+
+
+@TERMS.register("dist")
+def _dist(term, ctx):
+    return L.dist_loss(ctx.s_logits, ctx.t_logits, term.beta, term.gamma, term.temperature, weight=ctx.sample_weight)
 
 
 @TERMS.register("reverse_kl")
