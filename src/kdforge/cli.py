@@ -22,10 +22,13 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Knowledge di
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Run directory to write."),
     quick: bool = typer.Option(False, help="Fewer epochs (a smoke test, not the real numbers)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print one line per epoch (always kept in metrics.jsonl)."),
 ) -> None:
     """Teacher on digits -> small student by KD, next to the baseline arms, plus Hinton's omitted-3 experiment."""
     from kdforge.demo import run_demo
+    from kdforge.train.progress import show_epoch_lines
 
+    show_epoch_lines(verbose)
     run_demo(out, quick=quick)
 
 
@@ -36,11 +39,15 @@ def run(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this run directory."),
     force: bool = typer.Option(False, help="Replace an existing run directory."),
     quiet: bool = typer.Option(False, help="No progress bars."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print one line per epoch (always kept in metrics.jsonl)."),
 ) -> None:
     """Run a recipe end to end and write its run directory."""
     from kdforge.config import load_recipe
     from kdforge.pipeline import run_recipe
     from kdforge.rundir import run_dir_lock
+    from kdforge.train.progress import show_epoch_lines
+
+    show_epoch_lines(verbose)
 
     if resume is not None:
         recipe_path = resume / "recipe.yaml"
