@@ -108,7 +108,7 @@ def fit(
 
     bar = stage_bar(desc, cfg.epochs * batches_per_epoch, state["epoch"] * batches_per_epoch + state["batch"],
                     disable=quiet or not ctx.is_main)
-    shown: dict = {}  # the latest validation metric, kept in the bar's postfix
+    post: dict = {}  # the bar's postfix: epoch, running loss, latest validation metric
     for epoch in range(state["epoch"], cfg.epochs):
         batches = epoch_batches(len(train), cfg.batch_size, seed, epoch, ctx.rank, ctx.world)
         method.trainable.train()
@@ -134,7 +134,8 @@ def fit(
             for k, v in losses.items():
                 state["sums"][k] = state["sums"].get(k, 0.0) + v.item() * len(batch["idx"])
             state["count"] += len(batch["idx"])
-            bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{total.item():.4f}", **shown, refresh=False)
+            post.update(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{total.item():.4f}")
+            bar.set_postfix(post, refresh=False)
             bar.update(1)  # redraws at most every 0.1 s
             if (b + 1) % cfg.grad_accum and b + 1 != len(batches):
                 continue
@@ -165,8 +166,8 @@ def fit(
                 save_checkpoint(ckpt_best, method.student, {"epoch": epoch, select: state["best"]}, keep_previous=False)
         state.update(epoch=epoch + 1, batch=0, sums={}, count=0)
         method.reset_stats()
-        shown = {f"val {select}": f"{record[f'val/{select}']:.4f}"}
-        bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", **shown)
+        post[f"val {select}"] = f"{record[f'val/{select}']:.4f}"
+        bar.set_postfix(post)
         if ctx.is_main:
             write_jsonl(log_path, history)
             if not quiet:  # one line per epoch, printed only under --verbose (kdforge.train.progress)
