@@ -7,6 +7,7 @@ what is allowed.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
@@ -168,8 +169,28 @@ class LMConfig(Strict):
     answer_weight: float = Field(1.0, ge=0, description="reasoning: weight of the answer task next to the rationale task.")
 
 
+class AutoConfig(Strict):
+    """What `temperature: auto` / `alpha: auto` may cost: `trials` students of `epochs` epochs each (see kdforge.tuning)."""
+
+    trials: int = Field(8, ge=1, description="Students trained by the search (trial 0 is the default T=4, α=0.8).")
+    epochs: int | None = Field(None, ge=1, description="Epochs per trial; null: distill.epochs.")
+    holdout_fraction: float = Field(0.2, gt=0, lt=0.5, description="Part of the training split held out to score trials.")
+    temperature: list[float] = Field([1.0, 8.0], description="[low, high] searched for an auto temperature (log scale).")
+    alpha: list[float] = Field([0.0, 1.0], description="[low, high] searched for an auto alpha.")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "AutoConfig":
+        t, a = self.temperature, self.alpha
+        if len(t) != 2 or not 0 < t[0] < t[1]:
+            raise ValueError(f"temperature: expected a positive range [low, high] with low < high, got {t}")
+        if len(a) != 2 or not 0 <= a[0] < a[1] <= 1:
+            raise ValueError(f"alpha: expected a range [low, high] inside [0, 1] with low < high, got {a}")
+        return self
+
+
 class DistillConfig(TrainConfig):
     losses: list[LossTerm] = Field(default_factory=lambda: [KDTerm()], min_length=1, description="Weighted loss terms.")
+    auto: AutoConfig = Field(default_factory=AutoConfig, description="Budget of the search behind kd `temperature: auto` / `alpha: auto`.")
     filter: FilterConfig = Field(default_factory=FilterConfig)
     lm: LMConfig = Field(default_factory=LMConfig, description="Causal-LM distillation settings.")
 
@@ -178,7 +199,7 @@ class StoreConfig(Strict):
     """Teacher-output store written by `kdforge cache-teacher` and read instead of the live teacher."""
 
     path: str = Field(..., description="Folder of the store.")
-    k: int | Literal["all"] = Field("all", description="Top-k logits kept per position (all: dense).")
+    k: Annotated[int, Field(ge=1)] | Literal["all"] = Field("all", description="Top-k logits kept per position (all: dense).")
     temperature: float = Field(1.0, gt=0, description="Temperature the store is meant for (part of its fingerprint).")
     features: list[str] = Field(default_factory=list, description="Teacher modules whose outputs are stored too.")
     shard_size: int = Field(1024, ge=1, description="Samples per shard file.")
@@ -308,6 +329,13 @@ class Recipe(Strict):
         ):
             if key not in reg:
                 raise ValueError(f"{field}: unknown {reg.kind} {key!r}; valid: {', '.join(reg.keys())}")
+        if self.compress and hasattr(METHODS.get(self.method), "run_recipe"):  # its own driver: no compress stages
+            raise ValueError(f"compress: method {self.method!r} does not run compress stages; remove the list "
+                             "(a finished run's student can be compressed with `kdforge compress RUN_DIR`)")
+        for i, stage in enumerate(self.compress):  # a gate needs its reference to exist in this run
+            if stage.max_accuracy_drop is not None and stage.against == "teacher" and self.method == "supervised":
+                raise ValueError(f"compress.{i}.against: the gate compares with the teacher, but method "
+                                 "'supervised' has none; use against: student or previous")
         return self
 
 
@@ -339,6 +367,8 @@ def format_validation_error(err: ValidationError, what: str = "recipe") -> str:
         return f"{what} field {loc}: unknown field{more}"
     bad = first.get("input")
     shown = "" if isinstance(bad, dict) or bad is None else f"got {bad!r}: "
+    if not loc and re.match(r"[\w.]+: ", msg):  # a whole-recipe check that names its own field
+        return f"{what} field {msg}{more}"
     return f"{what} field {loc or '(top level)'}: {shown}{msg}{more}"
 
 
@@ -454,6 +484,8 @@ def read_recipe_file(path: str | Path) -> Any:
         raise KDForgeError(f"{path}: nested too deeply to be a recipe") from None
     if raw is None:
         raise KDForgeError(f"{path}: the recipe is empty; give at least one section (data, teacher, student, distill)")
+    if not isinstance(raw, dict):
+        raise KDForgeError(f"{path}: expected a mapping of fields at the top level (data:, student:, ...), got {type(raw).__name__}")
     if _expanded_size(raw, {}) > MAX_RECIPE_NODES:
         raise KDForgeError(f"{path}: YAML aliases expand to more than {MAX_RECIPE_NODES:,} values; "
                            "a recipe this large is refused (an alias bomb?)")

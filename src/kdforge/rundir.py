@@ -54,7 +54,11 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
     The lock is an OS file lock (flock), so a run that died leaves at most a stale lock
     file, which the next run takes over; where flock is missing the recorded pid is checked.
     """
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise KDForgeError(f"run_dir {run_dir} is a file; give a folder for the run")
     path = lock_path(run_dir)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise KDForgeError(f"run_dir {run_dir}: {path.parent} is a file, not a folder")
     made_parent = not path.parent.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = _acquire(path, run_dir)

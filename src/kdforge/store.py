@@ -68,7 +68,9 @@ def fingerprint(teacher_model: nn.Module, dataset, tokenizer, k: int | str, temp
 
 
 def compare(stored: dict, current: dict, path: Path) -> None:
-    diff = [f"{f} (store {stored.get(f)}, now {current.get(f)})" for f in FINGERPRINT_FIELDS if stored.get(f) != current.get(f)]
+    """Every field of `current` must equal the store's (a field left out of `current` is not checked)."""
+    diff = [f"{f} (store {stored.get(f)}, now {current.get(f)})" for f in FINGERPRINT_FIELDS
+            if f in current and stored.get(f) != current.get(f)]
     if diff:
         raise KDForgeError(f"teacher store {path} does not match this run: {'; '.join(diff)} differ; "
                            "rerun `kdforge cache-teacher` or point store.path elsewhere")
@@ -130,12 +132,31 @@ class TeacherStore:
         meta_file = self.path / "meta.json"
         if not meta_file.is_file():
             raise KDForgeError(f"store.path: {self.path} is not a teacher store (no meta.json); run `kdforge cache-teacher RECIPE` first")
-        self.meta = json.loads(meta_file.read_text())
+        try:
+            self.meta = json.loads(meta_file.read_text())
+            self.n, self.k, self.vocab = int(self.meta["n"]), int(self.meta["k"]), int(self.meta["vocab"])
+            self.shard_size = int(self.meta["shard_size"])
+            positions, features = list(self.meta.get("positions", [])), dict(self.meta.get("features", {}))
+            fp = dict(self.meta.get("fingerprint", {}))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise KDForgeError(f"teacher store {meta_file} is unreadable ({type(e).__name__}: {str(e)[:100]}); "
+                               "rerun `kdforge cache-teacher`") from None
         if expected is not None:
-            compare(self.meta["fingerprint"], expected, self.path)
-        self.n, self.k, self.vocab = self.meta["n"], self.meta["k"], self.meta["vocab"]
-        self.shard_size = self.meta["shard_size"]
+            compare(fp, expected, self.path)
         self._open: dict[str, np.ndarray] = {}
+        self._check_shards(positions, features)
+
+    def _check_shards(self, positions: list[int], features: dict[str, list[int]]) -> None:
+        """Every shard file present, with the row count and shape meta.json promises (headers only: memory-mapped)."""
+        shapes = {"values": [*positions, self.k], **({} if self.dense else {"indices": [*positions, self.k]}),
+                  **{f"feat-{name}": list(shape) for name, shape in features.items()}}
+        for shard in range((self.n + self.shard_size - 1) // self.shard_size):
+            rows = min(self.shard_size, self.n - shard * self.shard_size)
+            for name, shape in shapes.items():
+                arr = self._arr(shard, name)
+                if list(arr.shape) != [rows, *shape]:
+                    raise KDForgeError(f"teacher store {self.path}: shard-{shard:05d}/{name}.npy has shape {list(arr.shape)}, "
+                                       f"meta.json says {[rows, *shape]}; rerun `kdforge cache-teacher`")
 
     @property
     def dense(self) -> bool:
@@ -144,7 +165,13 @@ class TeacherStore:
     def _arr(self, shard: int, name: str) -> np.ndarray:
         key = f"shard-{shard:05d}/{name}.npy"
         if key not in self._open:
-            self._open[key] = np.load(self.path / key, mmap_mode="r")
+            try:
+                self._open[key] = np.load(self.path / key, mmap_mode="r")
+            except FileNotFoundError:
+                raise KDForgeError(f"teacher store {self.path}: {key} is missing; rerun `kdforge cache-teacher`") from None
+            except (ValueError, OSError, EOFError) as e:  # a truncated or overwritten file
+                raise KDForgeError(f"teacher store {self.path}: {key} is truncated or unreadable ({str(e).splitlines()[0][:100]}); "
+                                   "rerun `kdforge cache-teacher`") from None
         return self._open[key]
 
     def rows(self, name: str, idx: Tensor) -> Tensor:
@@ -226,6 +253,21 @@ def recipe_fingerprint(recipe, teacher_model: nn.Module, dataset) -> dict[str, s
     return fingerprint(teacher_model, dataset, tok, recipe.store.k, recipe.store.temperature)
 
 
+def preflight(recipe, teacher_model: nn.Module, dataset) -> None:
+    """Before a run writes anything: an existing store must be readable and match every fingerprint
+    field known now (the teacher's weights too when they come from a checkpoint; a teacher trained
+    by the run is checked after training)."""
+    path = Path(recipe.store.path)
+    if path.exists() and not path.is_dir():
+        raise KDForgeError(f"store.path: {path} is a file; the store is a folder")
+    if not (path / "meta.json").is_file():
+        return  # written by the run
+    fp = recipe_fingerprint(recipe, teacher_model, dataset)
+    if not recipe.teacher.checkpoint:
+        fp.pop("teacher")
+    TeacherStore(path, fp)
+
+
 def open_or_write(recipe, teacher_model: nn.Module, data, *, rewrite: bool = False, batch_size: int = 32) -> CachedTeacher:
     """The recipe's store as a CachedTeacher; written first (teacher run once) when absent or `rewrite`."""
     cfg = recipe.store
@@ -244,4 +286,4 @@ def open_or_write(recipe, teacher_model: nn.Module, data, *, rewrite: bool = Fal
     return cached
 
 
-__all__ = ["CachedTeacher", "open_or_write", "recipe_fingerprint", "TeacherStore", "compare", "fingerprint", "hash_dataset", "hash_module", "write_store"]
+__all__ = ["CachedTeacher", "open_or_write", "preflight", "recipe_fingerprint", "TeacherStore", "compare", "fingerprint", "hash_dataset", "hash_module", "write_store"]

@@ -1,4 +1,5 @@
 """Bad input: one line naming the cause, exit code 2, no traceback, nothing half-written."""
+import re
 from pathlib import Path
 
 import pytest
@@ -27,68 +28,174 @@ def hint(student_layer="layers.0", teacher_layer="layers.0"):
 
 CSV_NO_LABEL = "a,b\n1,2\n3,4\n"
 CSV_TEXT_FEATURE = "f,label\nfoo,1\nbar,0\n"
+GOOD_ROWS = "1,2,0\n3,4,1\n" * 20  # 40 rows, 2 classes: splits fine
+TEXT_ROWS = "".join(f"text {i},{'a' if i % 2 else 'b'}\n" for i in range(40))
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcde", "bcdef"))
 
 
-def csv_recipe(content: str | None, **data) -> dict:
-    return {**TINY, "data": {"name": "csv", "path": "@CSV" if content is not None else "/nonexistent/data.csv", **data}}
+def csv_recipe(content: str | bytes | None, **data) -> tuple:
+    """A TINY recipe reading data.csv (None: a path that does not exist)."""
+    files = {"data.csv": content} if content is not None else {}
+    return {**TINY, "data": {"name": "csv", "path": "@data.csv" if content is not None else "/nonexistent/data.csv", **data}}, files
 
 
-# name: (recipe (dict, YAML text or None = no file), overrides, expected text, CSV content)
+def data_case(name: str, content: str | bytes, needle: str, file: str = "data.csv", more: dict | None = None, **data) -> tuple:
+    """A case: TINY with a `name` dataset reading `file` (no tokenizer needed: the file is checked first)."""
+    return {**TINY, "data": {"name": name, "path": f"@{file}", **data}}, [], needle, {file: content, **(more or {})}
+
+
+def digits(**data) -> dict:
+    return {**TINY, "data": {"name": "digits", **data}}
+
+
+# name: (recipe: dict | YAML text | bytes | None = no file | "DIR" = a folder, overrides, expected text, files {name: content})
+# "@name" in a dict recipe is replaced by that file's path in the test's tmp folder.
 CASES = {
-    "malformed yaml": ("distill: {epochs: 3\n", [], "malformed YAML", None),
-    "yaml is a list": ("- 1\n- 2\n", [], "expected a mapping", None),
-    "python tag in yaml": ("student: !!python/object/apply:os.system ['true']\n", [], "malformed YAML", None),
-    "unknown top-level field": ({**TINY, "teachr": {}}, [], "teachr: unknown field", None),
-    "unknown loss kind": ({**TINY, "distill": {"losses": [{"kind": "klx"}]}}, [], "klx", None),
-    "alpha above 1": ({**TINY, "distill": {"losses": [{"kind": "kd", "alpha": 2}]}}, [], "distill.losses.0.alpha", None),
-    "negative temperature": ({**TINY, "distill": {"losses": [{"kind": "kd", "temperature": -1}]}}, [], "temperature", None),
-    "zero epochs": ({**TINY, "distill": {"epochs": 0}}, [], "distill.epochs", None),
-    "unknown dataset": ({**TINY, "data": {"name": "imagenet"}}, [], "data.name: unknown dataset 'imagenet'", None),
-    "unknown model": ({**TINY, "student": {"name": "resnet50"}}, [], "student.name: unknown model 'resnet50'", None),
-    "unknown method": ({**TINY, "method": "magic"}, [], "method: unknown method 'magic'", None),
-    "bad val fraction": ({**TINY, "data": {"name": "digits", "val_fraction": 0.7}}, [], "data.val_fraction", None),
-    "omitted class out of range": ({**TINY, "data": {"name": "digits", "omit_classes": [12]}}, [], "data.omit_classes: [12] out of range", None),
-    "unknown student module": ({**TINY, "distill": {"losses": [hint("layers.9")]}}, [], "student has no module named 'layers.9'", None),
-    "unknown teacher module": ({**TINY, "distill": {"losses": [hint("layers.0", "encoder")]}}, [], "teacher has no module named 'encoder'", None),
-    "missing data file": (csv_recipe(None), [], "file not found: /nonexistent/data.csv", None),
-    "csv without label column": (csv_recipe(CSV_NO_LABEL), [], "data.label_column: 'label' is not a column", CSV_NO_LABEL),
-    "csv with text features": (csv_recipe(CSV_TEXT_FEATURE), [], "feature columns must be numeric", CSV_TEXT_FEATURE),
-    "empty csv": (csv_recipe(""), [], "cannot parse", ""),
-    "cnn on tabular data": (csv_recipe("f,g,label\n" + "1,2,0\n3,4,1\n" * 20, **{}) | {"student": {"name": "cnn"}}, [], "cnn needs image inputs", "f,g,label\n" + "1,2,0\n3,4,1\n" * 20),
-    "missing teacher checkpoint": ({**TINY, "teacher": {"name": "mlp", "hidden": [16], "checkpoint": "/nope/t.safetensors"}}, [], "teacher.checkpoint: file not found", None),
-    "pickled teacher checkpoint": ({**TINY, "teacher": {"name": "mlp", "hidden": [16], "checkpoint": "@PICKLE"}}, [], "pickled checkpoints are refused", None),
-    "class count mismatch": (TINY, ["student.num_classes=5"], "teacher predicts 10 classes but student predicts 5", None),
-    "nan loss": (TINY, ["distill.lr=1e30", "distill.max_grad_norm=null", "distill.epochs=3"], "non-finite", None),
-    "bad override value": (TINY, ["distill.epochs=many"], "distill.epochs: got 'many'", None),
-    "override without value": (TINY, ["distill.epochs"], "expected FIELD=VALUE", None),
-    "override index out of range": (TINY, ["distill.losses.4.weight=1"], "is not an index of a list of 1", None),
-    "missing recipe": (None, [], "recipe file not found", None),
+    "malformed yaml": ("distill: {epochs: 3\n", [], "malformed YAML", {}),
+    "yaml is a list": ("- 1\n- 2\n", [], "expected a mapping", {}),
+    "python tag in yaml": ("student: !!python/object/apply:os.system ['true']\n", [], "malformed YAML", {}),
+    "unknown top-level field": ({**TINY, "teachr": {}}, [], "teachr: unknown field", {}),
+    "unknown loss kind": ({**TINY, "distill": {"losses": [{"kind": "klx"}]}}, [], "klx", {}),
+    "alpha above 1": ({**TINY, "distill": {"losses": [{"kind": "kd", "alpha": 2}]}}, [], "distill.losses.0.alpha", {}),
+    "negative temperature": ({**TINY, "distill": {"losses": [{"kind": "kd", "temperature": -1}]}}, [], "temperature", {}),
+    "zero epochs": ({**TINY, "distill": {"epochs": 0}}, [], "distill.epochs", {}),
+    "unknown dataset": ({**TINY, "data": {"name": "imagenet"}}, [], "data.name: unknown dataset 'imagenet'", {}),
+    "unknown model": ({**TINY, "student": {"name": "resnet50"}}, [], "student.name: unknown model 'resnet50'", {}),
+    "unknown method": ({**TINY, "method": "magic"}, [], "method: unknown method 'magic'", {}),
+    "bad val fraction": (digits(val_fraction=0.7), [], "data.val_fraction", {}),
+    "omitted class out of range": (digits(omit_classes=[12]), [], "data.omit_classes: [12] out of range", {}),
+    "unknown student module": ({**TINY, "distill": {"losses": [hint("layers.9")]}}, [], "student has no module named 'layers.9'", {}),
+    "unknown teacher module": ({**TINY, "distill": {"losses": [hint("layers.0", "encoder")]}}, [], "teacher has no module named 'encoder'", {}),
+    "missing data file": (*csv_recipe(None)[:1], [], "file not found: /nonexistent/data.csv", {}),
+    "csv without label column": (*csv_recipe(CSV_NO_LABEL), ),
+    "csv with text features": (*csv_recipe(CSV_TEXT_FEATURE), ),
+    "empty csv": (*csv_recipe(""), ),
+    "cnn on tabular data": ({**csv_recipe("")[0], "student": {"name": "cnn"}}, [], "cnn needs image inputs", {"data.csv": "f,g,label\n" + GOOD_ROWS}),
+    "missing teacher checkpoint": ({**TINY, "teacher": {"name": "mlp", "hidden": [16], "checkpoint": "/nope/t.safetensors"}}, [], "teacher.checkpoint: file not found", {}),
+    "pickled teacher checkpoint": ({**TINY, "teacher": {"name": "mlp", "hidden": [16], "checkpoint": "@t.pt"}}, [], "pickled checkpoints are refused", {"t.pt": b"\x80\x04K\x01."}),
+    "class count mismatch": (TINY, ["student.num_classes=5"], "teacher predicts 10 classes but student predicts 5", {}),
+    "nan loss": (TINY, ["distill.lr=1e30", "distill.max_grad_norm=null", "distill.epochs=3"], "non-finite", {}),
+    "bad override value": (TINY, ["distill.epochs=many"], "distill.epochs: got 'many'", {}),
+    "override without value": (TINY, ["distill.epochs"], "expected FIELD=VALUE", {}),
+    "override index out of range": (TINY, ["distill.losses.4.weight=1"], "is not an index of a list of 1", {}),
+    "missing recipe": (None, [], "recipe file not found", {}),
+    # recipe files
+    "recipe not utf-8": (b"\xff\xfeseed: 1\n", [], "not UTF-8 text (byte 0xff at offset 0)", {}),
+    "recipe with NUL bytes": (b"seed: 1\n\x00\x00", [], "contains NUL bytes", {}),
+    "empty recipe": ("", [], "the recipe is empty", {}),
+    "recipe of comments only": ("# todo: write the recipe\n", [], "the recipe is empty", {}),
+    "recipe is a scalar": ("hello\n", [], "expected a mapping of fields at the top level (data:, student:, ...), got str", {}),
+    "recipe is a folder": ("DIR", [], "is a directory; give a recipe YAML file", {}),
+    "duplicate top-level key": ("seed: 1\nseed: 2\n", [], "duplicate key 'seed' at line 2 (first at line 1)", {}),
+    "duplicate nested key": ("distill:\n  epochs: 1\n  lr: 0.1\n  epochs: 2\n", [], "duplicate key 'epochs' at line 4", {}),
+    "alias bomb": (ALIAS_BOMB, [], "YAML aliases expand to more than", {}),
+    "self-referencing alias": ("seed: &a [*a]\n", [], "YAML aliases expand to more than", {}),
+    "section is a number": ({**TINY, "distill": 5}, [], "recipe field distill: got 5", {}),
+    "store k zero": ({**TINY, "store": {"path": "@store", "k": 0}}, [], "store.k: got 0", {}),
+    # data files: csv
+    "csv not utf-8": (*csv_recipe("a,b,label\n1,2,caf\xe9\n".encode("latin-1"))[:1], [], "is not UTF-8 text (byte 0xe9", {"data.csv": "a,b,label\n1,2,caf\xe9\n".encode("latin-1")}),
+    "csv header without rows": (*csv_recipe("a,b,label\n"), ),
+    "csv with nan features": (*csv_recipe("a,b,label\n1,2,0\nnan,3,1\n" + GOOD_ROWS), ),
+    "csv with inf features": (*csv_recipe("a,b,label\n1,inf,0\n" + GOOD_ROWS + "2,-inf,1\n"), ),
+    "csv with an empty cell": (*csv_recipe("a,b,label\n" + GOOD_ROWS + "5,,1\n"), ),
+    "csv with one class": (*csv_recipe("a,b,label\n" + "1,2,0\n3,4,0\n" * 20), ),
+    "csv with a missing label": (*csv_recipe("a,b,label\n" + GOOD_ROWS + "5,6,\n"), ),
+    "csv with fractional labels": (*csv_recipe("a,b,label\n" + GOOD_ROWS + "5,6,0.5\n"), ),
+    "csv of only the label column": (*csv_recipe("label\n" + "0\n1\n" * 20), ),
+    "csv too small to split": (*csv_recipe("a,b,label\n1,2,0\n3,4,1\n"), ),
+    "csv path is a folder": ({**TINY, "data": {"name": "csv", "path": "@sub"}}, [], "is a directory; give a file", {"sub/x": ""}),
+    "csv without a path": ({**TINY, "data": {"name": "csv"}}, [], "data.path: the csv dataset needs a file path", {}),
+    # splits
+    "omit every class": (digits(omit_classes=list(range(10))), [], "data.omit_classes: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] leaves 0 class(es)", {}),
+    "omit all but one class": (digits(omit_classes=list(range(1, 10))), [], "leaves 1 class(es) to train on", {}),
+    "train limit of one sample": (digits(train_limit=1), [], "data.train_limit: 1 training samples hold 1 class(es)", {}),
+    "train limit misses test classes": (digits(train_limit=5), [], "without a training sample", {}),
+    # data files: text, text-lm, qa, bbc-news
+    "text with an empty text cell": data_case("text", "text,label\n" + TEXT_ROWS + ",a\n", "data.text_column: 'text' of"),
+    "text with one class": data_case("text", "text,label\n" + "x,a\n" * 30, "has a single class ('a')"),
+    "text jsonl malformed": data_case("text", '{"text": "a", "label": 1}\n{"text": \n', "cannot parse", "d.jsonl"),
+    "text jsonl labels are lists": data_case("text", '{"text": "a", "label": [1]}\n{"text": "b", "label": [2]}\n', "holds lists or mappings", "d.jsonl"),
+    "text test file with unseen labels": data_case("text", "text,label\n" + TEXT_ROWS, "data.test_path: labels ['zz']", test_path="@test.csv",
+                                                   more={"test.csv": "text,label\nq,zz\n"}),
+    "text-lm binary file": data_case("text-lm", b"\x89PNG\r\n\x1a\n\xff\xd8", "is not UTF-8 text (byte 0x89", "in.txt"),
+    "text-lm empty file": data_case("text-lm", " \n\n", "is empty; a language-model dataset needs text", "in.txt"),
+    "qa with an empty answer": data_case("qa", "question,answer\n" + "what?,yes\n" * 10 + "why?,\n", "data.label_column: 'answer' of",
+                                         text_column="question", label_column="answer"),
+    "qa too few rows": data_case("qa", "question,answer\nwhat?,yes\n", "too few to split", text_column="question", label_column="answer"),
+    "bbc-news given a file": data_case("bbc-news", "x", "bbc-news is built in"),
+    # compression stages and methods
+    "gate against a missing teacher": ({**TINY, "method": "supervised", "compress": [{"kind": "quantize", "max_accuracy_drop": 0.1, "against": "teacher"}]}, [], "compress.0.against: the gate compares with the teacher", {}),
+    "gate on an unknown metric": ({**TINY, "compress": [{"kind": "quantize", "max_f1_drop": 0.1}]}, [], "max_f1_drop: unknown field", {}),
+    "compress after a method without stages": ({**TINY, "method": "mutual", "compress": [{"kind": "quantize"}]}, [], "method 'mutual' does not run compress stages", {}),
+    # run directories
+    "run dir is a file": (TINY, ["run_dir=@afile"], "is a file; give a folder for the run", {"afile": "x"}),
+    "store path is a file": ({**TINY, "store": {"path": "@afile"}}, [], "store.path: ", {"afile": "x"}),
 }
+# csv cases given as (recipe, files): the needle is the first thing the error must say
+NEEDLES = {
+    "csv without label column": "data.label_column: 'label' is not a column",
+    "csv with text features": "feature columns must be numeric",
+    "empty csv": "data.csv is empty",
+    "csv header without rows": "has a header but no rows",
+    "csv with nan features": "missing or non-finite values (nan/inf): column 'a' at data row 2;",
+    "csv with inf features": "column 'b' at data rows 1, 42;",
+    "csv with an empty cell": "column 'b' at data row 41;",
+    "csv with one class": "has a single class ('0'); a classifier needs samples of at least 2 classes",
+    "csv with a missing label": "data.label_column: 'label' of",
+    "csv with fractional labels": "holds fractional numbers (e.g. 0.5 at data row 41)",
+    "csv of only the label column": "no feature columns besides the label column 'label'",
+    "csv too small to split": "cannot split 2 samples",
+}
+for _name, _needle in NEEDLES.items():
+    CASES[_name] = (CASES[_name][0], [], _needle, CASES[_name][1])
+
+
+def materialize(tmp_path: Path, recipe, files: dict) -> Path:
+    """Write the case's files and recipe into tmp_path; returns the recipe path."""
+    for name, content in files.items():
+        f = tmp_path / name
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(content if isinstance(content, bytes) else content.encode())
+    if recipe is None:
+        return tmp_path / "absent.yaml"
+    if recipe == "DIR":
+        (tmp_path / "recipe_dir").mkdir()
+        return tmp_path / "recipe_dir"
+    if isinstance(recipe, dict):
+        recipe = re.sub(r"'@([\w.\-/]+)'", lambda m: str(tmp_path / m.group(1)), yaml.safe_dump(recipe))
+    p = tmp_path / "recipe.yaml"
+    p.write_bytes(recipe if isinstance(recipe, bytes) else recipe.encode())
+    return p
+
+
+def run_one_line(args: list[str], capsys, code: int = 2) -> str:
+    """main(args) exits with `code` and prints exactly one line, without a traceback."""
+    assert main(args) == code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_the_table_is_large():
+    assert len(CASES) >= 45
 
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_one_line_exit_2(name, tmp_path, capsys):
-    recipe, overrides, needle, csv = CASES[name]
+    recipe, overrides, needle, files = CASES[name]
     run_dir = tmp_path / "run"
-    if csv is not None:
-        (tmp_path / "data.csv").write_text(csv)
-    if isinstance(recipe, dict):
-        text = yaml.safe_dump(recipe).replace("'@CSV'", str(tmp_path / "data.csv")).replace("'@PICKLE'", str(tmp_path / "t.pt"))
-        (tmp_path / "t.pt").write_bytes(b"\x80\x04K\x01.")
-        recipe = text
-    path = write(tmp_path, recipe) if recipe is not None else tmp_path / "absent.yaml"
+    path = materialize(tmp_path, recipe, files)
     args = ["run", str(path), "--quiet", "--set", f"run_dir={run_dir}"]
     for o in overrides:
-        args += ["--set", o]
-    code = main(args)
-    err = capsys.readouterr().err.strip()
-    assert code == 2
+        args += ["--set", o.replace("@", f"{tmp_path}/")]
+    err = run_one_line(args, capsys)
     assert needle in err, err
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
     if name == "nan loss":  # it got as far as training: the last good checkpoint is kept, no final metrics
         assert not (run_dir / "metrics.json").exists()
     else:
         assert not run_dir.exists()
+    assert not list(tmp_path.glob(".*.lock")), "the run-dir lock is released"
 
 
 @pytest.mark.parametrize("args, needle", [
