@@ -11,11 +11,12 @@ from torch.utils.data import Dataset
 
 from kdforge.config import DistillConfig
 from kdforge.errors import KDForgeError
-from kdforge.pipeline import probe_batch
 from kdforge.registry import METHODS
 from kdforge.stages import train_stage
 from kdforge.train.batching import collate_indexed
+from kdforge.train.batching import probe_batch
 from kdforge.train.evaluate import classification_metrics
+from kdforge.tuning import resolve_auto
 
 
 @dataclass
@@ -61,6 +62,7 @@ def distill(
             raise KDForgeError(format_validation_error(e, "config")) from None
     _check_inputs(teacher if method != "supervised" else None, student, train, val)
     run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="kdforge-"))
+    config = resolve_auto(config, teacher, student, train, seed, run_dir / "auto", method=method, quiet=quiet)
     m = METHODS.build(method, student, teacher, config, probe_batch(train))
     stage = train_stage("student", run_dir, m, _Splits(train, val), config, seed, quiet=quiet)
     metrics = {"stage": stage}

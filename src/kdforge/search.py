@@ -18,13 +18,10 @@ the choice is made, to report the chosen (and the default) configuration.
 """
 from __future__ import annotations
 
-import copy
-import shutil
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from kdforge.config import Recipe, dump_recipe
@@ -32,8 +29,11 @@ from kdforge.data import load_data
 from kdforge.data.base import DataBundle
 from kdforge.errors import KDForgeError
 from kdforge.models.build import build_model
-from kdforge.registry import METHODS
+from kdforge.methods._driver import train_supervised
+from kdforge.pipeline import prepare_run_dir
 from kdforge.rundir import write_json, write_text
+from kdforge.train.evaluate import classification_metrics
+from kdforge.tuning import fit_trial, last_value, make_study, pruned_score, split_dataset
 
 
 @dataclass
@@ -49,13 +49,8 @@ class Tuning:
 
 def split_holdout(data: DataBundle, fraction: float, seed: int) -> Tuning:
     """Stratified split of data.train into (tune, holdout); data.test is not read."""
-    from sklearn.model_selection import train_test_split
-
-    y = data.train.y.numpy() if hasattr(data.train, "y") else np.array([int(data.train[i][1]) for i in range(len(data.train))])
-    idx = np.arange(len(y))
-    tune, hold = train_test_split(idx, test_size=fraction, stratify=y, random_state=seed)
-    pick = data.train.subset if hasattr(data.train, "subset") else lambda i: torch.utils.data.Subset(data.train, i.tolist())
-    return Tuning(pick(np.sort(tune)), pick(np.sort(hold)), data.val, data.input_shape, data.num_classes)
+    tune, hold = split_dataset(data.train, fraction, seed)
+    return Tuning(tune, hold, data.val, data.input_shape, data.num_classes)
 
 
 def kd_index(recipe: Recipe) -> int:
@@ -113,17 +108,9 @@ def suggest(trial, recipe: Recipe) -> dict:
 
 def train_student(recipe: Recipe, teacher, tuning: Tuning, out: Path, seed: int, epochs: int | None, on_epoch_end=None):
     """Distil a fresh student with `recipe`'s settings on tuning.tune; returns (student, best held-out accuracy)."""
-    from kdforge.pipeline import probe_batch
-    from kdforge.train.loop import fit
-
     cfg = recipe.distill if epochs is None else recipe.distill.model_copy(update={"epochs": epochs})
     student = build_model(recipe.student, tuning.input_shape, tuning.num_classes, "student", seed + 1)
-    method = METHODS.build("standard", student, copy.deepcopy(teacher), cfg, probe_batch(tuning.tune))
-    try:
-        res = fit(method, tuning.tune, tuning.holdout, cfg, out, seed, resume=False, quiet=True, on_epoch_end=on_epoch_end)
-    finally:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # keep metrics.jsonl only
-    return student, res.best["val/accuracy"]
+    return student, fit_trial("standard", student, teacher, cfg, tuning.tune, tuning.holdout, out, seed, on_epoch_end)
 
 
 def run_search(recipe: Recipe, trials: int, out_dir: Path, *, quiet: bool = True, report_test: bool = True,
@@ -140,30 +127,19 @@ def run_search(recipe: Recipe, trials: int, out_dir: Path, *, quiet: bool = True
     tuning = split_holdout(data, s.holdout_fraction, recipe.seed)
     apply_params(recipe, defaults)  # validates the search against the recipe before anything is written
     out_dir = Path(out_dir)
-    from kdforge.methods import _driver
-    from kdforge.pipeline import prepare_run_dir
-
     prepare_run_dir(out_dir, resume=False, force=force)  # an existing folder is replaced only with force
     teacher = build_model(recipe.teacher, tuning.input_shape, tuning.num_classes, "teacher", recipe.seed)
     if not recipe.teacher.checkpoint:  # trained on the tuning part only: the held-out part stays unseen
-        _driver.train_supervised("teacher", teacher, tuning_bundle(tuning), recipe.teacher.train, out_dir, recipe.seed, quiet)
+        train_supervised("teacher", teacher, tuning_bundle(tuning), recipe.teacher.train, out_dir, recipe.seed, quiet)
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     epochs = s.epochs or recipe.distill.epochs
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=recipe.seed),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(1, epochs // 3)))
+    study = make_study(recipe.seed, epochs)
     study.enqueue_trial(defaults)
 
     def objective(trial) -> float:
         params = suggest(trial, recipe)
-
-        def report(record: dict) -> None:
-            trial.report(record["val/accuracy"], record["epoch"])
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-
-        _, score = train_student(apply_params(recipe, params), teacher, tuning, out_dir / f"trials/{trial.number}",
-                                 recipe.seed, epochs, report)
+        score = pruned_score(trial, lambda report: train_student(
+            apply_params(recipe, params), teacher, tuning, out_dir / f"trials/{trial.number}", recipe.seed, epochs, report)[1])
         if not quiet:
             print(f"trial {trial.number}: held-out {score:.4f} {params}")
         return score
@@ -203,22 +179,12 @@ def run_search(recipe: Recipe, trials: int, out_dir: Path, *, quiet: bool = True
     return result
 
 
-def last_value(trial) -> float | None:
-    """A finished trial's score; a pruned trial's last reported held-out accuracy."""
-    if trial.value is not None:
-        return trial.value
-    steps = trial.intermediate_values
-    return steps[max(steps)] if steps else None
-
-
 def tuning_bundle(t: Tuning) -> DataBundle:
     """The teacher trains on the tuning part and selects on the validation split."""
     return DataBundle(train=t.tune, val=t.val, test=None, input_shape=t.input_shape, num_classes=t.num_classes)
 
 
 def final_test(models: dict, chosen_trial: int, data: DataBundle) -> dict:
-    from kdforge.train.evaluate import classification_metrics
-
     out = {"default": classification_metrics(models[0], data.test)["accuracy"]}
     out["chosen"] = classification_metrics(models[chosen_trial], data.test)["accuracy"]
     return out

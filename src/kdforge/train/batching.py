@@ -30,5 +30,10 @@ def collate_indexed(items: list[tuple[int, Any]]) -> dict[str, Any]:
     return batch
 
 
+def probe_batch(dataset, n: int = 8) -> dict[str, Any]:
+    """The first n samples as one batch: methods run it once at construction to learn shapes."""
+    return collate_indexed([(i, dataset[i]) for i in range(min(n, len(dataset)))])
+
+
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
