@@ -23,12 +23,9 @@ from kdforge.rundir import environment, write_json, write_text
 from kdforge.stages import train_stage
 from kdforge.store import preflight as store_preflight
 from kdforge.train import distributed as dist
-from kdforge.train.batching import collate_indexed
+from kdforge.train.batching import probe_batch  # noqa: F401 (kdforge.pipeline.probe_batch is used by benchmarks)
 from kdforge.train.evaluate import classification_metrics
-
-
-def probe_batch(dataset, n: int = 8) -> dict:
-    return collate_indexed([(i, dataset[i]) for i in range(min(n, len(dataset)))])
+from kdforge.tuning import resolve_auto
 
 
 def record_work(run_dir: Path, ctx, **counts: int) -> None:
@@ -88,8 +85,11 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False, qui
         from kdforge.store import open_or_write
 
         source = open_or_write(recipe, teacher, data)
-    method = METHODS.build(recipe.method, student, source, recipe.distill, probe)
-    results["student_stage"] = train_stage("student", run_dir, method, data, recipe.distill, recipe.seed, quiet=quiet)
+    cfg = recipe.distill
+    if needs_teacher:  # kd temperature/alpha "auto": searched on held-out training data with the live teacher
+        cfg = resolve_auto(cfg, teacher, student, data.train, recipe.seed, run_dir / "auto", method=recipe.method, quiet=quiet)
+    method = METHODS.build(recipe.method, student, source, cfg, probe)
+    results["student_stage"] = train_stage("student", run_dir, method, data, cfg, recipe.seed, quiet=quiet)
     if needs_teacher:  # teacher work, all ranks and all invocations (a resumed run adds to it): not a metric
         record_work(run_dir, ctx, teacher_forward_samples=method.teacher.samples)
     omitted = list(recipe.data.omit_classes)
