@@ -1,11 +1,18 @@
 """Bad input: one line naming the cause, exit code 2, no traceback, nothing half-written."""
+import json
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 from kdforge.cli import main
+from kdforge.rundir import lock_path, run_dir_lock
 from tests.conftest import kdforge_cli
 
 TINY = {
@@ -227,3 +234,51 @@ def test_existing_run_dir_is_not_overwritten(tmp_path, capsys):
     assert main(["run", str(write(tmp_path, TINY)), "--set", f"run_dir={run_dir}"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert (run_dir / "precious.txt").read_text() == "keep"
+
+
+# ---------------------------------------------------------------- run-directory lock
+
+
+def test_a_live_lock_refuses_a_second_run_even_with_force(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    with run_dir_lock(run_dir):  # another live holder (a separate open file: flock conflicts within one process too)
+        err = run_one_line(["run", str(materialize(tmp_path, TINY, {})), "--quiet", "--force", "--set", f"run_dir={run_dir}"], capsys)
+    assert err.startswith(f"error: run_dir {run_dir} is in use by another kdforge run (pid {os.getpid()} ")
+    assert not run_dir.exists()
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    run_dir = tmp_path / "run"
+    lock_path(run_dir).write_text(f"pid {dead.stdout.strip()} on {socket.gethostname()} since yesterday")
+    assert main(["run", str(materialize(tmp_path, TINY, {})), "--quiet", "--set", f"run_dir={run_dir}"]) == 0
+    assert (run_dir / "metrics.json").exists() and not lock_path(run_dir).exists()
+
+
+def test_two_concurrent_runs_second_refuses_first_finishes_intact(tmp_path, capsys):
+    """The first `kdforge run` (a real process) holds the lock; a second one into the same run_dir,
+    even with --force, refuses with one line and the first run's directory comes out whole."""
+    run_dir = tmp_path / "run"
+    slow = {**TINY, "data": {"name": "digits", "train_limit": 600}, "run_dir": str(run_dir), "distill": {"epochs": 4},
+            "teacher": {"name": "mlp", "hidden": [64], "train": {"epochs": 4}}}  # a few seconds of training
+    first = subprocess.Popen([sys.executable, "-m", "kdforge", "run", str(write(tmp_path, slow)), "--quiet"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "KDFORGE_DEVICE": "cpu"})
+    try:
+        deadline = time.monotonic() + 120
+        while not lock_path(run_dir).exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.poll() is None, first.communicate()
+        second = tmp_path / "second"
+        second.mkdir()
+        err = run_one_line(["run", str(write(second, {**TINY, "seed": 7})), "--quiet", "--force", "--set", f"run_dir={run_dir}"], capsys)
+        assert f"run_dir {run_dir} is in use by another kdforge run (pid {first.pid} " in err
+        assert first.poll() is None, "the first run was still going when the second was refused"
+        out, errs = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, errs
+    assert "student test accuracy" in out
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["seed"] == 0 and yaml.safe_load((run_dir / "recipe.yaml").read_text())["seed"] == 0  # not the second's
+    assert (run_dir / "report.md").exists() and not lock_path(run_dir).exists()
