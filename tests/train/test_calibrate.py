@@ -1,0 +1,45 @@
+"""Logit-bias calibration recovers a class's missing bias and never touches the student's weights."""
+import torch
+import torch.nn.functional as F
+
+from kdforge.data.base import ArrayDataset
+from kdforge.train.calibrate import LogitBias, calibrate_bias, fit_logit_bias
+
+
+def test_recovers_a_shifted_bias_from_labels_and_from_probabilities():
+    g = torch.Generator().manual_seed(0)
+    true = torch.randn(4000, 5, generator=g) * 2
+    y = torch.distributions.Categorical(logits=true).sample()
+    shift = torch.tensor([0.0, 0.0, 0.0, -3.5, 0.0])  # class 3 starved, as after an omitted-class transfer set
+    for target in (y, F.softmax(true, -1)):
+        b = fit_logit_bias(true + shift, target)
+        want = -shift - (-shift).mean()
+        assert torch.allclose(b, want, atol=0.25), (b, want)
+        assert abs(b.sum().item()) < 1e-5
+
+
+def test_no_shift_gives_no_bias_and_bias_improves_the_objective():
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(500, 4, generator=g)
+    p = F.softmax(z, -1)
+    assert fit_logit_bias(z, p).abs().max() < 1e-3
+    skewed = z + torch.tensor([2.0, 0, 0, -2.0])
+    b = fit_logit_bias(skewed, p)
+    ce = lambda logits: -(p * F.log_softmax(logits, -1)).sum(-1).mean()  # noqa: E731
+    assert ce(skewed + b) < ce(skewed) - 0.1
+
+
+def test_calibrate_bias_uses_the_teacher_and_leaves_weights_alone():
+    torch.manual_seed(0)
+    x = torch.randn(300, 6)
+    teacher = torch.nn.Linear(6, 3)
+    y = teacher(x).argmax(-1)
+    student = torch.nn.Linear(6, 3)
+    student.load_state_dict(teacher.state_dict())
+    with torch.no_grad():
+        student.bias[1] -= 4.0
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    b = calibrate_bias(student, ArrayDataset(x, y), teacher)
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
+    fixed = LogitBias(student, b)
+    assert (fixed(x).argmax(-1) == y).float().mean() > (student(x).argmax(-1) == y).float().mean()
