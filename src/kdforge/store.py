@@ -261,6 +261,9 @@ def preflight(recipe, teacher_model: nn.Module, dataset) -> None:
     if path.exists() and not path.is_dir():
         raise KDForgeError(f"store.path: {path} is a file; the store is a folder")
     if not (path / "meta.json").is_file():
+        if path.is_dir() and any(path.iterdir()):  # writing the store would replace this folder
+            raise KDForgeError(f"store.path: {path} is a folder with other files, not a teacher store (no meta.json); "
+                               "give a new folder or the store written by `kdforge cache-teacher`")
         return  # written by the run
     fp = recipe_fingerprint(recipe, teacher_model, dataset)
     if not recipe.teacher.checkpoint:

@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -282,3 +283,58 @@ def test_two_concurrent_runs_second_refuses_first_finishes_intact(tmp_path, caps
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["seed"] == 0 and yaml.safe_load((run_dir / "recipe.yaml").read_text())["seed"] == 0  # not the second's
     assert (run_dir / "report.md").exists() and not lock_path(run_dir).exists()
+
+
+# ---------------------------------------------------------------- teacher stores
+
+
+@pytest.fixture(scope="module")
+def teacher_store(tmp_path_factory):
+    """A k=all store written by `kdforge cache-teacher` from a teacher checkpoint, plus a second checkpoint."""
+    from safetensors.torch import save_model
+
+    from kdforge.config import ModelConfig
+    from kdforge.models.build import build_model
+
+    d = tmp_path_factory.mktemp("store")
+    for seed in (0, 1):
+        save_model(build_model(ModelConfig(name="mlp", hidden=[16]), (1, 8, 8), 10, "teacher", seed), str(d / f"t{seed}.safetensors"))
+    recipe = {**TINY, "teacher": {"name": "mlp", "hidden": [16], "checkpoint": str(d / "t0.safetensors")},
+              "store": {"path": str(d / "store"), "shard_size": 64}}
+    assert main(["cache-teacher", str(write(d, recipe))]) == 0
+    return d, recipe
+
+
+def _break_shard(store: Path) -> None:
+    f = store / "shard-00001" / "values.npy"
+    f.write_bytes(f.read_bytes()[:200])
+
+
+def _break_meta(store: Path) -> None:
+    (store / "meta.json").write_text('{"n": 200, "k": ')
+
+
+STORE_CASES = {
+    "store with a truncated shard": (_break_shard, {}, "shard-00001/values.npy is truncated or unreadable"),
+    "store missing a shard": (lambda s: shutil.rmtree(s / "shard-00002"), {}, "shard-00002/values.npy is missing"),
+    "store with a corrupt meta.json": (_break_meta, {}, "meta.json is unreadable (JSONDecodeError"),
+    "store written with another k": (None, {"k": 3}, "k (store all, now 3) differ"),
+    "store of a foreign teacher": (None, {"teacher": "t1"}, "teacher (store "),
+    "store path is not a store": (lambda s: (shutil.rmtree(s), s.mkdir(), (s / "x").write_text("")), {}, "is a folder with other files, not a teacher store"),
+}
+
+
+@pytest.mark.parametrize("name", list(STORE_CASES))
+def test_bad_teacher_store_one_line_before_the_run_dir(name, teacher_store, tmp_path, capsys):
+    src, recipe = teacher_store
+    breaker, change, needle = STORE_CASES[name]
+    store = tmp_path / "store"
+    shutil.copytree(src / "store", store)
+    if breaker is not None:
+        breaker(store)
+    recipe = {**recipe, "store": {**recipe["store"], "path": str(store), **{k: v for k, v in change.items() if k == "k"}}}
+    if "teacher" in change:
+        recipe["teacher"] = {**recipe["teacher"], "checkpoint": str(src / f"{change['teacher']}.safetensors")}
+    err = run_one_line(["run", str(write(tmp_path, recipe)), "--quiet", "--set", f"run_dir={tmp_path / 'run'}"], capsys)
+    assert needle in err and "cache-teacher" in err, err
+    assert not (tmp_path / "run").exists()
