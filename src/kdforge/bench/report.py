@@ -5,19 +5,20 @@ stage, each exported ONNX artifact) with params, size, latency, accuracy and the
 change vs the teacher; accuracy-vs-latency and accuracy-vs-size plots; training
 curves from every metrics.jsonl; the class-similarity heatmap of the teacher's
 averaged soft targets ("dark knowledge": which classes the teacher finds alike).
-PNGs go to RUN/report/ (linked from report.md) and are base64-embedded in the HTML.
+The figures are drawn in kdforge.bench.plots; PNGs go to RUN/report/ (linked from
+report.md) and are base64-embedded in the HTML.
 """
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from pathlib import Path
 
 import torch
 
-from kdforge.rundir import read_jsonl, write_text
+from kdforge.bench.plots import make_plots
+from kdforge.rundir import write_text
 
 
 def collect_rows(run_dir: Path) -> list[dict]:
@@ -71,69 +72,6 @@ def soft_target_similarity(teacher, dataset, temperature: float = 4.0) -> torch.
     p = (run(x) / temperature).softmax(-1)  # (N, C)
     c = p.shape[1]
     return torch.stack([p[y == k].mean(0) if (y == k).any() else torch.zeros(c) for k in range(c)])
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def make_plots(run_dir: Path, rows: list[dict], similarity: torch.Tensor | None) -> dict[str, bytes]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import matplotlib.ticker  # noqa: F401
-
-    plots: dict[str, bytes] = {}
-    for key, label, scale in (("p50_b32", "latency p50 at batch 32 (ms)", 1), ("size_bytes", "size on disk (KB)", 1 / 1024)):
-        pts = [r for r in rows if r.get(key) is not None and r["accuracy"] is not None]
-        if not pts:
-            continue
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for r in pts:
-            ax.scatter(r[key] * scale, r["accuracy"] * 100, s=40)
-            ax.annotate(r["name"], (r[key] * scale, r["accuracy"] * 100), fontsize=7, xytext=(4, 3), textcoords="offset points")
-        ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel(label + " (log)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"accuracy vs {label.split(' (')[0]}")
-        ax.grid(alpha=0.3)
-        plots["accuracy_vs_" + ("latency" if key == "p50_b32" else "size")] = _png(fig)
-
-    curves = {p.parent.relative_to(run_dir).as_posix(): read_jsonl(p) for p in sorted(run_dir.rglob("metrics.jsonl"))}
-    curves = {k: v for k, v in curves.items() if v and "val/accuracy" in v[0]}
-    if curves:
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
-        for name, hist in curves.items():
-            ep = [r["epoch"] + 1 for r in hist]
-            a1.plot(ep, [r["val/accuracy"] * 100 for r in hist], label=name)
-            loss_keys = [k for k in hist[0] if k.startswith("train/") and k not in ("train/filtered", "train/seen")]
-            a2.plot(ep, [sum(r.get(k, 0) for k in loss_keys) for r in hist], label=name)
-        a1.set(xlabel="epoch", ylabel="val accuracy (%)", title="validation accuracy")
-        a2.set(xlabel="epoch", ylabel="train loss (sum of terms)", title="training loss", yscale="log")
-        for a in (a1, a2):
-            a.grid(alpha=0.3)
-            a.legend(fontsize=7)
-        plots["training_curves"] = _png(fig)
-
-    if similarity is not None:
-        c = similarity.shape[0]
-        fig, ax = plt.subplots(figsize=(5.5, 4.8))
-        off = similarity.clone()
-        off.fill_diagonal_(float("nan"))  # the diagonal dwarfs the rest; dark knowledge is off it
-        im = ax.imshow(off.numpy(), cmap="viridis")
-        fig.colorbar(im, ax=ax, label="mean teacher probability (T=4), diagonal hidden")
-        ax.set(xticks=range(c), yticks=range(c), xlabel="predicted class", ylabel="true class",
-               title="teacher soft targets: class similarity")
-        plots["class_similarity"] = _png(fig)
-    return plots
 
 
 def _markdown_html(text: str) -> str:
@@ -200,13 +138,16 @@ def write_report(run_dir: Path, *, teacher=None, data=None, preamble: str | None
     write_text(run_dir / "report.md", "\n".join(md) + "\n")
 
     cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
-    imgs = "".join(f'<figure><img alt="{n}" src="data:image/png;base64,{base64.b64encode(p).decode()}">'
-                   f"<figcaption>{n.replace('_', ' ')}</figcaption></figure>" for n, p in plots.items())
+    imgs = "".join(f'<figure class="{"wide" if n == "training_curves" else ""}"><img alt="{n}" '
+                   f'src="data:image/png;base64,{base64.b64encode(p).decode()}"><figcaption>{n.replace("_", " ")}</figcaption></figure>'
+                   for n, p in plots.items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>
 body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} td:first-child{{text-align:left}}
-figure{{display:inline-block;margin:1em}} img{{max-width:520px}}</style></head><body>
+.plots{{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:1em 1.5em;margin-top:1.5em}}
+figure{{margin:0}} figure.wide{{grid-column:1/-1}} img{{max-width:100%;height:auto}}
+figcaption{{color:#555;font-size:90%}}</style></head><body>
 <h1>{html.escape(title)}</h1>{_markdown_html(preamble) if preamble else ""}<table><tr>{''.join(f'<th>{html.escape(h)}</th>' for h in head)}</tr>{cells}</table>
-<ul>{''.join(f'<li>{html.escape(n.replace("**", ""))}</li>' for n in notes)}</ul>{imgs}</body></html>"""
+<ul>{''.join(f'<li>{html.escape(n.replace("**", ""))}</li>' for n in notes)}</ul><div class="plots">{imgs}</div></body></html>"""
     write_text(run_dir / "report.html", page)
     return run_dir / "report.html"
