@@ -34,6 +34,8 @@ class DataConfig(Strict):
         default_factory=list, description="Classes removed from the transfer set (train/val); test keeps them."
     )
     train_limit: int | None = Field(None, gt=0, description="Keep only this many training samples.")
+    labelled: int | None = Field(None, gt=0, description="Keep labels on only the first N training samples; the rest is an "
+                                 "unlabelled pool the teacher labels (the kd/dkd/dist terms use it, label terms skip it).")
     text_column: str = Field("text", description="Text datasets (csv / jsonl): the column holding the text.")
     tokenizer: str | None = Field(None, description="Text datasets: HF tokenizer (local folder, .gguf or alias minilm-l6 | smollm2-135m).")
     max_length: int = Field(128, ge=4, description="Text datasets: tokens per sample (truncated / padded).")

@@ -27,6 +27,7 @@ import numpy as np
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from kdforge.data.base import UNLABELLED
 from kdforge.errors import KDForgeError
 from kdforge.registry import METHODS
 from kdforge.rundir import write_json, write_text
@@ -42,12 +43,13 @@ def split_dataset(train: Dataset, fraction: float, seed: int) -> tuple[Dataset, 
     from sklearn.model_selection import train_test_split
 
     y = train.y.numpy() if hasattr(train, "y") else np.array([int(_label(train[i])) for i in range(len(train))])
-    counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 else None
+    labelled = np.flatnonzero(y != UNLABELLED)  # only labelled samples can score a trial; the pool stays in tune
+    stratify = y[labelled] if np.unique(y[labelled], return_counts=True)[1].min() >= 2 else None
     try:
-        tune, hold = train_test_split(np.arange(len(y)), test_size=fraction, stratify=stratify, random_state=seed)
+        tune, hold = train_test_split(labelled, test_size=fraction, stratify=stratify, random_state=seed)
     except ValueError as e:
-        raise KDForgeError(f"cannot hold out {fraction:.0%} of {len(y)} training samples for tuning: {e}") from None
+        raise KDForgeError(f"cannot hold out {fraction:.0%} of {len(labelled)} labelled training samples for tuning: {e}") from None
+    tune = np.concatenate([tune, np.flatnonzero(y == UNLABELLED)])
     pick = train.subset if hasattr(train, "subset") else lambda i: Subset(train, i.tolist())
     return pick(np.sort(tune)), pick(np.sort(hold))
 

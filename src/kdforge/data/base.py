@@ -11,6 +11,9 @@ from kdforge.data.checks import check_classes, check_omit_range, stratified_spli
 from kdforge.errors import KDForgeError
 
 
+UNLABELLED = -100  # label of a training sample nobody labelled (data.labelled); torch's cross-entropy ignore_index
+
+
 class ArrayDataset(Dataset):
     """In-memory (x, y) pairs. x: (N, *input_shape) float32, y: (N,) int64."""
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdforge.data.base import DataBundle, split_arrays
+from kdforge.data.base import UNLABELLED, DataBundle, split_arrays
 from kdforge.data.checks import check_finite, class_names, label_strings, read_frame, require_column
 from kdforge.errors import KDForgeError
 from kdforge.registry import DATASETS
@@ -65,4 +65,19 @@ def _split_kwargs(cfg) -> dict:
 
 def load_data(cfg, seed: int) -> DataBundle:
     """The recipe's `data:` section -> DataBundle."""
-    return DATASETS.build(cfg.name, cfg, seed)
+    data = DATASETS.build(cfg.name, cfg, seed)
+    if cfg.labelled is not None:
+        data.train = keep_labels(data.train, cfg.labelled)
+    return data
+
+
+def keep_labels(train, n: int):
+    """Labels on the first `n` training samples only; the rest become an unlabelled pool (UNLABELLED)
+    that only the teacher labels: the few-labels, much-unlabelled-data setting where KD pays off."""
+    if not hasattr(train, "with_labels"):
+        raise KDForgeError(f"data.labelled: supported for array datasets (digits, mnist5k, csv), not {type(train).__name__}")
+    if n >= len(train):
+        raise KDForgeError(f"data.labelled: {n} labelled samples leave no unlabelled pool in a training split of {len(train)}")
+    y = train.y.clone()
+    y[n:] = UNLABELLED
+    return train.with_labels(y)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from kdforge.data.base import UNLABELLED
 from kdforge.errors import KDForgeError
 from kdforge.methods.base import Method
 from kdforge.methods.terms import TERMS, StepContext, make_projections, term_names
@@ -59,13 +60,15 @@ class StandardKD(Method):
             return None
         probs = t_logits.float().softmax(-1)  # (B, C)
         keep = probs.max(-1).values >= f.min_confidence
+        unlabelled = labels == UNLABELLED  # nothing to be wrong about: judged on confidence only
         if f.drop_wrong:
-            keep &= probs.argmax(-1) == labels
+            keep &= (probs.argmax(-1) == labels) | unlabelled
         self.counters["filtered"] += int((~keep).sum())
         self.counters["seen"] += len(keep)
         if f.mode == "drop":
             return keep.float()
-        return torch.where(keep, torch.ones_like(keep, dtype=probs.dtype), probs.gather(1, labels[:, None])[:, 0])
+        p_label = probs.gather(1, torch.where(unlabelled, probs.argmax(-1), labels)[:, None])[:, 0]
+        return torch.where(keep, torch.ones_like(keep, dtype=probs.dtype), p_label)
 
     def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         x, y = batch["x"], batch["y"]

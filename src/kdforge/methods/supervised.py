@@ -4,10 +4,10 @@ Used to train teachers and for the "student alone" baseline arm.
 """
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdforge.methods.base import Method
+from kdforge.methods.terms import labelled_ce
 from kdforge.registry import METHODS
 
 
@@ -20,4 +20,4 @@ class Supervised(Method):
 
     def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         logits = self.student(batch["x"])  # (B, C)
-        return {"ce": F.cross_entropy(logits, batch["y"])}
+        return {"ce": labelled_ce(logits, batch["y"])}

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdforge import losses as L
+from kdforge.data.base import UNLABELLED
 from kdforge.registry import Registry
 
 TERMS: Registry = Registry("loss kind")
@@ -43,12 +45,14 @@ def _kd(term, ctx: StepContext) -> Tensor:
     kd = weighted_kl(ctx, term.temperature, term.standardize)
     if term.alpha == 1.0:
         return kd
-    return term.alpha * kd + (1 - term.alpha) * F.cross_entropy(ctx.s_logits, ctx.labels)
+    return term.alpha * kd + (1 - term.alpha) * labelled_ce(ctx.s_logits, ctx.labels)
 
 
 @TERMS.register("dkd")
 def _dkd(term, ctx):
-    return L.dkd(ctx.s_logits, ctx.t_logits, ctx.labels, term.alpha, term.beta, term.temperature, weight=ctx.sample_weight)
+    # the "target" class of an unlabelled sample is the teacher's choice
+    target = torch.where(ctx.labels == UNLABELLED, ctx.t_logits.argmax(-1), ctx.labels)
+    return L.dkd(ctx.s_logits, ctx.t_logits, target, term.alpha, term.beta, term.temperature, weight=ctx.sample_weight)
 
 
 @TERMS.register("dist")
@@ -71,9 +75,16 @@ def _tvd(term, ctx):
     return L.tvd(ctx.s_logits, ctx.t_logits, term.temperature, mask=ctx.sample_weight)
 
 
+def labelled_ce(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean cross-entropy over the labelled samples of a batch; 0 (with a graph) when none is labelled.
+    Divides on the device: no host sync to count them."""
+    total = F.cross_entropy(logits, labels, ignore_index=UNLABELLED, reduction="sum")
+    return total / (labels != UNLABELLED).sum().clamp_min(1)
+
+
 @TERMS.register("ce")
 def _ce(term, ctx):
-    return F.cross_entropy(ctx.s_logits, ctx.labels)
+    return labelled_ce(ctx.s_logits, ctx.labels)
 
 
 @TERMS.register("hard_ce")
@@ -144,4 +155,4 @@ def make_projections(terms: list, s_feats: dict[str, Tensor], t_feats: dict[str,
     return projs
 
 
-__all__ = ["TERMS", "StepContext", "make_projections", "term_names"]
+__all__ = ["TERMS", "StepContext", "labelled_ce", "make_projections", "term_names"]
