@@ -334,6 +334,12 @@ class Recipe(Strict):
         if self.compress and hasattr(METHODS.get(self.method), "run_recipe"):  # its own driver: no compress stages
             raise ValueError(f"compress: method {self.method!r} does not run compress stages; remove the list "
                              "(a finished run's student can be compressed with `kdforge compress RUN_DIR`)")
+        if not hasattr(METHODS.get(self.method), "run_recipe"):  # the classification pipeline: hf models classify
+            for role in ("teacher", "student"):
+                sec = getattr(self, role)
+                if sec.name == "hf" and sec.task not in (None, "classify") and not (role == "teacher" and self.method == "supervised"):
+                    raise ValueError(f"{role}.task: method {self.method!r} distils classifiers, so task must be classify, "
+                                     f"got {sec.task!r} (causal_lm: method token_kd | sequence_kd | gkd; embed: method embedding)")
         for i, stage in enumerate(self.compress):  # a gate needs its reference to exist in this run
             if stage.max_accuracy_drop is not None and stage.against == "teacher" and self.method == "supervised":
                 raise ValueError(f"compress.{i}.against: the gate compares with the teacher, but method "

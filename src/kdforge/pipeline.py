@@ -16,6 +16,7 @@ import torch
 from kdforge.config import Recipe, dump_recipe
 from kdforge.data import load_data
 from kdforge.errors import KDForgeError
+from kdforge.inputs import check_models
 from kdforge.models.build import build_model
 from kdforge.models.small import count_parameters
 from kdforge.registry import METHODS
@@ -62,6 +63,7 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False, qui
     needs_teacher = recipe.method != "supervised"
     teacher = build_model(recipe.teacher, shape, classes, "teacher", recipe.seed) if needs_teacher else None
     probe = probe_batch(data.train)
+    check_models(teacher, student, data.train, data.val)  # both models run on the data's batches, before anything is written
     if needs_teacher:  # validate method + layer names + class counts on a throwaway copy
         METHODS.build(recipe.method, copy.deepcopy(student), copy.deepcopy(teacher), recipe.distill, probe)
         if recipe.store is not None:  # an existing teacher store must be readable and fit, before anything is written

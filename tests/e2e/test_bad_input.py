@@ -10,11 +10,15 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
+from torch import nn
 
 from kdforge.cli import main
+from kdforge.errors import KDForgeError
 from kdforge.rundir import lock_path, run_dir_lock
 from tests.conftest import kdforge_cli
+from tests.hf_tiny import tiny_bert_dir  # noqa: F401  (fixture)
 
 TINY = {
     "data": {"name": "digits", "train_limit": 200},
@@ -337,4 +341,109 @@ def test_bad_teacher_store_one_line_before_the_run_dir(name, teacher_store, tmp_
         recipe["teacher"] = {**recipe["teacher"], "checkpoint": str(src / f"{change['teacher']}.safetensors")}
     err = run_one_line(["run", str(write(tmp_path, recipe)), "--quiet", "--set", f"run_dir={tmp_path / 'run'}"], capsys)
     assert needle in err and "cache-teacher" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- the Python API
+
+
+class Pairs(torch.utils.data.Dataset):
+    """(x, y) pairs; `shape_at` gives sample i its own input shape (a dataset that yields the wrong shape)."""
+
+    def __init__(self, n=40, width=6, classes=3, shape_at=None, y_fn=None):
+        self.n, self.width, self.classes, self.shape_at = n, width, classes, shape_at or {}
+        self.y_fn = y_fn or (lambda i: torch.tensor(i % classes))
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return torch.ones(self.shape_at.get(i, (self.width,))) * i / self.n, self.y_fn(i)
+
+
+class Returns(nn.Module):
+    """A linear classifier whose forward wraps its logits in a dict, a tuple or nothing."""
+
+    def __init__(self, how=None, width=6, classes=3):
+        super().__init__()
+        self.lin, self.how = nn.Linear(width, classes), how
+
+    def forward(self, x):
+        z = self.lin(x)
+        return {"dict": lambda: {"logits": z}, "tuple": lambda: (z, x), "flat": lambda: z.sum(-1)}.get(self.how, lambda: z)()
+
+
+API_CASES = {
+    "every 5th sample of another shape": (dict(train=Pairs(shape_at={i: (5,) for i in range(4, 40, 5)})),
+                                          "train: samples cannot be batched: sample 4 has input shape (5,), sample 0 (6,)"),
+    "inputs the student cannot take": (dict(train=Pairs(width=4), val=Pairs(width=4)), "student: cannot run on a batch of train inputs x (14, 4) float32"),
+    "student returns a dict": (dict(student=Returns("dict")), "student: forward must return a logits tensor (B, C), got a dict (keys logits)"),
+    "student returns a tuple": (dict(student=Returns("tuple")), "got a tuple"),
+    "student returns one number per sample": (dict(student=Returns("flat")), "got (14,) for x (14, 6)"),
+    "teacher cannot take the inputs": (dict(teacher=Returns(width=5)), "teacher: cannot run on a batch"),
+    "one-hot float labels": (dict(train=Pairs(y_fn=lambda i: torch.eye(3)[i % 3])), "train: labels y must be integer class ids"),
+    "labels beyond the classes": (dict(val=Pairs(y_fn=lambda i: torch.tensor(i % 5))), "labels [3, 4] are outside the student's 3 classes"),
+    "empty training set": (dict(train=Pairs(n=0)), "train: the dataset is empty"),
+    "val of another shape": (dict(val=Pairs(width=7)), "val: inputs have shape (7,), train inputs (6,)"),
+    "bad config": (dict(config={"epochs": 0}), "config field epochs"),
+}
+
+
+@pytest.mark.parametrize("name", list(API_CASES))
+def test_api_bad_input_one_line_before_training(name, tmp_path):
+    import kdforge
+
+    kwargs, needle = API_CASES[name]
+    args = dict(teacher=Returns(), student=Returns(), train=Pairs(), val=Pairs(), config={"epochs": 1}) | kwargs
+    with pytest.raises(KDForgeError) as e:
+        kdforge.distill(**args, run_dir=tmp_path / "run")
+    assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+    assert not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- model folders
+
+
+@pytest.fixture(scope="module")
+def model_folders(tiny_bert_dir, tmp_path_factory):  # noqa: F811
+    """The tiny BERT classifier folder (3 classes) and broken copies of it."""
+    d = tmp_path_factory.mktemp("folders")
+    shutil.copytree(tiny_bert_dir, d / "no-config")
+    (d / "no-config" / "config.json").unlink()
+    (d / "no-tokenizer").mkdir()
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_bert_dir / f, d / "no-tokenizer" / f)
+    shutil.copytree(tiny_bert_dir, d / "truncated")
+    w = d / "truncated" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:1000])
+    (d / "data.csv").write_text("text,label\n" + "".join(f"text {i},{'abc'[i % 3]}\n" for i in range(45)))
+    return {"good": tiny_bert_dir, **{p.name: p for p in d.iterdir()}}
+
+
+def hf_recipe(teacher: dict | None = None, student: dict | None = None, tokenizer: str = "good") -> dict:
+    return {"data": {"name": "text", "path": "data.csv", "tokenizer": tokenizer, "max_length": 16},
+            "teacher": {"name": "hf", "hf": "good", **(teacher or {})}, "student": {"name": "hf", "hf": "good", "layers": [0], **(student or {})},
+            "distill": {"epochs": 1}}
+
+
+FOLDER_CASES = {
+    "model folder without config.json": (hf_recipe({"hf": "no-config"}), "no-config is not a model folder (no config.json)"),
+    "model folder that does not exist": (hf_recipe({"hf": "absent"}), "absent is not a model folder (not found)"),
+    "model folder with truncated weights": (hf_recipe({"hf": "truncated"}), "cannot load"),
+    "tokenizer folder without a tokenizer": (hf_recipe(tokenizer="no-tokenizer"), "data.tokenizer: cannot load a tokenizer"),
+    "causal LM task for a classifier method": (hf_recipe({"task": "causal_lm"}), "teacher.task: method 'standard' distils classifiers"),
+    "embedding task for the student": (hf_recipe(student={"task": "embed"}), "student.task: method 'standard' distils classifiers"),
+    "mlp student on token ids": (hf_recipe(student={"name": "mlp", "hf": None, "layers": None, "hidden": [8]}), "student: cannot run on a batch of train inputs x"),
+}
+
+
+@pytest.mark.parametrize("name", list(FOLDER_CASES))
+def test_bad_model_folder_one_line(name, model_folders, tmp_path, capsys):
+    recipe, needle = FOLDER_CASES[name]
+    text = yaml.safe_dump(recipe)
+    for key in ("good", "no-config", "no-tokenizer", "truncated", "data.csv"):
+        text = re.sub(rf"(: ){re.escape(key)}\n", lambda m: f"{m.group(1)}{model_folders.get(key, tmp_path / key)}\n", text)
+    text = text.replace(": absent\n", f": {tmp_path / 'absent'}\n")
+    err = run_one_line(["run", str(write(tmp_path, text)), "--quiet", "--set", f"run_dir={tmp_path / 'run'}"], capsys)
+    assert needle in err, err
     assert not (tmp_path / "run").exists()

@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from kdforge.errors import KDForgeError
@@ -69,11 +70,17 @@ def _remote_code(trust: bool, spec: str) -> bool:
     return bool(trust)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model",
+                   "spiece.model", "sentencepiece.bpe.model", "merges.txt")
+
+
 def load_tokenizer(spec: str, trust_remote_code: bool = False, field: str = "tokenizer"):
     """The tokenizer saved with a model (alias, folder or .gguf)."""
     from transformers import AutoTokenizer
 
     folder, gguf = resolve(spec, field)
+    if not gguf and not any((Path(folder) / f).is_file() for f in TOKENIZER_FILES):  # else transformers guesses one
+        raise KDForgeError(f"{field}: cannot load a tokenizer from {spec}: the folder has none of {', '.join(TOKENIZER_FILES[:4])}, ...")
     kwargs = {"gguf_file": gguf} if gguf else {}
     try:
         tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=_remote_code(trust_remote_code, spec), **kwargs)
@@ -100,13 +107,14 @@ def load_hf(spec: str, task: str, *, num_labels: int | None = None, attentions: 
         kwargs["num_labels"] = num_labels
     if attentions:
         kwargs["attn_implementation"] = "eager"  # sdpa does not return attention probabilities
-    verbosity = tf.logging.get_verbosity()
+    verbosity, bars = tf.logging.get_verbosity(), tf.utils.logging.is_progress_bar_enabled()
     tf.logging.set_verbosity_error()  # the load report lists the new task head on every load
+    tf.utils.logging.disable_progress_bar()  # a "Loading weights" bar per model would bury a one-line error
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*newly initialized.*")
             model = auto.from_pretrained(folder, **kwargs)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, SafetensorError) as e:  # SafetensorError: a truncated weights file
         raise KDForgeError(f"{field}: cannot load {spec} as a {task} model: {str(e).splitlines()[0][:200]}") from None
     except RuntimeError as e:
         if "mismatched" in str(e) and num_labels is not None:
@@ -115,6 +123,8 @@ def load_hf(spec: str, task: str, *, num_labels: int | None = None, attentions: 
         raise
     finally:
         tf.logging.set_verbosity(verbosity)
+        if bars:
+            tf.utils.logging.enable_progress_bar()
     return wrap(model, task, attentions=attentions)
 
 
