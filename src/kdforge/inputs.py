@@ -81,7 +81,10 @@ def check_models(teacher: nn.Module | None, student: nn.Module, train: Dataset, 
         raise KDForgeError(f"val: inputs have shape {tuple(vb['x'].shape[1:])}, train inputs {tuple(tb['x'].shape[1:])}")
     s = model_logits(student, tb["x"], "student", allow_output=False)
     if teacher is not None:
-        model_logits(teacher, tb["x"], "teacher", allow_output=True)
+        t = model_logits(teacher, tb["x"], "teacher", allow_output=True)
+        if t.shape[1] != s.shape[1]:
+            raise KDForgeError(f"teacher predicts {t.shape[1]} classes but student predicts {s.shape[1]}; "
+                               "they must match (set student num_classes to the teacher's)")
     labels = torch.cat([tb["y"], vb["y"]])
     bad = [int(v) for v in labels[labels != IGNORE_INDEX] if not 0 <= int(v) < s.shape[1]]
     if bad:
