@@ -344,7 +344,33 @@ class Recipe(Strict):
             if stage.max_accuracy_drop is not None and stage.against == "teacher" and self.method == "supervised":
                 raise ValueError(f"compress.{i}.against: the gate compares with the teacher, but method "
                                  "'supervised' has none; use against: student or previous")
+        if self.student.name != "hf":  # a text student's search would cost several fine-tunes: it states its losses
+            recommended = with_recommended_losses(self.distill, self.method)
+            if recommended is not self.distill:
+                self.distill = recommended
+        if hasattr(METHODS.get(self.method), "run_recipe"):  # drivers of their own train with fixed kd settings
+            for i, t in enumerate(self.distill.losses):
+                for f in ("temperature", "alpha"):
+                    if getattr(t, f, None) == "auto":
+                        raise ValueError(f"distill.losses.{i}.{f}: 'auto' is searched for method standard only; "
+                                         f"give a number for method {self.method!r}")
         return self
+
+
+def recommended_losses() -> list:
+    """What kdforge recommends for teacher -> student classification when a recipe sets no losses: KD on
+    standardized logits (Sun et al. 2024) with T and α searched on held-out training data (kdforge.tuning);
+    benchmarks/kd_gain.py measures it against the student alone and vanilla KD."""
+    return [KDTerm(temperature="auto", alpha="auto", standardize=True)]
+
+
+def with_recommended_losses(cfg: DistillConfig, method: str) -> DistillConfig:
+    """`cfg` with the recommended losses when the user gave none and `method` is standard; else `cfg` itself."""
+    if method != "standard" or "losses" in cfg.model_fields_set:
+        return cfg
+    out = cfg.model_copy(update={"losses": recommended_losses()})
+    out.model_fields_set.add("losses")
+    return out
 
 
 # ---------------------------------------------------------------- loading
