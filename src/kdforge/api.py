@@ -8,7 +8,7 @@ from pathlib import Path
 from torch import nn
 from torch.utils.data import Dataset
 
-from kdforge.config import DistillConfig
+from kdforge.config import DistillConfig, with_recommended_losses
 from kdforge.errors import KDForgeError
 from kdforge.inputs import check_models
 from kdforge.registry import METHODS
@@ -61,6 +61,7 @@ def distill(
             raise KDForgeError(format_validation_error(e, "config")) from None
     check_models(teacher if method != "supervised" else None, student, train, val)
     run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="kdforge-"))
+    config = with_recommended_losses(config, method)  # no losses given: what kdforge recommends (config.recommended_losses)
     config = resolve_auto(config, teacher, student, train, seed, run_dir / "auto", method=method, quiet=quiet)
     m = METHODS.build(method, student, teacher, config, probe_batch(train))
     stage = train_stage("student", run_dir, m, _Splits(train, val), config, seed, quiet=quiet)
