@@ -191,7 +191,7 @@ def _export_stage(stage, d: Path, model: nn.Module, fp32_model: nn.Module, examp
         notes.append("the current model is quantized or half precision: exported the last float32 model; "
                      "use onnx-int8 for an INT8 deployment artifact")
     calib = [stack_inputs(data.train, 32 * (k + 1))[32 * k:] for k in range(stage.calibration_batches)] \
-        if "onnx-int8-static" in stage.formats else None
+        if any(f.endswith("int8-static") for f in stage.formats) else None
     manifest = export(src, d / "artifacts", stage.formats, example_inputs=example, calibration=calib)
     artifacts = {"torch": _measure(src, data)}
     for fmt, path in manifest["files"].items():

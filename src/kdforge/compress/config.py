@@ -77,10 +77,11 @@ class ExportStage(_Stage):
     """Deployment artifacts; every ONNX artifact is measured and its accuracy gated."""
 
     kind: Literal["export"] = "export"
-    formats: list[Literal["safetensors", "hf", "onnx", "onnx-int8", "onnx-int8-static"]] = Field(
-        default_factory=lambda: ["safetensors", "onnx"], min_length=1, description="Artifacts to write."
-    )
-    calibration_batches: int = Field(8, ge=1, description="onnx-int8-static: training batches of 32 used to calibrate.")
+    formats: list[Literal["safetensors", "hf", "onnx", "onnx-int8", "onnx-int8-static",
+                          "onnx-opt", "onnx-opt-int8", "onnx-opt-int8-static"]] = Field(
+        default_factory=lambda: ["safetensors", "onnx"], min_length=1,
+        description="Artifacts to write; onnx-opt*: after ONNX Runtime's graph optimizer (transformer fusions).")
+    calibration_batches: int = Field(8, ge=1, description="*-int8-static: training batches of 32 used to calibrate.")
 
 
 CompressStage = Annotated[
