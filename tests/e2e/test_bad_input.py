@@ -155,7 +155,7 @@ NEEDLES = {
     "csv with an empty cell": "column 'b' at data row 41;",
     "csv with one class": "has a single class ('0'); a classifier needs samples of at least 2 classes",
     "csv with a missing label": "data.label_column: 'label' of",
-    "csv with fractional labels": "holds fractional numbers (e.g. 0.5 at data row 41)",
+    "csv with fractional labels": "holds fractional or infinite numbers (e.g. 0.5 at data row 41)",
     "csv of only the label column": "no feature columns besides the label column 'label'",
     "csv too small to split": "cannot split 2 samples",
 }

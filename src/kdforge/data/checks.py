@@ -109,9 +109,10 @@ def label_strings(labels, field: str, column: str, path: Path) -> list[str]:
     if pd.api.types.is_bool_dtype(labels):
         return labels.astype(str).tolist()
     if pd.api.types.is_float_dtype(labels):
-        frac = np.flatnonzero(labels.to_numpy() != np.round(labels.to_numpy()))
+        v = labels.to_numpy()
+        frac = np.flatnonzero(~np.isfinite(v) | (v != np.round(v)))
         if len(frac):
-            raise KDForgeError(f"{where} holds fractional numbers (e.g. {labels.iloc[frac[0]].item()!r} at {rows_text(frac)}); "
+            raise KDForgeError(f"{where} holds fractional or infinite numbers (e.g. {labels.iloc[frac[0]].item()!r} at {rows_text(frac)}); "
                                "a label is a class (an integer or a name), not a regression target")
         labels = labels.astype(np.int64)
     return labels.astype(str).tolist()
