@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from kdforge.bench.deploy import report_lines
 from kdforge.bench.plots import make_plots
 from kdforge.rundir import write_text
 
@@ -134,6 +135,7 @@ def write_report(run_dir: Path, *, teacher=None, data=None, preamble: str | None
     md += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(r) + " |" for r in body]
     md += [""] + [f"- {n}" for n in notes] + [""]
+    md += report_lines(comp)  # which artifact to ship (kdforge.bench.deploy)
     md += [f"![{name}](report/{name}.png)" for name in plots]
     write_text(run_dir / "report.md", "\n".join(md) + "\n")
 
