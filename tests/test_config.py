@@ -62,3 +62,53 @@ def test_recipe_cannot_hold_code():
     p.write_text("student: !!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(KDForgeError, match="malformed YAML"):
         load_recipe(p)
+
+
+def test_yaml_features_that_stay_allowed(tmp_path):
+    """The reader's guards (duplicates, alias size, encoding) leave ordinary YAML alone: a BOM,
+    merge keys overridden by explicit keys, and aliases that reuse a section."""
+    p = tmp_path / "r.yaml"
+    p.write_bytes("\ufeff".encode() + b"student: &s {name: mlp, hidden: [8]}\nteacher:\n  <<: *s\n  hidden: [16]\n"
+                  b"mutual:\n  peers: [*s, *s]\n")
+    r = load_recipe(p)
+    assert r.teacher.hidden == [16] and r.teacher.name == "mlp" and r.student.hidden == [8]
+    assert [peer.hidden for peer in r.mutual.peers] == [[8], [8]]
+
+
+def test_alias_limit_counts_expanded_values(tmp_path):
+    """A recipe is refused by the values its aliases expand to, not by how many aliases it uses."""
+    from kdforge.config import MAX_RECIPE_NODES
+
+    p = tmp_path / "r.yaml"
+    width, sizes = 10, [11]  # l0: a list of 10 values (11 with the list); l_i: 10 aliases of l_{i-1}
+    while sizes[-1] * width < MAX_RECIPE_NODES:
+        sizes.append(1 + width * sizes[-1])
+    levels = len(sizes) - 1  # l0..l_levels together expand to fewer values than the limit, one more level to more
+    assert sum(sizes) + 2 < MAX_RECIPE_NODES < 1 + width * sizes[-1]
+    body = "l0: &l0 [" + ", ".join(["1"] * width) + "]\n" + "".join(
+        f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]\n" for i in range(1, levels + 1))
+    p.write_text("seed: 1\n" + body)  # dozens of aliases, under the limit: past the guard, refused as unknown fields
+    with pytest.raises(KDForgeError, match="l0: unknown field"):
+        load_recipe(p)
+    p.write_text("seed: 1\n" + body + f"l{levels + 1}: [" + ", ".join([f"*l{levels}"] * width) + "]\n")
+    with pytest.raises(KDForgeError, match="YAML aliases expand to more than"):
+        load_recipe(p)
+
+
+@pytest.mark.parametrize("raw, needle", [
+    ({"method": "born_again", "compress": [{"kind": "quantize"}]}, "compress: method 'born_again' does not run compress stages"),
+    ({"method": "supervised", "compress": [{"kind": "prune", "amount": 0.5, "max_accuracy_drop": 0.1, "against": "teacher"}]},
+     "compress.0.against"),
+    ({"teacher": {"name": "hf", "hf": "x", "task": "causal_lm"}}, "teacher.task: method 'standard' distils classifiers"),
+])
+def test_whole_recipe_checks_name_their_field(raw, needle):
+    with pytest.raises(KDForgeError) as e:
+        parse_recipe(raw)
+    assert str(e.value).startswith(f"recipe field {needle}")
+
+
+def test_supervised_gate_against_student_and_lm_teachers_stay_allowed():
+    parse_recipe({"method": "supervised", "compress": [{"kind": "quantize", "max_accuracy_drop": 0.1}]})
+    parse_recipe({"method": "supervised", "teacher": {"name": "hf", "hf": "x", "task": "causal_lm"}})  # the teacher is unused
+    parse_recipe({"method": "token_kd", "teacher": {"name": "hf", "hf": "x", "task": "causal_lm"},
+                  "student": {"name": "hf", "hf": "x", "task": "causal_lm"}})
