@@ -97,6 +97,10 @@ def run_compress(stages, run_dir: Path, student: nn.Module, teacher: nn.Module |
                  seed: int = 0, quiet: bool = False) -> dict:
     """Apply `stages` (compress stage configs) to a copy of `student`; returns the summary
     written to RUN/compress/summary.json: baseline, one record per stage, last passing artifact."""
+    for i, stage in enumerate(stages):  # every gate's reference must exist before anything is written
+        if stage.max_accuracy_drop is not None and stage.against == "teacher" and teacher is None:
+            raise KDForgeError(f"compress {i:02d}-{stage.kind}: the gate compares with the teacher, but this run has "
+                               "no teacher model; use against: student or previous")
     root = Path(run_dir) / "compress"
     root.mkdir(parents=True, exist_ok=True)
     base = baseline(root, student, teacher, data)

@@ -386,6 +386,10 @@ API_CASES = {
     "empty training set": (dict(train=Pairs(n=0)), "train: the dataset is empty"),
     "val of another shape": (dict(val=Pairs(width=7)), "val: inputs have shape (7,), train inputs (6,)"),
     "bad config": (dict(config={"epochs": 0}), "config field epochs"),
+    "RGB images for a one-channel CNN": (dict(train=Pairs(shape_at={i: (3, 8, 8) for i in range(40)}),
+                                              val=Pairs(shape_at={i: (3, 8, 8) for i in range(40)}),
+                                              student=nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.LazyLinear(3))),
+                                         "student: cannot run on a batch of train inputs x (14, 3, 8, 8) float32"),
 }
 
 
@@ -447,3 +451,13 @@ def test_bad_model_folder_one_line(name, model_folders, tmp_path, capsys):
     err = run_one_line(["run", str(write(tmp_path, text)), "--quiet", "--set", f"run_dir={tmp_path / 'run'}"], capsys)
     assert needle in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_compress_gate_against_a_teacher_the_run_lacks(tmp_path, capsys):
+    """`kdforge compress` on a supervised run: a gate against the teacher is refused before compress/ exists."""
+    run_dir = tmp_path / "run"
+    assert main(["run", str(write(tmp_path, {**TINY, "method": "supervised"})), "--quiet", "--set", f"run_dir={run_dir}"]) == 0
+    capsys.readouterr()
+    err = run_one_line(["compress", str(run_dir), "--quiet", "--stage", "{kind: quantize, max_accuracy_drop: 0.1, against: teacher}"], capsys)
+    assert "compress 00-quantize: the gate compares with the teacher, but this run has no teacher model" in err
+    assert not (run_dir / "compress").exists()
