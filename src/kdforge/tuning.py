@@ -73,7 +73,7 @@ def fit_trial(method: str, student: nn.Module, teacher, cfg, tune: Dataset, hold
 def make_study(seed: int, epochs: int, sampler=None):
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial re-raises; its logged traceback buries the error line
     return optuna.create_study(direction="maximize", sampler=sampler or optuna.samplers.TPESampler(seed=seed),
                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(1, epochs // 3)))
 
