@@ -1,5 +1,8 @@
 """The run-directory lock: held for a block, released on errors, refuses a second holder."""
 import os
+import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -31,3 +34,12 @@ def test_a_file_in_the_way_is_named(tmp_path):
     with pytest.raises(KDForgeError, match="is a file, not a folder"):
         with run_dir_lock(tmp_path / "f" / "run"):
             pass
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    run = tmp_path / "run"
+    lock_path(run).write_text(f"pid {dead} on {socket.gethostname()} since yesterday")
+    with run_dir_lock(run):
+        assert lock_path(run).read_text().startswith(f"pid {os.getpid()} ")
+    assert not lock_path(run).exists()
