@@ -6,6 +6,7 @@ first line after a CSV header, or the first line of a JSONL file).
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +46,6 @@ def read_text(path: Path, field: str = "data.path") -> str:
 
 def read_frame(path: Path, field: str = "data.path"):
     """A CSV (or .jsonl / .json lines) file as a DataFrame with at least one row."""
-    import io
-
     import pandas as pd
 
     path = Path(path)
