@@ -11,7 +11,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 # what a measurement looks like in prose: a duration ("8.5 ms", "71.7 s") or a decimal percentage,
 # speedup or point change ("93.4 %", "2.3×", "+1.5 points"). Integer thresholds and settings
-# ("≥ 97%", "4×", "50% pruning", "T=4", "weight 0.05") are fine.
+# ("≥ 97%", "4×", "50% pruning", "T=4", "weight 0.05") are fine, and so is a bound after a comparison
+# ("≤ 0.5 points drop"): a target is stated, not measured.
 FIGURE = re.compile(
     r"(?<![\w.])("
     r"\d+(?:\.\d+)?\s*(?:ms|µs|us)(?!\w)"
@@ -20,13 +21,16 @@ FIGURE = re.compile(
     r")"
 )
 
+COMPARISONS = ("≤", "≥", "<", ">", "<=", ">=")
+
 
 def typed_figures(source: str) -> list[tuple[int, str]]:
     """(line, figure) for every measurement-looking figure in a string literal (f-string text included)."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            found += [(node.lineno, m.group(1)) for m in FIGURE.finditer(node.value)]
+            found += [(node.lineno, m.group(1)) for m in FIGURE.finditer(node.value)
+                      if not node.value[: m.start()].rstrip().endswith(COMPARISONS)]
     return found
 
 
@@ -38,7 +42,7 @@ def test_detector_catches_the_typed_torchao_sentence():
 
 
 def test_detector_lets_settings_and_formatted_values_through():
-    src = ('s = f"Target ≥ 97% retention at ≥ 4× speedup; 50% pruning; T=4, α=0.8, lr 5e-3; '
+    src = ('s = f"Target ≥ 97% retention at ≤ 0.5 points drop, at ≥ 4× speedup; 50% pruning; T=4, α=0.8, lr 5e-3; '
            'hint weight 0.05; p50 {ms:.3f} ms; {delay:.2f} s; accuracy on test 3s; seed 0"')
     assert typed_figures(src) == []
 
