@@ -193,6 +193,10 @@ class AutoConfig(Strict):
 class DistillConfig(TrainConfig):
     losses: list[LossTerm] = Field(default_factory=lambda: [KDTerm()], min_length=1, description="Weighted loss terms.")
     auto: AutoConfig = Field(default_factory=AutoConfig, description="Budget of the search behind kd `temperature: auto` / `alpha: auto`.")
+    bias_calibration: Literal["none", "teacher", "labels"] = Field(
+        "none", description="After training, fit per-class logit biases (Hinton et al. §3) on the validation split (with "
+        "any omitted classes): to the teacher's probabilities (no labels needed) or to the labels; reported before/after, "
+        "and the calibrated student is the one compressed.")
     filter: FilterConfig = Field(default_factory=FilterConfig)
     lm: LMConfig = Field(default_factory=LMConfig, description="Causal-LM distillation settings.")
 

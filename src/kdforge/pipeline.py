@@ -25,6 +25,7 @@ from kdforge.stages import train_stage
 from kdforge.store import preflight as store_preflight
 from kdforge.train import distributed as dist
 from kdforge.train.batching import probe_batch  # noqa: F401 (kdforge.pipeline.probe_batch is used by benchmarks)
+from kdforge.train.calibrate import LogitBias, calibrate_bias
 from kdforge.train.evaluate import classification_metrics
 from kdforge.tuning import resolve_auto
 
@@ -96,6 +97,12 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False, qui
         record_work(run_dir, ctx, teacher_forward_samples=method.teacher.samples)
     omitted = list(recipe.data.omit_classes)
     results["student"] = {**classification_metrics(student, data.test, classes=omitted), "params": count_parameters(student)}
+    if cfg.bias_calibration != "none":  # Hinton et al. §3: C logit biases fitted on held-out data, weights untouched
+        held_out = data.calib if data.calib is not None else data.val
+        bias = calibrate_bias(student, held_out, teacher if cfg.bias_calibration == "teacher" else None)
+        student = LogitBias(student, bias)
+        results["student_calibrated"] = {**classification_metrics(student, data.test, classes=omitted),
+                                         "params": count_parameters(student), "bias": bias.tolist()}
     write_json(run_dir / "metrics.json", results)
     write_text(run_dir / "report.md", render_report(recipe, results))
     if recipe.compress:  # compression stages, gates and the HTML report (kdforge.compress_stages)
@@ -106,12 +113,15 @@ def run_recipe(recipe: Recipe, *, resume: bool = False, force: bool = False, qui
 
 
 def render_report(recipe: Recipe, results: dict) -> str:
+    omitted = list(recipe.data.omit_classes)  # classes the transfer set lacks: their test accuracy is shown too
     lines = [f"# kdforge run — {recipe.data.name}, method {recipe.method}, seed {recipe.seed}", "",
-             "| model | params | test accuracy |", "|---|---:|---:|"]
-    for role in ("teacher", "student"):
+             "| model | params | test accuracy |" + "".join(f" accuracy on class {c} |" for c in omitted),
+             "|---|---:|---:|" + "---:|" * len(omitted)]
+    for role in ("teacher", "student", "student_calibrated"):
         if role in results:
             r = results[role]
-            lines.append(f"| {role} | {r['params']:,} | {r['accuracy']:.4f} |")
+            lines.append(f"| {role} | {r['params']:,} | {r['accuracy']:.4f} |"
+                         + "".join(f" {r[f'accuracy_class_{c}']:.4f} |" if f"accuracy_class_{c}" in r else " - |" for c in omitted))
     stage = results["student_stage"]
     if "filtered" in stage:
         lines += ["", f"Confidence filter: {int(stage['filtered'])} of {int(stage['seen'])} sample-visits filtered."]

@@ -43,3 +43,24 @@ def test_calibrate_bias_uses_the_teacher_and_leaves_weights_alone():
     assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
     fixed = LogitBias(student, b)
     assert (fixed(x).argmax(-1) == y).float().mean() > (student(x).argmax(-1) == y).float().mean()
+
+
+def test_recipe_bias_calibration_reports_before_and_after(tmp_path):
+    import json
+
+    from kdforge.config import parse_recipe
+    from kdforge.pipeline import run_recipe
+
+    recipe = parse_recipe({
+        "run_dir": str(tmp_path / "run"), "data": {"name": "digits", "omit_classes": [3]},
+        "teacher": {"name": "mlp", "hidden": [64], "train": {"epochs": 3}}, "student": {"name": "mlp", "hidden": [16]},
+        "distill": {"epochs": 3, "losses": [{"kind": "kd", "temperature": 20.0, "alpha": 1.0}], "bias_calibration": "teacher"},
+    })
+    res = run_recipe(recipe, quiet=True)
+    raw, cal = res["student"], res["student_calibrated"]
+    assert len(cal["bias"]) == 10 and abs(sum(cal["bias"])) < 1e-4
+    assert cal["params"] == raw["params"]  # only C biases, no new weights
+    assert "accuracy_class_3" in cal and "accuracy_class_3" in raw
+    assert json.loads((tmp_path / "run/metrics.json").read_text())["student_calibrated"]["bias"] == cal["bias"]
+    report = (tmp_path / "run/report.md").read_text()
+    assert "student_calibrated" in report and "accuracy on class 3" in report

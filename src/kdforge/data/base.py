@@ -47,6 +47,7 @@ class DataBundle:
     input_shape: tuple[int, ...]
     num_classes: int
     class_names: list[str] = field(default_factory=list)
+    calib: Dataset | None = None  # the validation split before data.omit_classes (for bias calibration); None: val
 
 
 def split_arrays(
@@ -78,6 +79,7 @@ def split_arrays(
     idx = np.arange(len(y))
     rest, test = stratified_split(y, idx, test_fraction, seed, "train/val/test")
     train, val = stratified_split(y, rest, val_fraction / (1 - test_fraction), seed, "train/val/test")
+    val_all = val
     if omit_classes:
         train = train[~np.isin(y[train], omit_classes)]
         val = val[~np.isin(y[val], omit_classes)]
@@ -92,4 +94,5 @@ def split_arrays(
         input_shape=tuple(x.shape[1:]),
         num_classes=num_classes,
         class_names=names,
+        calib=full.subset(val_all) if omit_classes else None,
     )
