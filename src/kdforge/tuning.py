@@ -147,6 +147,9 @@ def resolve_auto(cfg, teacher, student: nn.Module, train: Dataset, seed: int, ou
         sampler = optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
     study = make_study(seed, epochs, sampler)
     study.enqueue_trial(defaults)
+    if not quiet:
+        print(f"auto: searching {', '.join(defaults)} — {a.trials} trials × {epochs} epochs on {len(tune)} training samples, "
+              f"scored on {len(holdout)} held out (at most {a.trials}× this distillation; see distill.auto)")
 
     def objective(trial) -> float:
         params = {}
