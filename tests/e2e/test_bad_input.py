@@ -424,6 +424,7 @@ def hf_recipe(teacher: dict | None = None, student: dict | None = None, tokenize
 FOLDER_CASES = {
     "model folder without config.json": (hf_recipe({"hf": "no-config"}), "no-config is not a model folder (no config.json)"),
     "model folder that does not exist": (hf_recipe({"hf": "absent"}), "absent is not a model folder (not found)"),
+    "model folder that is a file": (hf_recipe({"hf": "data.csv"}), "data.csv is not a model folder (a file)"),
     "model folder with truncated weights": (hf_recipe({"hf": "truncated"}), "cannot load"),
     "tokenizer folder without a tokenizer": (hf_recipe(tokenizer="no-tokenizer"), "data.tokenizer: cannot load a tokenizer"),
     "causal LM task for a classifier method": (hf_recipe({"task": "causal_lm"}), "teacher.task: method 'standard' distils classifiers"),

@@ -55,7 +55,7 @@ def resolve(spec: str, field: str = "hf") -> tuple[str, str | None]:
     if path.is_file() and path.suffix == ".gguf":
         return str(path.parent), path.name
     if not path.is_dir():
-        raise KDForgeError(f"{field}: {spec} is not a model folder (not found); give a local Hugging Face folder, a .gguf file or one of {', '.join(ALIASES)}")
+        raise KDForgeError(f"{field}: {spec} is not a model folder ({'a file' if path.exists() else 'not found'}); give a local Hugging Face folder, a .gguf file or one of {', '.join(ALIASES)}")
     if (path / "config.json").is_file():
         return str(path), None
     ggufs = sorted(p.name for p in path.glob("*.gguf"))
