@@ -33,7 +33,7 @@ from kdforge.methods._driver import train_supervised
 from kdforge.pipeline import prepare_run_dir
 from kdforge.rundir import write_json, write_text
 from kdforge.train.evaluate import classification_metrics
-from kdforge.tuning import fit_trial, last_value, make_study, pruned_score, split_dataset
+from kdforge.tuning import DEFAULTS, fit_trial, last_value, make_study, pruned_score, split_dataset
 
 
 @dataclass
@@ -63,7 +63,7 @@ def kd_index(recipe: Recipe) -> int:
 def default_params(recipe: Recipe) -> dict:
     k = kd_index(recipe)
     kd = recipe.distill.losses[k]
-    p = {"temperature": kd.temperature, "alpha": kd.alpha}
+    p = {f: DEFAULTS[f] if getattr(kd, f) == "auto" else getattr(kd, f) for f in ("temperature", "alpha")}  # auto: search from the default
     if recipe.search.weight is not None:
         p.update({f"weight_{i}": t.weight for i, t in enumerate(recipe.distill.losses) if i != k})
     if recipe.search.widths is not None:

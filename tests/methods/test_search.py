@@ -77,3 +77,11 @@ def test_an_existing_output_folder_is_kept_without_force(tmp_path):
     (out / "keep.txt").write_text("mine")
     assert main(["search", str(recipe), "--trials", "1", "--out", str(out)]) == 2
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_search_of_a_recipe_with_auto_fields_starts_from_the_default(tmp_path):
+    raw = {**TINY, "distill": {**TINY["distill"], "losses": [{"kind": "kd", "temperature": "auto", "alpha": "auto"}]}}
+    res = search.run_search(parse_recipe(raw), 1, tmp_path / "out", report_test=False)
+    assert res["trials"][0]["temperature"] == 4.0 and res["trials"][0]["alpha"] == 0.8
+    best = yaml.safe_load((tmp_path / "out/best-recipe.yaml").read_text())
+    assert best["distill"]["losses"][0]["temperature"] == 4.0  # the written recipe holds numbers, not "auto"
