@@ -75,7 +75,10 @@ def model_logits(model: nn.Module, x: Tensor, role: str, *, allow_output: bool) 
 
 def check_models(teacher: nn.Module | None, student: nn.Module, train: Dataset, val: Dataset) -> None:
     """One batch from the start, middle and end of train (and val) through both models, before any training:
-    shapes, label types and output types give a one-line KDForgeError naming the culprit."""
+    shapes, label types and output types give a one-line KDForgeError naming the culprit.
+    Datasets of other dicts (language-model windows: input_ids, loss_mask) are left to their method."""
+    if hasattr(train, "__len__") and len(train) and isinstance(train[0], dict) and "x" not in train[0]:
+        return
     tb, vb = train_batch(train, "train"), train_batch(val, "val")
     if tuple(tb["x"].shape[1:]) != tuple(vb["x"].shape[1:]):
         raise KDForgeError(f"val: inputs have shape {tuple(vb['x'].shape[1:])}, train inputs {tuple(tb['x'].shape[1:])}")

@@ -453,3 +453,14 @@ def test_compress_gate_against_a_teacher_the_run_lacks(tmp_path, capsys):
     err = run_one_line(["compress", str(run_dir), "--quiet", "--stage", "{kind: quantize, max_accuracy_drop: 0.1, against: teacher}"], capsys)
     assert "compress 00-quantize: the gate compares with the teacher, but this run has no teacher model" in err
     assert not (run_dir / "compress").exists()
+
+
+def test_api_leaves_language_model_batches_to_their_method():
+    """check_models only judges (x, y) data: LM windows (input_ids, loss_mask) pass through untouched."""
+    from kdforge.data.text import LMWindows
+    from kdforge.inputs import check_models
+
+    windows = LMWindows(torch.zeros(4, 8, dtype=torch.long))
+    check_models(None, Returns("dict"), windows, windows)  # a dict-returning model would be refused on (x, y) data
+    with pytest.raises(KDForgeError, match="got a dict"):
+        check_models(None, Returns("dict"), Pairs(), Pairs())
