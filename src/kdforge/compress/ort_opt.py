@@ -44,7 +44,7 @@ from kdforge.models.hf import hf_inner
 
 OPT_FORMATS = ("onnx-opt", "onnx-opt-int8", "onnx-opt-int8-static")
 BERT_LIKE = {"bert", "roberta", "xlm-roberta", "electra", "camembert"}  # fusions of model type "bert"
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16")
 
 
 def cpu_features() -> dict[str, bool]:
@@ -162,6 +162,7 @@ def quantize_static_int8(src: Path, dst: Path, calibration: Iterable, *, transfo
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     batches = [b.numpy() if isinstance(b, torch.Tensor) else np.asarray(b) for b in calibration]
+    batches = [b for b in batches if len(b)]  # an empty batch breaks the calibration session
     if not batches:
         raise KDForgeError("export int8-static: calibration gave no batches")
     batches = [b if np.issubdtype(b.dtype, np.integer) else b.astype(np.float32) for b in batches]
