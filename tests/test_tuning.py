@@ -103,3 +103,11 @@ def test_bad_auto_values_name_the_field(bad, field):
 def test_bad_auto_budget_names_the_field():
     with pytest.raises(KDForgeError, match=r"distill\.auto\W+alpha"):
         parse_recipe({"distill": {"auto": {"alpha": [0.5, 0.2]}}})
+
+
+def test_search_counts_the_teacher_work(small, tmp_path):
+    data, teacher = small
+    tuning.resolve_auto(auto_cfg(2, alpha="auto"), teacher, student(data), data.train, 0, tmp_path)
+    res = json.loads((tmp_path / "auto.json").read_text())
+    # each trial's teacher sees the tuning part once per epoch (the probe batch at construction is not counted)
+    assert res["teacher_forward_samples"] == res["student_epochs_spent"] * res["tune_size"]

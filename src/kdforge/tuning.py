@@ -59,14 +59,20 @@ def _label(sample) -> int:
 
 
 def fit_trial(method: str, student: nn.Module, teacher, cfg, tune: Dataset, holdout: Dataset, out: Path, seed: int,
-              on_epoch_end=None) -> float:
-    """Distil `student` (fresh) on `tune` with `cfg`; returns its best held-out accuracy. Keeps metrics.jsonl only."""
+              on_epoch_end=None, work: dict | None = None) -> float:
+    """Distil `student` (fresh) on `tune` with `cfg`; returns its best held-out accuracy. Keeps metrics.jsonl only.
+    `work["teacher_forward_samples"]` (when given) counts the teacher's work, pruned trials included."""
     teacher = copy.deepcopy(teacher) if isinstance(teacher, nn.Module) else teacher  # each method hooks its own copy
     m = METHODS.build(method, student, teacher, cfg, probe_batch(tune))
+    ctx = dist.context()
     try:
         res = fit(m, tune, holdout, cfg, out, seed, resume=False, quiet=True, on_epoch_end=on_epoch_end)
-    finally:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    finally:  # every rank has read its best weights (a pruned trial stops on every rank at the same epoch)
+        if work is not None and getattr(m.teacher, "samples", None) is not None:
+            work["teacher_forward_samples"] = work.get("teacher_forward_samples", 0) + m.teacher.samples
+        ctx.barrier()
+        if ctx.is_main:
+            shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return res.best["val/accuracy"]
 
 
@@ -147,7 +153,7 @@ def resolve_auto(cfg, teacher, student: nn.Module, train: Dataset, seed: int, ou
         sampler = optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
     study = make_study(seed, epochs, sampler)
     study.enqueue_trial(defaults)
-    if not quiet:
+    if not quiet and dist.context().is_main:
         print(f"auto: searching {', '.join(defaults)} — {a.trials} trials × {epochs} epochs on {len(tune)} training samples, "
               f"scored on {len(holdout)} held out (at most {a.trials}× this distillation; see distill.auto)")
 
@@ -160,8 +166,9 @@ def resolve_auto(cfg, teacher, student: nn.Module, train: Dataset, seed: int, ou
                 params[key] = trial.suggest_float(key, *a.alpha)
         return pruned_score(trial, lambda report: fit_trial(
             method, copy.deepcopy(student), teacher, with_params(trial_cfg, params), tune, holdout,
-            out_dir / f"trials/{trial.number}", seed, report))
+            out_dir / f"trials/{trial.number}", seed, report, work))
 
+    work: dict = {}
     study.optimize(objective, n_trials=a.trials, catch=())
     rows = [{"trial": t.number, "state": t.state.name, "holdout": last_value(t), **t.params} for t in study.trials]
     default = study.trials[0]
@@ -172,11 +179,12 @@ def resolve_auto(cfg, teacher, student: nn.Module, train: Dataset, seed: int, ou
         "default": {"params": defaults, "holdout": default.value},
         "trials": rows, "epochs_per_trial": epochs, "tune_size": len(tune), "holdout_size": len(holdout),
         "student_epochs_spent": sum(len(t.intermediate_values) for t in study.trials),
+        "teacher_forward_samples": int(dist.context().sum_dict({"n": work.get("teacher_forward_samples", 0)})["n"]),
     }
     if dist.context().is_main:
         write_json(done, result)
         write_text(out_dir / "auto.md", render_auto(result))
-    if not quiet:
+    if not quiet and dist.context().is_main:
         print(f"auto: chose {result['chosen']['params']} (held-out {chosen.value:.4f}; default {default.value:.4f})")
     return with_params(cfg, result["chosen"]["params"])
 
@@ -186,7 +194,8 @@ def render_auto(result: dict) -> str:
     lines = ["# temperature / alpha: auto", "",
              f"{len(result['trials'])} trials, each a student trained for {result['epochs_per_trial']} epochs on "
              f"{result['tune_size']} training samples and scored on {result['holdout_size']} held-out training samples "
-             f"({result['student_epochs_spent']} student epochs in all, pruned trials stopped early). Trial 0 is the default.",
+             f"({result['student_epochs_spent']} student epochs in all, pruned trials stopped early; the live teacher ran on "
+             f"{result['teacher_forward_samples']:,} samples). Trial 0 is the default.",
              "", "| trial | state | held-out acc | " + " | ".join(keys) + " |", "|---" * (3 + len(keys)) + "|"]
     for r in result["trials"]:
         v = "-" if r["holdout"] is None else f"{r['holdout']:.4f}"
