@@ -23,3 +23,17 @@ def test_bench_bad_arguments(tmp_path, capsys):
     assert main(["bench", str(tmp_path / "x.txt"), "--batch-sizes", "0,a"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--batch-sizes" in err
+
+
+def test_bench_several_artifacts_recommends_one(tmp_path, digits, digits_mlp, capsys):
+    man = export(digits_mlp, tmp_path / "o", ["onnx", "onnx-opt", "onnx-opt-int8"], example_inputs=digits.val.x[:4])
+    files = [man["files"][f] for f in ("onnx", "onnx-opt", "onnx-opt-int8")]
+    out = tmp_path / "bench.json"
+    assert main(["bench", *files, "--repeats", "3", "--batch-sizes", "1,8", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "intra_op_num_threads=1" in text and "ORT_ENABLE_ALL" in text
+    assert "Recommended for latency" in text and "Recommended for throughput" in text
+    measured = json.loads(out.read_text())
+    ok = [f for f in files if measured[f]["accuracy"] >= measured[files[0]]["accuracy"] - 0.005]
+    fastest = min(ok, key=lambda f: measured[f]["latency_ms"]["8"]["p50"])
+    assert f"(lowest p50 at batch 8, accuracy within 0.5 points of {files[0]}): **{fastest}**" in text

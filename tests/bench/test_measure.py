@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from kdforge.bench.measure import measure
+from kdforge.bench.measure import load_artifact, measure
 from kdforge.compress import Int8Dynamic, export, quantize_
 from kdforge.errors import KDForgeError
 
@@ -36,6 +36,13 @@ def test_onnx_artifact_matches_torch_accuracy(tmp_path, digits, digits_mlp):
     assert m["params"] == t["params"]
     m2 = measure(tmp_path / "o", digits.test, batch_sizes=(1,), repeats=1, memory=False)  # a folder with model.onnx
     assert m2["accuracy"] == m["accuracy"]
+    # the session is set like a deployment, and says so
+    assert m["runtime"] == {"intra_op_threads": 1, "inter_op_threads": 1, "graph_optimization_level": "ORT_ENABLE_ALL",
+                            "execution_mode": "sequential", "provider": "CPUExecutionProvider"}
+    assert t["runtime"] == {"torch_threads": t["threads"]}
+    sess = load_artifact(man["files"]["onnx"], 1)[1]
+    assert sess.get_session_options().intra_op_num_threads == 1
+    assert sess.get_session_options().graph_optimization_level.name == "ORT_ENABLE_ALL"
 
 
 def test_threads_restored_and_bad_artifact(digits, tmp_path):

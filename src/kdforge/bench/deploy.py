@@ -105,3 +105,13 @@ def report_lines(compress: dict, max_drop: float = 0.005) -> list[str]:
         arts += [from_measure(name, m) for name, m in measured.items() if "latency_ms" in m]
     summary = summarize(arts, arts[0].name, max_drop)
     return ["## Deployment summary", "", *render(summary), "", runtime_line(int(base.get("threads") or 1)), ""]
+
+
+def bench_lines(results: dict[str, dict], threads: int, max_drop: float = 0.005) -> list[str]:
+    """What `kdforge bench` prints after the per-artifact lines: the runtime settings and, for
+    several artifacts, the deployment summary against the first one."""
+    lines = [runtime_line(threads)]
+    if len(results) > 1:
+        arts = [from_measure(name, m) for name, m in results.items()]
+        lines += ["", *render(summarize(arts, arts[0].name, max_drop))]
+    return lines

@@ -9,6 +9,8 @@ torch module or an ONNX Runtime model.
                     batch of the largest size (CPU; includes allocator effects)
   accuracy, loss    the task metric on `dataset` (classification)
   threads           intra-op threads used (torch and ORT are set to the same count)
+  runtime           how the artifact ran: torch threads, or the ONNX Runtime session settings
+                    (intra/inter-op threads, graph optimization level, execution mode)
 
 Inputs are the first B samples of `dataset` so every artifact sees the same batch.
 """
@@ -208,7 +210,8 @@ def _measure(model_or_artifact, dataset, example, batch_sizes, warmup, repeats, 
     kind, obj = load_artifact(model_or_artifact, threads)
     run = make_runner(kind, obj)
     out: dict[str, Any] = {"kind": kind, "params": count_params(kind, obj), "size_bytes": size_bytes(kind, obj),
-                           "threads": threads, "warmup": warmup, "repeats": repeats, "latency_ms": {}}
+                           "threads": threads, "warmup": warmup, "repeats": repeats, "latency_ms": {},
+                           "runtime": getattr(obj, "kdforge_settings", None) or {"torch_threads": threads}}
     for b in batch_sizes:
         x = stack_inputs(dataset, b) if dataset is not None else example[:1].expand(b, *example.shape[1:]).contiguous()
         out["latency_ms"][str(b)] = summarize(time_calls(run, x, warmup, repeats), b)

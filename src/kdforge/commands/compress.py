@@ -112,6 +112,10 @@ def register(app: typer.Typer) -> None:
         for name, m in results.items():
             lat = "  ".join(f"b{b}: p50 {v['p50']:.3f} ms p95 {v['p95']:.3f} ms" for b, v in m["latency_ms"].items())
             typer.echo(f"{name}: params {m['params']:,}  size {m['size_bytes'] / 1024:.1f} KB  accuracy {m['accuracy']:.4f}  {lat}")
+        from kdforge.bench.deploy import bench_lines
+
+        for line in bench_lines(results, threads):  # runtime settings; with several artifacts, which one to ship
+            typer.echo(line)
         if json_out is not None:
             from kdforge.rundir import write_json
 
