@@ -445,22 +445,15 @@ def test_bad_model_folder_one_line(name, model_folders, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_compress_gate_against_a_teacher_the_run_lacks(tmp_path, capsys):
-    """`kdforge compress` on a supervised run: a gate against the teacher is refused before compress/ exists."""
+def test_compress_on_a_supervised_run_gate_without_teacher_and_a_held_lock(tmp_path, capsys):
+    """`kdforge compress` on a supervised run: a gate against the teacher the run lacks, and a run
+    directory another live run holds, are both refused with one line before compress/ exists."""
     run_dir = tmp_path / "run"
     assert main(["run", str(write(tmp_path, {**TINY, "method": "supervised"})), "--quiet", "--set", f"run_dir={run_dir}"]) == 0
     capsys.readouterr()
     err = run_one_line(["compress", str(run_dir), "--quiet", "--stage", "{kind: quantize, max_accuracy_drop: 0.1, against: teacher}"], capsys)
     assert "compress 00-quantize: the gate compares with the teacher, but this run has no teacher model" in err
+    with run_dir_lock(run_dir):
+        err = run_one_line(["compress", str(run_dir), "--quiet", "--force", "--stage", "{kind: quantize}"], capsys)
+    assert "is in use by another kdforge run" in err
     assert not (run_dir / "compress").exists()
-
-
-def test_api_leaves_language_model_batches_to_their_method():
-    """check_models only judges (x, y) data: LM windows (input_ids, loss_mask) pass through untouched."""
-    from kdforge.data.text import LMWindows
-    from kdforge.inputs import check_models
-
-    windows = LMWindows(torch.zeros(4, 8, dtype=torch.long))
-    check_models(None, Returns("dict"), windows, windows)  # a dict-returning model would be refused on (x, y) data
-    with pytest.raises(KDForgeError, match="got a dict"):
-        check_models(None, Returns("dict"), Pairs(), Pairs())

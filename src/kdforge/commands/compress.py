@@ -59,17 +59,19 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run compression stages (quantize / prune / lowrank / recover / export) with gates on a run's student."""
         from kdforge.compress_stages import compress_recipe, load_run
+        from kdforge.rundir import run_dir_lock
 
         recipe, data, student, teacher = load_run(run_dir)
         chosen = parse_stages(stage, stages, recipe.compress)
         if not chosen:
             raise KDForgeError("compress: no stages; give --stage, --stages or a recipe with a compress: list")
-        if force:
-            shutil.rmtree(run_dir / "compress", ignore_errors=True)
-        metrics_path = run_dir / "metrics.json"
-        results = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-        results = compress_recipe(recipe.model_copy(update={"compress": chosen}), run_dir, student, teacher, data,
-                                  results, quiet=quiet)
+        with run_dir_lock(run_dir):  # not while a `kdforge run` (or another compress) writes this run directory
+            if force:
+                shutil.rmtree(run_dir / "compress", ignore_errors=True)
+            metrics_path = run_dir / "metrics.json"
+            results = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+            results = compress_recipe(recipe.model_copy(update={"compress": chosen}), run_dir, student, teacher, data,
+                                      results, quiet=quiet)
         last = results["compress"]["stages"][-1]
         acc = last.get("gate_accuracy", last["metrics"]["accuracy"])
         typer.echo(f"compressed: {len(chosen)} stages, final test accuracy {acc:.4f}; report {run_dir / 'report.html'}")
