@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kdforge.errors import KDForgeError
 from kdforge.models.small import count_parameters
+from kdforge.train import distributed as dist
 
 
 def _tokenizer(spec: str | None, field: str):
@@ -35,11 +36,11 @@ def build_lm_pair(recipe, data):
 
 
 def run_lm_recipe(recipe, *, resume: bool = False, force: bool = False, quiet: bool = False) -> dict:
-    from kdforge.config import dump_recipe
     from kdforge.data import load_data
-    from kdforge.pipeline import prepare_run_dir, probe_batch
+    from kdforge.methods._driver import open_run
+    from kdforge.pipeline import probe_batch
     from kdforge.registry import METHODS
-    from kdforge.rundir import environment, write_json, write_text
+    from kdforge.rundir import write_json, write_text
     from kdforge.stages import train_stage
     from kdforge.train.lm_metrics import perplexity_metrics
 
@@ -58,9 +59,7 @@ def run_lm_recipe(recipe, *, resume: bool = False, force: bool = False, quiet: b
     metric_fn, select = method.metrics() if hasattr(method, "metrics") else (perplexity_metrics, "neg_perplexity")
     teacher_metric = method.teacher_metrics()[0] if hasattr(method, "teacher_metrics") else metric_fn
 
-    prepare_run_dir(run_dir, resume, force)
-    write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
-    write_json(run_dir / "env.json", environment(recipe.seed))
+    open_run(recipe, resume=resume, force=force)  # rank 0 opens it, the others wait
     results: dict = {"seed": recipe.seed, "method": recipe.method}
     results["teacher"] = {**teacher_metric(teacher, data.test, "cpu"), "params": count_parameters(teacher)}
     results["student_stage"] = train_stage("student", run_dir, method, data, recipe.distill, recipe.seed, quiet=quiet,
@@ -69,6 +68,8 @@ def run_lm_recipe(recipe, *, resume: bool = False, force: bool = False, quiet: b
     results["student"] = {**metric_fn(student, data.test, "cpu"), "params": count_parameters(student)}
     if hasattr(source, "calls"):
         results["teacher_calls"] = source.calls
+    if not dist.context().is_main:
+        return results
     write_json(run_dir / "metrics.json", results)
     key = select.removeprefix("neg_")
     lines = [f"# kdforge run — {recipe.data.name}, method {recipe.method}, seed {recipe.seed}", "",

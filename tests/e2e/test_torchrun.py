@@ -64,3 +64,23 @@ def test_killing_one_rank_ends_the_job_and_it_resumes(tmp_path):
     r = subprocess.run([*launch, "run", "--resume", str(run_dir), "--quiet"], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert [row["epoch"] for row in map(json.loads, (run_dir / "student/metrics.jsonl").read_text().splitlines())] == list(range(8))
+
+
+def test_multi_stage_method_opens_a_fresh_run_dir_once_and_force_replaces_it(tmp_path):
+    """Rank 0 opens the folder and the others wait (before: rank 1 found rank 0's folder and refused)."""
+    run_dir = tmp_path / "run"
+    recipe = {"method": "mutual", "data": RECIPE["data"], "student": RECIPE["student"],
+              "distill": {"epochs": 1, "batch_size": 32}, "run_dir": str(run_dir)}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(recipe))
+    for extra in ([], ["--force"]):
+        if extra:
+            (run_dir / "stale.txt").write_text("from an earlier run")
+        r = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "kdforge", "run",
+             str(tmp_path / "m.yaml"), "--quiet", *extra],
+            capture_output=True, text=True, timeout=600, env={**os.environ, "KDFORGE_DEVICE": "cpu", "OMP_NUM_THREADS": "1"},
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert json.loads((run_dir / "env.json").read_text())["world_size"] == 2
+        assert 0.0 <= json.loads((run_dir / "metrics.json").read_text())["student"]["accuracy"] <= 1.0
+        assert not (run_dir / "stale.txt").exists()  # --force replaced the folder once, before anyone wrote

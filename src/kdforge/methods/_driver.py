@@ -12,17 +12,23 @@ from typing import Callable
 from torch import nn
 
 from kdforge.models.small import count_parameters
+from kdforge.train import distributed as dist
 
 
 def open_run(recipe, *, resume: bool, force: bool) -> Path:
+    """Rank 0 opens (or, with force, replaces) the run directory and writes recipe.yaml and env.json; the
+    other ranks of a torchrun job wait for it, so they neither see a half-made folder nor delete it."""
     from kdforge.config import dump_recipe
     from kdforge.pipeline import prepare_run_dir
     from kdforge.rundir import environment, write_json, write_text
 
     run_dir = Path(recipe.run_dir)
-    prepare_run_dir(run_dir, resume, force)
-    write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
-    write_json(run_dir / "env.json", environment(recipe.seed))
+    ctx = dist.context(recipe.device)
+    if ctx.is_main:
+        prepare_run_dir(run_dir, resume, force)
+        write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
+        write_json(run_dir / "env.json", {**environment(recipe.seed), "world_size": ctx.world})
+    ctx.barrier()
     return run_dir
 
 
@@ -55,6 +61,8 @@ def finish_run(run_dir: Path, recipe, results: dict) -> dict:
     """metrics.json + a report.md table of every model that has a test accuracy."""
     from kdforge.rundir import write_json, write_text
 
+    if not dist.context().is_main:  # under torchrun only rank 0 writes
+        return results
     write_json(run_dir / "metrics.json", results)
     lines = [f"# kdforge run — {recipe.data.name}, method {recipe.method}, seed {recipe.seed}", "",
              "| model | params | test accuracy |", "|---|---:|---:|"]

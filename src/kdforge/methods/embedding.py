@@ -20,6 +20,7 @@ from kdforge import losses as L
 from kdforge.methods.base import Method
 from kdforge.registry import METHODS
 from kdforge.teacher import Teacher
+from kdforge.train import distributed as dist
 
 
 class Projected(nn.Module):
@@ -133,13 +134,13 @@ def run_embedding_recipe(recipe, *, resume: bool = False, force: bool = False, q
     """Data -> teacher / student embedders (`task: embed`) -> distill -> test embedding metrics -> run dir."""
     from pathlib import Path
 
-    from kdforge.config import dump_recipe
     from kdforge.data import load_data
     from kdforge.errors import KDForgeError
+    from kdforge.methods._driver import open_run
     from kdforge.models.build import build_model
     from kdforge.models.small import count_parameters
-    from kdforge.pipeline import prepare_run_dir, probe_batch
-    from kdforge.rundir import environment, write_json, write_text
+    from kdforge.pipeline import probe_batch
+    from kdforge.rundir import write_json, write_text
     from kdforge.train.loop import fit
 
     for role in ("teacher", "student"):
@@ -150,16 +151,15 @@ def run_embedding_recipe(recipe, *, resume: bool = False, force: bool = False, q
     teacher = build_model(recipe.teacher, data.input_shape, data.num_classes, "teacher", recipe.seed)
     student = build_model(recipe.student, data.input_shape, data.num_classes, "student", recipe.seed + 1)
     method = EmbeddingKD(student, teacher, recipe.distill, probe_batch(data.train))
-    run_dir = Path(recipe.run_dir)
-    prepare_run_dir(run_dir, resume, force)
-    write_text(run_dir / "recipe.yaml", dump_recipe(recipe))
-    write_json(run_dir / "env.json", environment(recipe.seed))
+    run_dir = open_run(recipe, resume=resume, force=force)  # rank 0 opens it, the others wait
     res = fit(method, data.train, data.val, recipe.distill, run_dir / "student", recipe.seed,
               metric_fn=cosine_metric(teacher), select="cosine", desc="student", quiet=quiet)
     test = embedding_metrics(method.student, teacher, data.train, data.test)
     results = {"seed": recipe.seed, "method": "embedding", "best_epoch": res.best["epoch"],
                "teacher": {"params": count_parameters(teacher), "accuracy": test["teacher_probe_accuracy"]},
                "student": {**test, "params": count_parameters(method.student), "accuracy": test["probe_accuracy"]}}
+    if not dist.context().is_main:
+        return results
     write_json(run_dir / "metrics.json", results)
     write_text(run_dir / "report.md", "\n".join([
         f"# kdforge run — {recipe.data.name}, method embedding, seed {recipe.seed}", "",
