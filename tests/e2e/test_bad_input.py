@@ -45,10 +45,9 @@ ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{n}: &{n} [{', '.join([f'*{p}'] * 9)}]\n" for p, n in zip("abcde", "bcdef"))
 
 
-def csv_recipe(content: str | bytes | None, **data) -> tuple:
-    """A TINY recipe reading data.csv (None: a path that does not exist)."""
-    files = {"data.csv": content} if content is not None else {}
-    return {**TINY, "data": {"name": "csv", "path": "@data.csv" if content is not None else "/nonexistent/data.csv", **data}}, files
+def csv_case(content: str | bytes, needle: str, **data) -> tuple:
+    """A case: TINY reading `content` as data.csv."""
+    return {**TINY, "data": {"name": "csv", "path": "@data.csv", **data}}, [], needle, {"data.csv": content}
 
 
 def data_case(name: str, content: str | bytes, needle: str, file: str = "data.csv", more: dict | None = None, **data) -> tuple:
@@ -78,11 +77,11 @@ CASES = {
     "omitted class out of range": (digits(omit_classes=[12]), [], "data.omit_classes: [12] out of range", {}),
     "unknown student module": ({**TINY, "distill": {"losses": [hint("layers.9")]}}, [], "student has no module named 'layers.9'", {}),
     "unknown teacher module": ({**TINY, "distill": {"losses": [hint("layers.0", "encoder")]}}, [], "teacher has no module named 'encoder'", {}),
-    "missing data file": (*csv_recipe(None)[:1], [], "file not found: /nonexistent/data.csv", {}),
-    "csv without label column": (*csv_recipe(CSV_NO_LABEL), ),
-    "csv with text features": (*csv_recipe(CSV_TEXT_FEATURE), ),
-    "empty csv": (*csv_recipe(""), ),
-    "cnn on tabular data": ({**csv_recipe("")[0], "student": {"name": "cnn"}}, [], "cnn needs image inputs", {"data.csv": "f,g,label\n" + GOOD_ROWS}),
+    "missing data file": ({**TINY, "data": {"name": "csv", "path": "/nonexistent/data.csv"}}, [], "file not found: /nonexistent/data.csv", {}),
+    "csv without label column": csv_case(CSV_NO_LABEL, "data.label_column: 'label' is not a column"),
+    "csv with text features": csv_case(CSV_TEXT_FEATURE, 'feature columns must be numeric'),
+    "empty csv": csv_case("", 'data.csv is empty'),
+    "cnn on tabular data": ({**csv_case("", "")[0], "student": {"name": "cnn"}}, [], "cnn needs image inputs", {"data.csv": "f,g,label\n" + GOOD_ROWS}),
     "missing teacher checkpoint": ({**TINY, "teacher": {"name": "mlp", "hidden": [16], "checkpoint": "/nope/t.safetensors"}}, [], "teacher.checkpoint: file not found", {}),
     "pickled teacher checkpoint": ({**TINY, "teacher": {"name": "mlp", "hidden": [16], "checkpoint": "@t.pt"}}, [], "pickled checkpoints are refused", {"t.pt": b"\x80\x04K\x01."}),
     "class count mismatch": (TINY, ["student.num_classes=5"], "teacher predicts 10 classes but student predicts 5", {}),
@@ -105,16 +104,16 @@ CASES = {
     "section is a number": ({**TINY, "distill": 5}, [], "recipe field distill: got 5", {}),
     "store k zero": ({**TINY, "store": {"path": "@store", "k": 0}}, [], "store.k: got 0", {}),
     # data files: csv
-    "csv not utf-8": (*csv_recipe("a,b,label\n1,2,caf\xe9\n".encode("latin-1"))[:1], [], "is not UTF-8 text (byte 0xe9", {"data.csv": "a,b,label\n1,2,caf\xe9\n".encode("latin-1")}),
-    "csv header without rows": (*csv_recipe("a,b,label\n"), ),
-    "csv with nan features": (*csv_recipe("a,b,label\n1,2,0\nnan,3,1\n" + GOOD_ROWS), ),
-    "csv with inf features": (*csv_recipe("a,b,label\n1,inf,0\n" + GOOD_ROWS + "2,-inf,1\n"), ),
-    "csv with an empty cell": (*csv_recipe("a,b,label\n" + GOOD_ROWS + "5,,1\n"), ),
-    "csv with one class": (*csv_recipe("a,b,label\n" + "1,2,0\n3,4,0\n" * 20), ),
-    "csv with a missing label": (*csv_recipe("a,b,label\n" + GOOD_ROWS + "5,6,\n"), ),
-    "csv with fractional labels": (*csv_recipe("a,b,label\n" + GOOD_ROWS + "5,6,0.5\n"), ),
-    "csv of only the label column": (*csv_recipe("label\n" + "0\n1\n" * 20), ),
-    "csv too small to split": (*csv_recipe("a,b,label\n1,2,0\n3,4,1\n"), ),
+    "csv not utf-8": csv_case("a,b,label\n1,2,caf\xe9\n".encode("latin-1"), "is not UTF-8 text (byte 0xe9"),
+    "csv header without rows": csv_case("a,b,label\n", 'has a header but no rows'),
+    "csv with nan features": csv_case("a,b,label\n1,2,0\nnan,3,1\n" + GOOD_ROWS, "missing or non-finite values (nan/inf): column 'a' at data row 2;"),
+    "csv with inf features": csv_case("a,b,label\n1,inf,0\n" + GOOD_ROWS + "2,-inf,1\n", "column 'b' at data rows 1, 42;"),
+    "csv with an empty cell": csv_case("a,b,label\n" + GOOD_ROWS + "5,,1\n", "column 'b' at data row 41;"),
+    "csv with one class": csv_case("a,b,label\n" + "1,2,0\n3,4,0\n" * 20, "has a single class ('0'); a classifier needs samples of at least 2 classes"),
+    "csv with a missing label": csv_case("a,b,label\n" + GOOD_ROWS + "5,6,\n", "data.label_column: 'label' of"),
+    "csv with fractional labels": csv_case("a,b,label\n" + GOOD_ROWS + "5,6,0.5\n", 'holds fractional or infinite numbers (e.g. 0.5 at data row 41)'),
+    "csv of only the label column": csv_case("label\n" + "0\n1\n" * 20, "no feature columns besides the label column 'label'"),
+    "csv too small to split": csv_case("a,b,label\n1,2,0\n3,4,1\n", 'cannot split 2 samples'),
     "csv path is a folder": ({**TINY, "data": {"name": "csv", "path": "@sub"}}, [], "is a directory; give a file", {"sub/x": ""}),
     "csv without a path": ({**TINY, "data": {"name": "csv"}}, [], "data.path: the csv dataset needs a file path", {}),
     # splits
@@ -143,25 +142,6 @@ CASES = {
     "run dir is a file": (TINY, ["run_dir=@afile"], "is a file; give a folder for the run", {"afile": "x"}),
     "store path is a file": ({**TINY, "store": {"path": "@afile"}}, [], "store.path: ", {"afile": "x"}),
 }
-# csv cases given as (recipe, files): the needle is the first thing the error must say
-NEEDLES = {
-    "csv without label column": "data.label_column: 'label' is not a column",
-    "csv with text features": "feature columns must be numeric",
-    "empty csv": "data.csv is empty",
-    "csv header without rows": "has a header but no rows",
-    "csv with nan features": "missing or non-finite values (nan/inf): column 'a' at data row 2;",
-    "csv with inf features": "column 'b' at data rows 1, 42;",
-    "csv with an empty cell": "column 'b' at data row 41;",
-    "csv with one class": "has a single class ('0'); a classifier needs samples of at least 2 classes",
-    "csv with a missing label": "data.label_column: 'label' of",
-    "csv with fractional labels": "holds fractional or infinite numbers (e.g. 0.5 at data row 41)",
-    "csv of only the label column": "no feature columns besides the label column 'label'",
-    "csv too small to split": "cannot split 2 samples",
-}
-for _name, _needle in NEEDLES.items():
-    CASES[_name] = (CASES[_name][0], [], _needle, CASES[_name][1])
-
-
 def materialize(tmp_path: Path, recipe, files: dict) -> Path:
     """Write the case's files and recipe into tmp_path; returns the recipe path."""
     for name, content in files.items():
