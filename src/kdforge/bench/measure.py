@@ -221,3 +221,39 @@ def _measure(model_or_artifact, dataset, example, batch_sizes, warmup, repeats, 
     if dataset is not None:
         out.update(task_metrics(run, dataset))
     return out
+
+
+INT8_OPS = ("Integer", "Quant", "QLinear", "QAttention", "QEmbed", "QGemm")  # substrings of integer-kernel op types
+
+
+def onnx_op_time(path: str | Path, x: torch.Tensor, threads: int = 1, runs: int = 5) -> dict[str, float]:
+    """Share of kernel time per op type of an ONNX model on input `x` (ONNX Runtime's profiler,
+    `runs` calls after one warm-up); shares sum to 1, largest first."""
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        opts.profile_file_prefix = str(Path(tmp) / "profile")
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        feed = {sess.get_inputs()[0].name: x.numpy()}
+        for _ in range(runs + 1):
+            sess.run(None, feed)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+    spent: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            op = e["args"]["op_name"]
+            spent[op] = spent.get(op, 0.0) + e["dur"]
+    total = sum(spent.values()) or 1.0
+    return {op: t / total for op, t in sorted(spent.items(), key=lambda kv: -kv[1])}
+
+
+def int8_share(shares: dict[str, float]) -> float:
+    """The part of `onnx_op_time` shares spent in integer (INT8) kernels."""
+    return sum(v for op, v in shares.items() if any(s in op for s in INT8_OPS))
