@@ -66,3 +66,14 @@ def test_onnx_size_counts_external_weight_files(tmp_path, digits, digits_mlp):
     external = measure(moved, digits.test, batch_sizes=(1,), repeats=2, memory=False)["size_bytes"]
     assert external == moved.stat().st_size + (moved.parent / "model.onnx.data").stat().st_size
     assert abs(external - inline) < 0.05 * inline
+
+
+def test_onnx_op_time_shares(tmp_path, digits, digits_mlp):
+    from kdforge.bench.measure import int8_share, onnx_op_time
+
+    man = export(digits_mlp, tmp_path / "o", ["onnx", "onnx-opt-int8"], example_inputs=digits.val.x[:4])
+    x = digits.test.x[:32]
+    fp32, q = onnx_op_time(man["files"]["onnx"], x, runs=2), onnx_op_time(man["files"]["onnx-opt-int8"], x, runs=2)
+    for shares in (fp32, q):
+        assert sum(shares.values()) == pytest.approx(1.0) and list(shares.values()) == sorted(shares.values(), reverse=True)
+    assert int8_share(fp32) == 0.0 and int8_share(q) > 0.0  # the INT8 graph really runs integer kernels
