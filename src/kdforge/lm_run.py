@@ -61,11 +61,11 @@ def run_lm_recipe(recipe, *, resume: bool = False, force: bool = False, quiet: b
 
     open_run(recipe, resume=resume, force=force)  # rank 0 opens it, the others wait
     results: dict = {"seed": recipe.seed, "method": recipe.method}
-    results["teacher"] = {**teacher_metric(teacher, data.test, "cpu"), "params": count_parameters(teacher)}
+    results["teacher"] = {**teacher_metric(teacher, data.test, None), "params": count_parameters(teacher)}
     results["student_stage"] = train_stage("student", run_dir, method, data, recipe.distill, recipe.seed, quiet=quiet,
                                            train=method.train_set(data) if hasattr(method, "train_set") else None,
                                            metric_fn=metric_fn, select=select)
-    results["student"] = {**metric_fn(student, data.test, "cpu"), "params": count_parameters(student)}
+    results["student"] = {**metric_fn(student, data.test, None), "params": count_parameters(student)}
     if hasattr(source, "calls"):
         results["teacher_calls"] = source.calls
     if not dist.context().is_main:

@@ -21,6 +21,7 @@ from kdforge.methods.base import Method
 from kdforge.registry import METHODS
 from kdforge.teacher import Teacher
 from kdforge.train import distributed as dist
+from kdforge.train.evaluate import model_device
 
 
 class Projected(nn.Module):
@@ -76,7 +77,9 @@ def embed(model: nn.Module, dataset, batch_size: int = 64) -> tuple[Tensor, Tens
     was = model.training
     model.eval()
     xs = [dataset[i] for i in range(len(dataset))]
-    embs = [model(torch.stack([x for x, _ in xs[s : s + batch_size]])).float() for s in range(0, len(xs), batch_size)]
+    device = model_device(model)  # the model's own device (CPU or GPU)
+    embs = [model(torch.stack([x for x, _ in xs[s : s + batch_size]]).to(device)).float().cpu()
+            for s in range(0, len(xs), batch_size)]
     model.train(was)
     return torch.cat(embs), torch.stack([torch.as_tensor(y) for _, y in xs])
 

@@ -57,7 +57,7 @@ class MutualLearning(Method):
         logits = [p(batch["x"]) for p in self.peers]  # K × (B, C)
         return mutual_learning_losses(logits, batch["y"], self.temperature, self.weight)
 
-    def peer_metrics(self, dataset, device="cpu") -> dict[str, float]:
+    def peer_metrics(self, dataset, device=None) -> dict[str, float]:
         """Validation line: peer 0's metrics as usual, plus `peer{k}_accuracy` for every peer."""
         out = {}
         for k, p in enumerate(self.peers):

@@ -54,10 +54,10 @@ class LogitBias(nn.Module):
 
 
 def calibrate_bias(student: nn.Module, held_out: Dataset, teacher: nn.Module | None = None,
-                   device: torch.device | str = "cpu") -> Tensor:
+                   device: torch.device | str | None = None) -> Tensor:
     """Fit the student's per-class biases on `held_out`: to the teacher's probabilities, or to its labels when
     `teacher` is None."""
-    s_logits, labels = predict(student, held_out, device=device)
+    s_logits, labels = predict(student, held_out, device=device)  # each model on its own device unless told
     if teacher is None:
         return fit_logit_bias(s_logits, labels)
     t_logits, _ = predict(teacher, held_out, device=device)

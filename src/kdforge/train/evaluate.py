@@ -9,9 +9,18 @@ from torch.utils.data import DataLoader, Dataset
 from kdforge.train.batching import collate_indexed
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model lives (its first parameter or buffer); CPU for a model with neither."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
-def predict(model: nn.Module, dataset: Dataset, batch_size: int = 256, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits (N, C), labels (N,)) for a whole dataset, in order."""
+def predict(model: nn.Module, dataset: Dataset, batch_size: int = 256,
+            device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (N, C), labels (N,)) for a whole dataset, in order, computed on `device` (default: the model's own)."""
+    device = device if device is not None else model_device(model)
     was_training = model.training
     model.eval()
     logits, labels = [], []
@@ -24,7 +33,8 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int = 256, device: t
     return torch.cat(logits), torch.cat(labels)
 
 
-def classification_metrics(model: nn.Module, dataset: Dataset, device: torch.device | str = "cpu", classes: list[int] | None = None) -> dict[str, float]:
+def classification_metrics(model: nn.Module, dataset: Dataset, device: torch.device | str | None = None,
+                           classes: list[int] | None = None) -> dict[str, float]:
     """accuracy and mean cross-entropy; with `classes`, also accuracy on each of those classes."""
     logits, y = predict(model, dataset, device=device)
     pred = logits.argmax(-1)

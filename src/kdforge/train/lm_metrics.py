@@ -8,9 +8,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from kdforge.train.evaluate import model_device
+
 
 @torch.no_grad()
-def perplexity_metrics(model: nn.Module, dataset: Dataset, device: torch.device | str = "cpu",
+def perplexity_metrics(model: nn.Module, dataset: Dataset, device: torch.device | str | None = None,
                        batch_size: int = 16) -> dict[str, float]:
     """exp(mean next-token cross-entropy) over the tokens each sample's loss_mask scores.
 
@@ -18,6 +20,7 @@ def perplexity_metrics(model: nn.Module, dataset: Dataset, device: torch.device 
     Returns loss (nats/token), perplexity, neg_perplexity (for `select`, which maximises)
     and accuracy (top-1 next-token).
     """
+    device = device if device is not None else model_device(model)
     was = model.training
     model.eval()
     total, count, correct = 0.0, 0.0, 0.0
