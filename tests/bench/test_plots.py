@@ -6,7 +6,7 @@ import itertools
 from matplotlib.text import Text
 from PIL import Image
 
-from kdforge.bench.plots import _overlap, make_plots, new_figure, pareto_front, place_labels
+from kdforge.bench.plots import _overlap, curves_figure, make_plots, new_figure, pareto_front, place_labels
 from kdforge.rundir import write_jsonl
 
 
@@ -54,3 +54,14 @@ def test_training_curves_one_panel_per_metric(tmp_path):
     assert list(plots) == ["training_curves"]
     w, h = Image.open(io.BytesIO(plots["training_curves"])).size
     assert w >= 900 and h >= 3 * 200  # about the page width; three panels (val accuracy, val loss, train loss)
+
+
+def test_search_trials_are_grey_and_listed_once(tmp_path):
+    rec = [{"epoch": e, "train/kd": 1 / (e + 1), "val/accuracy": 0.5 + e / 10} for e in range(3)]
+    for folder in ("teacher", "student", "student/auto/trials/0", "student/auto/trials/1"):
+        write_jsonl(tmp_path / folder / "metrics.jsonl", rec)
+    fig = curves_figure(tmp_path)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["student", "teacher", "search trials (grey)"]
+    lines = fig.axes[0].get_lines()
+    grey = [ln for ln in lines if ln.get_color() == "0.78"]
+    assert len(lines) == 4 and len(grey) == 2  # one line per folder; the two trials drawn in grey

@@ -16,6 +16,7 @@ import io
 import math
 from pathlib import Path
 
+import matplotlib
 import matplotlib.ticker
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -134,8 +135,9 @@ def scatter_plot(rows: list[dict], key: str, what: str, label: str, scale: float
     return png(fig)
 
 
-def curves_plot(run_dir: Path) -> bytes | None:
-    """One panel per metric (each val/ metric, then the summed training loss), one line per stage."""
+def curves_figure(run_dir: Path) -> Figure | None:
+    """One panel per metric (each val/ metric, then the summed training loss), one coloured line per
+    stage; hyperparameter-search trials (…/trials/N) as thin grey lines behind them."""
     curves = {p.parent.relative_to(run_dir).as_posix(): read_jsonl(p) for p in sorted(run_dir.rglob("metrics.jsonl"))}
     curves = {k: v for k, v in curves.items() if v and any(key.startswith("val/") for key in v[0])}
     if not curves:
@@ -144,7 +146,13 @@ def curves_plot(run_dir: Path) -> bytes | None:
     panels = [(k, "val " + k[4:].replace("_", " ")) for k in val_keys] + [("train", "train loss (sum, log)")]
     fig = new_figure(1060, 250 * len(panels) + 40)
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    stages = [n for n in curves if "trials" not in n.split("/")]
+    colours = matplotlib.colormaps["tab10" if len(stages) <= 10 else "tab20"].colors
+    legend: dict = {}
     for name, hist in curves.items():
+        trial = name not in stages
+        style = dict(color="0.78", lw=0.8, zorder=1) if trial else dict(color=colours[stages.index(name) % len(colours)], lw=1.5, zorder=2)
+        label = "search trials (grey)" if trial else name
         ep = [r["epoch"] + 1 for r in hist]
         for ax, (key, _) in zip(axes, panels):
             if key == "train":
@@ -153,7 +161,7 @@ def curves_plot(run_dir: Path) -> bytes | None:
             else:
                 ys = [r[key] * (100 if "accuracy" in key else 1) for r in hist] if key in hist[0] else None
             if ys is not None:
-                ax.plot(ep, ys, label=name, lw=1.4)
+                legend.setdefault(label, ax.plot(ep, ys, **style)[0])
     for ax, (key, title) in zip(axes, panels):
         ax.set_ylabel(title + (" (%)" if "accuracy" in key else ""))
         ax.grid(alpha=0.3)
@@ -162,9 +170,10 @@ def curves_plot(run_dir: Path) -> bytes | None:
     axes[-1].set_xlabel("epoch")
     axes[0].set_title("training curves (validation metrics, then training loss)")
     fig.subplots_adjust(left=0.08, right=0.78, hspace=0.12)
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="upper left", bbox_to_anchor=(0.79, 0.92), fontsize=8, title="stage", frameon=False)
-    return png(fig)
+    names = [n for n in stages if n in legend] + [n for n in legend if n not in stages]  # stages first, trials last
+    fig.legend([legend[n] for n in names], names, loc="upper left", bbox_to_anchor=(0.79, 0.92), fontsize=8,
+               title="stage", frameon=False)
+    return fig
 
 
 def similarity_plot(similarity: torch.Tensor) -> bytes:
@@ -187,9 +196,9 @@ def make_plots(run_dir: Path, rows: list[dict], similarity: torch.Tensor | None)
         img = scatter_plot(rows, key, what, label, scale)
         if img is not None:
             plots[f"accuracy_vs_{what}"] = img
-    curves = curves_plot(Path(run_dir))
+    curves = curves_figure(Path(run_dir))
     if curves is not None:
-        plots["training_curves"] = curves
+        plots["training_curves"] = png(curves)
     if similarity is not None:
         plots["class_similarity"] = similarity_plot(similarity)
     return plots
