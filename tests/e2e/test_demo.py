@@ -19,5 +19,7 @@ def test_demo_quick_writes_every_arm(tmp_path):
     assert saved["student_kd"]["params"] * 10 < saved["teacher"]["params"]
     assert "kd_accuracy_on_omitted" in saved["omitted_class"]
     assert saved == json.loads(json.dumps(results))
-    assert (tmp_path / "demo/report.md").read_text().count("|") > 20
+    report = (tmp_path / "demo/report.md").read_text()
+    assert report.count("|") > 20 and "{" not in report  # every placeholder was filled in
+    assert f"{100 * (saved['student_kd']['accuracy'] - saved['student_alone']['accuracy']):+.2f}" in report  # the KD gain is stated
     assert (tmp_path / "demo/env.json").exists() and (tmp_path / "demo/teacher/metrics.jsonl").exists()
