@@ -111,3 +111,12 @@ def test_search_counts_the_teacher_work(small, tmp_path):
     res = json.loads((tmp_path / "auto.json").read_text())
     # each trial's teacher sees the tuning part once per epoch (the probe batch at construction is not counted)
     assert res["teacher_forward_samples"] == res["student_epochs_spent"] * res["tune_size"]
+
+
+def test_a_top_k_store_cannot_feed_standardized_kd():
+    """z-scores need every class's logit: a top-k store is refused for standardize: true, and the
+    recommended default (no losses given) leaves standardization off for such a store."""
+    with pytest.raises(KDForgeError, match=r"store\.k"):
+        parse_recipe({"store": {"path": "s", "k": 4}, "distill": {"losses": [{"kind": "kd", "standardize": True}]}})
+    assert parse_recipe({"store": {"path": "s", "k": 4}}).distill.losses[0].standardize is False
+    assert parse_recipe({"store": {"path": "s"}}).distill.losses[0].standardize is True

@@ -349,9 +349,13 @@ class Recipe(Strict):
                 raise ValueError(f"compress.{i}.against: the gate compares with the teacher, but method "
                                  "'supervised' has none; use against: student or previous")
         if self.student.name != "hf":  # a text student's search would cost several fine-tunes: it states its losses
-            recommended = with_recommended_losses(self.distill, self.method)
+            full_logits = self.store is None or self.store.k == "all"  # z-scores need every class's logit
+            recommended = with_recommended_losses(self.distill, self.method, standardize=full_logits)
             if recommended is not self.distill:
                 self.distill = recommended
+        if self.store is not None and self.store.k != "all" and any(getattr(t, "standardize", False) for t in self.distill.losses):
+            raise ValueError(f"store.k: kd with standardize: true z-scores the teacher's logits over every class, "
+                             f"so the store must keep them all (k: all), got k: {self.store.k}")
         if hasattr(METHODS.get(self.method), "run_recipe"):  # drivers of their own train with fixed kd settings
             for i, t in enumerate(self.distill.losses):
                 for f in ("temperature", "alpha"):
@@ -361,18 +365,19 @@ class Recipe(Strict):
         return self
 
 
-def recommended_losses() -> list:
+def recommended_losses(standardize: bool = True) -> list:
     """What kdforge recommends for teacher -> student classification when a recipe sets no losses: KD on
     standardized logits (Sun et al. 2024) with T and α searched on held-out training data (kdforge.tuning);
-    benchmarks/kd_gain.py measures it against the student alone and vanilla KD."""
-    return [KDTerm(temperature="auto", alpha="auto", standardize=True)]
+    benchmarks/kd_gain.py measures it against the student alone and vanilla KD. Without the teacher's full
+    logits (a top-k store) the logits are not standardized."""
+    return [KDTerm(temperature="auto", alpha="auto", standardize=standardize)]
 
 
-def with_recommended_losses(cfg: DistillConfig, method: str) -> DistillConfig:
+def with_recommended_losses(cfg: DistillConfig, method: str, standardize: bool = True) -> DistillConfig:
     """`cfg` with the recommended losses when the user gave none and `method` is standard; else `cfg` itself."""
     if method != "standard" or "losses" in cfg.model_fields_set:
         return cfg
-    out = cfg.model_copy(update={"losses": recommended_losses()})
+    out = cfg.model_copy(update={"losses": recommended_losses(standardize)})
     out.model_fields_set.add("losses")
     return out
 
