@@ -83,3 +83,18 @@ def load_weights(path: Path, model: nn.Module) -> None:
     if path.is_dir():
         path = path / "model.safetensors"
     load_model(model, str(path))
+
+
+def rng_state() -> dict[str, Any]:
+    """The random state a resumed run needs: the CPU generator and, when CUDA is present, every GPU's."""
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def restore_rng(saved: Any) -> None:
+    """Inverse of rng_state(); also accepts the CPU-only tensor older checkpoints hold."""
+    if isinstance(saved, torch.Tensor):
+        torch.set_rng_state(saved)
+        return
+    torch.set_rng_state(saved["cpu"])
+    if saved.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["cuda"])

@@ -24,7 +24,7 @@ from kdforge.methods.base import Method
 from kdforge.rundir import read_jsonl, write_jsonl
 from kdforge.train import distributed as dist
 from kdforge.train.batching import collate_indexed, epoch_batches, to_device
-from kdforge.train.checkpoint import load_checkpoint, load_weights, save_checkpoint
+from kdforge.train.checkpoint import load_checkpoint, load_weights, restore_rng, rng_state, save_checkpoint
 from kdforge.train.evaluate import classification_metrics
 from kdforge.train.progress import EPOCH_LOG, stage_bar
 
@@ -92,7 +92,7 @@ def fit(
         optimizer.load_state_dict(restored["optimizer"])
         scheduler.load_state_dict(restored["scheduler"])
         method.load_state_dict(restored["method"])
-        torch.set_rng_state(restored["rng"])
+        restore_rng(restored["rng"])
         state = restored["loop"]
     history = [r for r in read_jsonl(log_path) if r["epoch"] < state["epoch"]]
     if ctx.is_main:
@@ -102,7 +102,7 @@ def fit(
         if ctx.is_main:
             save_checkpoint(ckpt_last, method.trainable, {
                 "loop": state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "method": method.state_dict(), "rng": torch.get_rng_state(),
+                "method": method.state_dict(), "rng": rng_state(),
             })
         ctx.barrier()
 
