@@ -77,3 +77,25 @@ def test_onnx_op_time_shares(tmp_path, digits, digits_mlp):
     for shares in (fp32, q):
         assert sum(shares.values()) == pytest.approx(1.0) and list(shares.values()) == sorted(shares.values(), reverse=True)
     assert int8_share(fp32) == 0.0 and int8_share(q) > 0.0  # the INT8 graph really runs integer kernels
+
+
+def test_torch_runner_feeds_the_model_on_its_own_device(monkeypatch):
+    """A model on a GPU gets its inputs there (the runner used to send CPU tensors to any model)."""
+    import importlib
+
+    import torch
+
+    m = importlib.import_module("kdforge.bench.measure")  # the module (kdforge.bench.measure is also a function name)
+    seen = []
+
+    class Probe(torch.nn.Linear):
+        def forward(self, x):
+            seen.append(x.device.type)
+            return super().forward(x.to("cpu"))
+
+    monkeypatch.setattr(m, "model_device", lambda model: torch.device("meta"))
+    try:
+        m.make_runner("torch", Probe(3, 2))(torch.randn(4, 3))
+    except Exception:
+        pass  # the meta device cannot hold values; what matters is where the batch was sent
+    assert seen == ["meta"]

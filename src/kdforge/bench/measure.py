@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kdforge.errors import KDForgeError
+from kdforge.train.evaluate import model_device
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -64,11 +65,11 @@ def make_runner(kind: str, obj: Any) -> Runner:
         return run_onnx
     from kdforge.compress.quantize import input_dtype
 
-    dtype = input_dtype(obj)
+    dtype, device = input_dtype(obj), model_device(obj)
 
-    def run_torch(x: torch.Tensor) -> torch.Tensor:
+    def run_torch(x: torch.Tensor) -> torch.Tensor:  # on the model's own device; the output stays there
         with torch.inference_mode():
-            out = obj(x.to(dtype) if x.is_floating_point() else x)  # token ids stay integers
+            out = obj(x.to(device, dtype) if x.is_floating_point() else x.to(device))  # token ids stay integers
         return (out.logits if hasattr(out, "logits") else out).float()
 
     return run_torch
@@ -118,7 +119,9 @@ def time_calls(run: Runner, x: torch.Tensor, warmup: int = 5, repeats: int = 30)
     out = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        run(x)
+        y = run(x)
+        if y.is_cuda:  # kernels run asynchronously: the clock is read once the GPU has finished
+            torch.cuda.synchronize(y.device)
         out.append(time.perf_counter() - t0)
     return out
 
@@ -173,7 +176,7 @@ def task_metrics(run: Runner, dataset, batch_size: int = 256) -> dict[str, float
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
         x = torch.stack([_as_input(it[0]) for it in items])
         labels.append(torch.as_tensor([int(it[1]) for it in items]))
-        logits.append(run(x))
+        logits.append(run(x).cpu())
     z, y = torch.cat(logits), torch.cat(labels)
     return {"accuracy": (z.argmax(-1) == y).float().mean().item(), "loss": F.cross_entropy(z, y).item()}
 
@@ -218,6 +221,10 @@ def _measure(model_or_artifact, dataset, example, batch_sizes, warmup, repeats, 
     if memory:
         x = stack_inputs(dataset, max(batch_sizes)) if dataset is not None else example[:1].expand(max(batch_sizes), *example.shape[1:]).contiguous()
         out["peak_memory_mb"] = peak_memory_mb(run, x)
+        if kind != "onnx" and model_device(obj).type == "cuda":  # the GPU's own high-water mark
+            torch.cuda.reset_peak_memory_stats(model_device(obj))
+            run(x)
+            out["gpu_peak_memory_mb"] = torch.cuda.max_memory_allocated(model_device(obj)) / 2**20
     if dataset is not None:
         out.update(task_metrics(run, dataset))
     return out
