@@ -112,3 +112,9 @@ def test_supervised_gate_against_student_and_lm_teachers_stay_allowed():
     parse_recipe({"method": "supervised", "teacher": {"name": "hf", "hf": "x", "task": "causal_lm"}})  # the teacher is unused
     parse_recipe({"method": "token_kd", "teacher": {"name": "hf", "hf": "x", "task": "causal_lm"},
                   "student": {"name": "hf", "hf": "x", "task": "causal_lm"}})
+
+
+def test_feature_terms_have_no_silent_capture_field():
+    """`capture` was accepted but ignored (taps always read outputs): it is gone, and naming it is an error."""
+    with pytest.raises(KDForgeError, match=r"distill\.losses\.0\.capture: unknown field"):
+        parse_recipe({"distill": {"losses": [{"kind": "hint", "student_layer": "a", "teacher_layer": "b", "capture": "input"}]}})

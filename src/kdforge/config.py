@@ -143,7 +143,6 @@ class FeatureTerm(Strict):
     student_layer: str
     teacher_layer: str
     weight: float = Field(1.0, ge=0)
-    capture: Literal["output", "input"] = "output"
 
 
 TERM_CLASSES = (KDTerm, DKDTerm, DISTTerm, DivergenceTerm, LabelTerm, FeatureTerm)
