@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from kdforge.cli import main
 from kdforge.config import ModelConfig
-from kdforge.methods import self as born_again
+from kdforge.methods import born_again
 from kdforge.models.build import build_model
 
 

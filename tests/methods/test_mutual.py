@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from kdforge.cli import main
 from kdforge.errors import KDForgeError
 from kdforge.losses.multi import mutual_learning_losses
-from kdforge.methods.online import MutualLearning
+from kdforge.methods.mutual import MutualLearning
 from kdforge.models import MLP
 
 
