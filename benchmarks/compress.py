@@ -34,7 +34,7 @@ from kdforge.bench.measure import make_runner, size_bytes, stack_inputs, task_me
 from kdforge.compress import Int8Dynamic, Structured, Unstructured, export, prune_, quantize_  # noqa: E402
 from kdforge.compress.config import RecoverStage  # noqa: E402
 from kdforge.compress_stages import recover  # noqa: E402
-from kdforge.config import parse_recipe  # noqa: E402
+from kdforge.recipe_file import parse_recipe  # noqa: E402
 from kdforge.data import load_data  # noqa: E402
 from kdforge.pipeline import run_recipe  # noqa: E402
 

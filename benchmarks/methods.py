@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import machine_line, mean_std, paired, write_section  # noqa: E402
 
-from kdforge.config import parse_recipe  # noqa: E402
+from kdforge.recipe_file import parse_recipe  # noqa: E402
 from kdforge.pipeline import run_recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ def data_free(dataset: str, seed: int, tmp: Path) -> dict:
 
 def search(dataset: str, seed: int, tmp: Path) -> dict:
     """`kdforge search recipes/search.yaml --trials 12` (digits, the demo's recipe): default vs chosen."""
-    from kdforge.config import load_recipe
+    from kdforge.recipe_file import load_recipe
     from kdforge.search import run_search
 
     r = run_search(load_recipe(ROOT / "recipes/search.yaml", [f"seed={seed}"]), 12, tmp / "search")

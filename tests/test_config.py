@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from kdforge.config import Recipe, load_recipe, parse_recipe
+from kdforge.config import Recipe
+from kdforge.recipe_file import load_recipe, parse_recipe
 from kdforge.errors import KDForgeError
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
@@ -77,7 +78,7 @@ def test_yaml_features_that_stay_allowed(tmp_path):
 
 def test_alias_limit_counts_expanded_values(tmp_path):
     """A recipe is refused by the values its aliases expand to, not by how many aliases it uses."""
-    from kdforge.config import MAX_RECIPE_NODES
+    from kdforge.recipe_file import MAX_RECIPE_NODES
 
     p = tmp_path / "r.yaml"
     width, sizes = 10, [11]  # l0: a list of 10 values (11 with the list); l_i: 10 aliases of l_{i-1}

@@ -5,7 +5,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kdforge.config import Recipe, load_recipe, parse_recipe
+from kdforge.config import Recipe
+from kdforge.recipe_file import load_recipe, parse_recipe
 from kdforge.errors import KDForgeError
 
 FIELDS = ["seed", "run_dir", "method", "data", "teacher", "student", "distill", "losses", "kind", "epochs",

@@ -89,7 +89,7 @@ def test_fingerprint_mismatch_names_what_differs(digits, tmp_path):
 
 def test_recipe_run_writes_store_once_and_cache_teacher_cli(tmp_path):
     from kdforge.commands.cache_teacher import cache_teacher_for
-    from kdforge.config import parse_recipe
+    from kdforge.recipe_file import parse_recipe
     from kdforge.pipeline import run_recipe
 
     raw = {"run_dir": str(tmp_path / "run"), "data": {"name": "digits"},

@@ -6,7 +6,8 @@ import torch
 
 import kdforge
 import kdforge.tuning as tuning
-from kdforge.config import DataConfig, DistillConfig, ModelConfig, parse_recipe
+from kdforge.config import DataConfig, DistillConfig, ModelConfig
+from kdforge.recipe_file import parse_recipe
 from kdforge.data import load_data
 from kdforge.errors import KDForgeError
 from kdforge.models.build import build_model

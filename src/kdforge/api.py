@@ -52,7 +52,7 @@ def distill(
     """
     from pydantic import ValidationError
 
-    from kdforge.config import format_validation_error
+    from kdforge.recipe_file import format_validation_error
 
     if not isinstance(config, DistillConfig):
         try:

@@ -42,7 +42,7 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print one line per epoch (always kept in metrics.jsonl)."),
 ) -> None:
     """Run a recipe end to end and write its run directory."""
-    from kdforge.config import load_recipe
+    from kdforge.recipe_file import load_recipe
     from kdforge.pipeline import run_recipe
     from kdforge.rundir import run_dir_lock
     from kdforge.train.progress import show_epoch_lines

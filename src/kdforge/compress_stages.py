@@ -235,7 +235,7 @@ def compress_recipe(recipe, run_dir: Path, student: nn.Module, teacher: nn.Modul
 
 def load_run(run_dir: Path):
     """(recipe, data, student, teacher) of a finished run directory, weights loaded from its best checkpoints."""
-    from kdforge.config import load_recipe
+    from kdforge.recipe_file import load_recipe
     from kdforge.data import load_data
     from kdforge.models.build import build_model, load_checkpoint_file
 

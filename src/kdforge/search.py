@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from kdforge.config import Recipe, dump_recipe
+from kdforge.config import Recipe
+from kdforge.recipe_file import dump_recipe
 from kdforge.data import load_data
 from kdforge.data.base import DataBundle
 from kdforge.errors import KDForgeError

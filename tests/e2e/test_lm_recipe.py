@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from kdforge.config import parse_recipe
+from kdforge.recipe_file import parse_recipe
 from kdforge.errors import KDForgeError
 from kdforge.pipeline import run_recipe
 from tests.conftest import kdforge_cli

@@ -5,7 +5,7 @@ import json
 import onnxruntime as ort
 import torch
 
-from kdforge.config import parse_recipe
+from kdforge.recipe_file import parse_recipe
 from kdforge.data import load_data
 from kdforge.pipeline import run_recipe
 from tests.hf_tiny import tiny_bert_dir  # noqa: F401  (fixture)

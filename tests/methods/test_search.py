@@ -6,7 +6,7 @@ import yaml
 
 import kdforge.search as search
 from kdforge.cli import main
-from kdforge.config import parse_recipe
+from kdforge.recipe_file import parse_recipe
 
 TINY = {
     "seed": 0,

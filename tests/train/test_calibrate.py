@@ -48,7 +48,7 @@ def test_calibrate_bias_uses_the_teacher_and_leaves_weights_alone():
 def test_recipe_bias_calibration_reports_before_and_after(tmp_path):
     import json
 
-    from kdforge.config import parse_recipe
+    from kdforge.recipe_file import parse_recipe
     from kdforge.pipeline import run_recipe
 
     recipe = parse_recipe({

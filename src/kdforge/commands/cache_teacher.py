@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         set_: List[str] = typer.Option([], "--set", help="Override a field: --set store.k=16 (repeatable)."),
     ) -> None:
         """Run the teacher once over the training set; write top-k logits and features to the store."""
-        from kdforge.config import load_recipe
+        from kdforge.recipe_file import load_recipe
 
         info = cache_teacher_for(load_recipe(recipe, set_))
         typer.echo(f"teacher store {info['path']}: {info['samples']} samples, k={info['k']} of {info['vocab']}, "

@@ -17,7 +17,7 @@ def parse_stages(items: list[str], stages_file: Path | None, default: list) -> l
     from pydantic import TypeAdapter, ValidationError
 
     from kdforge.compress.config import CompressStage
-    from kdforge.config import format_validation_error
+    from kdforge.recipe_file import format_validation_error
 
     raw: list | None = None
     if stages_file is not None:

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, help="Replace an existing output folder."),
     ) -> None:
         """Tune KD hyperparameters on a held-out part of the training split; write best-recipe.yaml."""
-        from kdforge.config import load_recipe
+        from kdforge.recipe_file import load_recipe
         from kdforge.search import run_search
 
         rec = load_recipe(recipe, set_)

@@ -18,7 +18,7 @@ from kdforge.train import distributed as dist
 def open_run(recipe, *, resume: bool, force: bool) -> Path:
     """Rank 0 opens (or, with force, replaces) the run directory and writes recipe.yaml and env.json; the
     other ranks of a torchrun job wait for it, so they neither see a half-made folder nor delete it."""
-    from kdforge.config import dump_recipe
+    from kdforge.recipe_file import dump_recipe
     from kdforge.pipeline import prepare_run_dir
     from kdforge.rundir import environment, write_json, write_text
 
