@@ -13,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from kdforge.config import LOSS_KINDS, Recipe
+from kdforge.data.checks import decode_utf8
 from kdforge.errors import KDForgeError
 
 
@@ -137,14 +138,7 @@ def read_recipe_file(path: str | Path) -> Any:
         raise KDForgeError(f"recipe {path} is a directory; give a recipe YAML file")
     if not path.is_file():
         raise KDForgeError(f"recipe file not found: {path}")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise KDForgeError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
-                           "a recipe is a YAML text file") from None
-    if "\x00" in text:
-        raise KDForgeError(f"{path}: contains NUL bytes (a binary file?); a recipe is a YAML text file")
+    text = decode_utf8(path.read_bytes(), str(path), "a recipe is a YAML text file")
     try:
         raw = yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader subclass)
     except KDForgeError as e:

@@ -24,6 +24,18 @@ def rows_text(rows: np.ndarray) -> str:
     return f"data row{'s' if len(rows) > 1 else ''} {shown}{more}"
 
 
+def decode_utf8(data: bytes, label: str, hint: str, nul_hint: str | None = None) -> str:
+    """A file's bytes as text (a UTF-8 BOM dropped); not UTF-8, or NUL bytes (a binary file), is a one-line
+    KDForgeError starting with `label` and ending with the hint. Shared by data files and recipe files."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise KDForgeError(f"{label} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); {hint}") from None
+    if "\x00" in text:
+        raise KDForgeError(f"{label} contains NUL bytes (a binary file?); {nul_hint or hint}")
+    return text
+
+
 def read_text(path: Path, field: str = "data.path") -> str:
     """A data file's text: it must exist, be UTF-8 and hold more than whitespace."""
     path = Path(path)
@@ -31,14 +43,7 @@ def read_text(path: Path, field: str = "data.path") -> str:
         raise KDForgeError(f"{field}: {path} is a directory; give a file")
     if not path.is_file():
         raise KDForgeError(f"{field}: file not found: {path}")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise KDForgeError(f"{field}: {path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
-                           "save it as UTF-8") from None
-    if "\x00" in text:
-        raise KDForgeError(f"{field}: {path} contains NUL bytes (a binary file?); expected a text file")
+    text = decode_utf8(path.read_bytes(), f"{field}: {path}", "save it as UTF-8", "expected a text file")
     if not text.strip():
         raise KDForgeError(f"{field}: {path} is empty")
     return text
