@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from kdforge.compress.config import STAGE_KINDS
 from kdforge.config import LOSS_KINDS, Recipe
 from kdforge.data.checks import decode_utf8
 from kdforge.errors import KDForgeError
@@ -47,7 +48,7 @@ def format_validation_error(err: ValidationError, what: str = "recipe") -> str:
     return f"{what} field {loc or '(top level)'}: {shown}{msg}{more}"
 
 
-_TAGS = set(LOSS_KINDS)  # pydantic puts these discriminator tags into error locations
+_TAGS = {*LOSS_KINDS, *STAGE_KINDS}  # pydantic puts these discriminator tags into error locations
 _UNION_TAGS = ("function-", "constrained-", "literal[")
 
 

@@ -68,8 +68,10 @@ def test_failed_gate_exits_3_and_keeps_last_passing(run_dir, capsys):
 
 
 @pytest.mark.parametrize("stage,needle", [
-    ("{kind: prune, amount: 1.5}", "amount: got 1.5"),
-    ("{kind: prune, amount: 0}", "amount: got 0"),
+    ("{kind: prune, amount: 1.5}", "field 0: Structured.amount: pruning amount must be strictly between 0 and 1, got 1.5"),
+    ("{kind: prune, amount: 0}", "field 0: Structured.amount: pruning amount must be strictly between 0 and 1, got 0.0"),
+    ("{kind: lowrank, rank: 2, energy: 0.5}", "field 0: LowRank: give exactly one of rank or energy"),
+    ("{kind: prune, method: unstructured, amount: 1}", "field 0: Unstructured.amount: pruning amount must be"),
     ("{kind: export, formats: [tflite]}", "formats.0: got 'tflite'"),
     ("{kind: zip}", "'zip'"),
     ("not a mapping", "expected a YAML mapping"),

@@ -9,12 +9,21 @@
 Every stage may carry a gate: `max_accuracy_drop` (a fraction: 0.01 = 1 point)
 of test accuracy against the distilled student, the teacher, or the previous stage.
 A failed gate stops the pipeline (exit code 3) and keeps the last passing artifact.
+
+A transform stage (quantize / prune / lowrank) is validated by building the config of
+its verb (`verb_config()`: Int8Dynamic, Structured, LowRank, ...), so the verbs' own
+checks are the only ones and a stage can never hold what its verb would refuse.
 """
 from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kdforge.compress.lowrank import LowRank
+from kdforge.compress.prune import Structured, Unstructured
+from kdforge.compress.quantize import Bf16, Fp16, Int8Dynamic
+from kdforge.errors import KDForgeError
 
 
 class _Stage(BaseModel):
@@ -27,6 +36,18 @@ class _Stage(BaseModel):
         "student", description="Gate reference: the distilled student, the teacher, or the previous stage's model."
     )
 
+    def verb_config(self) -> object | None:
+        """The config of the compression verb this stage applies (None: recover and export apply none)."""
+        return None
+
+    @model_validator(mode="after")
+    def _verb_accepts(self) -> "_Stage":
+        try:
+            self.verb_config()
+        except KDForgeError as e:  # the verb's own check, reported at this stage's place in the recipe
+            raise ValueError(str(e)) from None
+        return self
+
 
 class QuantizeStage(_Stage):
     """INT8 dynamic (torch.ao, Linear/LSTM/GRU) or a float16 / bfloat16 cast."""
@@ -35,28 +56,31 @@ class QuantizeStage(_Stage):
     method: Literal["int8_dynamic", "fp16", "bf16"] = Field("int8_dynamic", description="Quantization method.")
     per_channel: bool = Field(False, description="int8_dynamic: one scale per output channel.")
 
+    def verb_config(self) -> Int8Dynamic | Fp16 | Bf16:
+        return {"int8_dynamic": Int8Dynamic(per_channel=self.per_channel), "fp16": Fp16(), "bf16": Bf16()}[self.method]
+
 
 class PruneStage(_Stage):
     """structured: removes neurons/channels (smaller, faster); unstructured: zeroes weights (same speed)."""
 
     kind: Literal["prune"] = "prune"
     method: Literal["structured", "unstructured"] = Field("structured", description="Pruning method.")
-    amount: float = Field(..., gt=0, lt=1, description="Fraction removed, strictly between 0 and 1.")
+    amount: float = Field(..., description="Fraction removed, strictly between 0 and 1.")
     scope: Literal["global", "layer"] = Field("global", description="unstructured: rank weights globally or per layer.")
+
+    def verb_config(self) -> Structured | Unstructured:
+        return Structured(self.amount) if self.method == "structured" else Unstructured(self.amount, self.scope)
 
 
 class LowRankStage(_Stage):
     """SVD factorization of Linear layers; give rank or energy."""
 
     kind: Literal["lowrank"] = "lowrank"
-    rank: int | None = Field(None, ge=1, description="Singular values kept per layer.")
-    energy: float | None = Field(None, gt=0, le=1, description="Kept share of Σσ² per layer.")
+    rank: int | None = Field(None, description="Singular values kept per layer (a positive integer).")
+    energy: float | None = Field(None, description="Kept share of Σσ² per layer, in (0, 1].")
 
-    @model_validator(mode="after")
-    def _one_of(self) -> "LowRankStage":
-        if (self.rank is None) == (self.energy is None):
-            raise ValueError("give exactly one of rank or energy")
-        return self
+    def verb_config(self) -> LowRank:
+        return LowRank(rank=self.rank, energy=self.energy)
 
 
 class RecoverStage(_Stage):
