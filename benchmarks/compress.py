@@ -33,10 +33,10 @@ from _results import machine_line, mean_std, write_section  # noqa: E402
 from kdforge.bench.measure import make_runner, size_bytes, stack_inputs, task_metrics, time_calls  # noqa: E402
 from kdforge.compress import Int8Dynamic, Structured, Unstructured, export, prune_, quantize_  # noqa: E402
 from kdforge.compress.config import RecoverStage  # noqa: E402
-from kdforge.compress_stages import recover  # noqa: E402
 from kdforge.recipe_file import parse_recipe  # noqa: E402
 from kdforge.data import load_data  # noqa: E402
-from kdforge.pipeline import run_recipe  # noqa: E402
+from kdforge.workflows import run_recipe  # noqa: E402
+from kdforge.workflows.compress import recover  # noqa: E402
 
 VARIANTS = ["fp32", "int8", "struct50+rec", "unstruct50", "onnx fp32", "onnx int8"]
 
@@ -53,7 +53,7 @@ def train_models(kind: str, seed: int, tmp: Path):
                "student": {"name": "mlp", "hidden": [1024, 1024]}, "distill": {"epochs": 12, "lr": 1e-3, "losses": [{"kind": "ce"}]}}
     recipe = parse_recipe(raw)
     captured = {}
-    import kdforge.pipeline as pl
+    import kdforge.workflows.standard as pl
 
     real = pl.train_stage
 

@@ -34,7 +34,7 @@ from kdforge.methods.sequence import OnPolicyKD, SequenceKD, TokenKD  # noqa: E4
 from kdforge.models.hf import load_hf, load_tokenizer  # noqa: E402
 from kdforge.models.small import count_parameters  # noqa: E402
 from kdforge.models.students import shrink_depth, shrink_width  # noqa: E402
-from kdforge.pipeline import probe_batch  # noqa: E402
+from kdforge.train.batching import probe_batch  # noqa: E402
 from kdforge.store import CachedTeacher, TeacherStore, write_store  # noqa: E402
 from kdforge.teacher import Teacher  # noqa: E402
 from kdforge.train.lm_metrics import perplexity_metrics  # noqa: E402

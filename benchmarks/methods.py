@@ -1,6 +1,6 @@
 """Beyond teacher -> student: mutual learning, born-again, data-free and multi-teacher, ≥ 5 seeds.
 
-Every arm runs through `kdforge.pipeline.run_recipe` (the recipes in recipes/,
+Every arm runs through `kdforge.workflows.run_recipe` (the recipes in recipes/,
 shrunk for time), so the numbers are what a user of those recipes gets. Per seed
 the data split, initialisations and batch order change; differences are paired
 within a seed.
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import machine_line, mean_std, paired, write_section  # noqa: E402
 
 from kdforge.recipe_file import parse_recipe  # noqa: E402
-from kdforge.pipeline import run_recipe  # noqa: E402
+from kdforge.workflows import run_recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = {"digits": 20, "mnist5k": 10}

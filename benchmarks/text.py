@@ -36,7 +36,7 @@ from kdforge.methods.standard import StandardKD  # noqa: E402
 from kdforge.methods.supervised import Supervised  # noqa: E402
 from kdforge.models.build import build_model  # noqa: E402
 from kdforge.models.small import count_parameters  # noqa: E402
-from kdforge.pipeline import probe_batch  # noqa: E402
+from kdforge.train.batching import probe_batch  # noqa: E402
 from kdforge.store import CachedTeacher, TeacherStore, write_store  # noqa: E402
 from kdforge.teacher import Teacher  # noqa: E402
 from kdforge.train.evaluate import classification_metrics  # noqa: E402

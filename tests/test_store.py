@@ -10,7 +10,7 @@ from kdforge.config import DataConfig
 from kdforge.errors import KDForgeError
 from kdforge.methods.standard import StandardKD
 from kdforge.models.small import MLP
-from kdforge.pipeline import probe_batch
+from kdforge.train.batching import probe_batch
 from kdforge.store import CachedTeacher, TeacherStore, fingerprint, write_store
 from kdforge.teacher import Teacher
 from kdforge.train.loop import fit
@@ -90,7 +90,7 @@ def test_fingerprint_mismatch_names_what_differs(digits, tmp_path):
 def test_recipe_run_writes_store_once_and_cache_teacher_cli(tmp_path):
     from kdforge.commands.cache_teacher import cache_teacher_for
     from kdforge.recipe_file import parse_recipe
-    from kdforge.pipeline import run_recipe
+    from kdforge.workflows import run_recipe
 
     raw = {"run_dir": str(tmp_path / "run"), "data": {"name": "digits"},
            "teacher": {"name": "mlp", "hidden": [32], "train": {"epochs": 1}}, "student": {"name": "mlp", "hidden": [8]},

@@ -11,7 +11,7 @@ from kdforge.recipe_file import parse_recipe
 from kdforge.data import load_data
 from kdforge.errors import KDForgeError
 from kdforge.models.build import build_model
-from kdforge.pipeline import run_recipe
+from kdforge.workflows import run_recipe
 
 
 @pytest.fixture(scope="module")

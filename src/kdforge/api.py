@@ -5,12 +5,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import Dataset
 
 from kdforge.config import DistillConfig, with_recommended_losses
 from kdforge.errors import KDForgeError
 from kdforge.inputs import check_models
+from kdforge.recipe_file import format_validation_error
 from kdforge.registry import METHODS
 from kdforge.stages import train_stage
 from kdforge.train.batching import probe_batch
@@ -50,10 +52,6 @@ def distill(
     DistillConfig or a dict of its fields. Writes checkpoints and metrics.jsonl
     into `run_dir` (a temporary folder when None).
     """
-    from pydantic import ValidationError
-
-    from kdforge.recipe_file import format_validation_error
-
     if not isinstance(config, DistillConfig):
         try:
             config = DistillConfig.model_validate(config or {})

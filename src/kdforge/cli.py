@@ -43,7 +43,7 @@ def run(
 ) -> None:
     """Run a recipe end to end and write its run directory."""
     from kdforge.recipe_file import load_recipe
-    from kdforge.pipeline import run_recipe
+    from kdforge.workflows import run_recipe
     from kdforge.rundir import run_dir_lock
     from kdforge.train.progress import show_epoch_lines
 

@@ -11,8 +11,12 @@ from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+import kdforge.data  # noqa: F401  (registers datasets)
+import kdforge.methods  # noqa: F401  (registers methods)
+import kdforge.models  # noqa: F401  (registers models)
 from kdforge.compress.config import CompressStage
 from kdforge.errors import KDForgeError
+from kdforge.registry import DATASETS, METHODS, MODELS
 
 
 class Strict(BaseModel):
@@ -299,6 +303,11 @@ class SearchConfig(Strict):
         return self
 
 
+# Methods run by the classification workflow (kdforge.workflows.standard): the only ones whose recipes
+# take `compress:` stages and 'auto' kd settings, and whose hf models must classify.
+CLASSIFY_METHODS = ("standard", "supervised")
+
+
 class Recipe(Strict):
     seed: int = Field(0, description="Seeds data splits, initialisation and data order.")
     run_dir: str = Field("runs/run", description="Where the run directory is written.")
@@ -318,11 +327,6 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _check_keys(self) -> "Recipe":
-        from kdforge.registry import DATASETS, METHODS, MODELS
-        import kdforge.data  # noqa: F401
-        import kdforge.methods  # noqa: F401
-        import kdforge.models  # noqa: F401
-
         for field, reg, key in (
             ("data.name", DATASETS, self.data.name),
             ("method", METHODS, self.method),
@@ -331,10 +335,11 @@ class Recipe(Strict):
         ):
             if key not in reg:
                 raise ValueError(f"{field}: unknown {reg.kind} {key!r}; valid: {', '.join(reg.keys())}")
-        if self.compress and hasattr(METHODS.get(self.method), "run_recipe"):  # its own driver: no compress stages
+        classify = self.method in CLASSIFY_METHODS
+        if self.compress and not classify:  # a workflow of its own: no compress stages
             raise ValueError(f"compress: method {self.method!r} does not run compress stages; remove the list "
                              "(a finished run's student can be compressed with `kdforge compress RUN_DIR`)")
-        if not hasattr(METHODS.get(self.method), "run_recipe"):  # the classification pipeline: hf models classify
+        if classify:  # the classification workflow: hf models classify
             for role in ("teacher", "student"):
                 sec = getattr(self, role)
                 if sec.name == "hf" and sec.task not in (None, "classify") and not (role == "teacher" and self.method == "supervised"):
@@ -352,7 +357,7 @@ class Recipe(Strict):
         if self.store is not None and self.store.k != "all" and any(getattr(t, "standardize", False) for t in self.distill.losses):
             raise ValueError(f"store.k: kd with standardize: true z-scores the teacher's logits over every class, "
                              f"so the store must keep them all (k: all), got k: {self.store.k}")
-        if hasattr(METHODS.get(self.method), "run_recipe"):  # drivers of their own train with fixed kd settings
+        if not classify:  # workflows of their own train with fixed kd settings
             for i, t in enumerate(self.distill.losses):
                 for f in ("temperature", "alpha"):
                     if getattr(t, f, None) == "auto":

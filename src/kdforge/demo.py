@@ -19,11 +19,11 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from kdforge.bench.report import collect_rows, table_rows
 from kdforge.config import DataConfig, DistillConfig, KDTerm, LabelTerm, ModelConfig, TrainConfig, with_recommended_losses
 from kdforge.data import load_data
 from kdforge.models.build import build_model
 from kdforge.models.small import count_parameters
-from kdforge.pipeline import prepare_run_dir
 from kdforge.train.batching import probe_batch
 from kdforge.registry import METHODS
 from kdforge.rundir import environment, write_json, write_text
@@ -31,6 +31,8 @@ from kdforge.stages import train_stage
 from kdforge.train.calibrate import LogitBias, calibrate_bias
 from kdforge.train.evaluate import classification_metrics
 from kdforge.tuning import resolve_auto
+from kdforge.workflows.compress import demo_compress
+from kdforge.workflows.run import prepare_run_dir
 
 SEED = 0
 OMITTED = 3
@@ -114,8 +116,6 @@ def run_demo(out: Path, quick: bool = False, console: Console | None = None) -> 
     write_text(out / "report.md", render(results))
     console.print(_table(results))
     console.print("[bold]compression[/] KD student: prune 50% -> recover -> INT8 -> ONNX; report.html")
-    from kdforge.compress_stages import demo_compress
-
     demo_compress(out, teacher, students["student_kd"], full, results, quick=quick, preamble=render(results))
     console.print(_compress_table(out))
     console.print(f"run directory: {out} (open report.html)")
@@ -156,8 +156,6 @@ def _table(results: dict) -> Table:
 
 
 def _compress_table(out: Path) -> Table:
-    from kdforge.bench.report import collect_rows, table_rows
-
     head, body = table_rows(collect_rows(out))
     t = Table(title="KD student through the deployment chain (1 thread)")
     for i, col in enumerate(head):

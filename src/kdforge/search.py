@@ -30,11 +30,11 @@ from kdforge.data import load_data
 from kdforge.data.base import DataBundle
 from kdforge.errors import KDForgeError
 from kdforge.models.build import build_model
-from kdforge.methods._driver import train_supervised
-from kdforge.pipeline import prepare_run_dir
 from kdforge.rundir import write_json, write_text
+from kdforge.stages import train_supervised
 from kdforge.train.evaluate import classification_metrics
 from kdforge.tuning import DEFAULTS, fit_trial, last_value, make_study, pruned_score, split_dataset
+from kdforge.workflows.run import prepare_run_dir
 
 
 @dataclass
@@ -131,7 +131,7 @@ def run_search(recipe: Recipe, trials: int, out_dir: Path, *, quiet: bool = True
     prepare_run_dir(out_dir, resume=False, force=force)  # an existing folder is replaced only with force
     teacher = build_model(recipe.teacher, tuning.input_shape, tuning.num_classes, "teacher", recipe.seed)
     if not recipe.teacher.checkpoint:  # trained on the tuning part only: the held-out part stays unseen
-        train_supervised("teacher", teacher, tuning_bundle(tuning), recipe.teacher.train, out_dir, recipe.seed, quiet)
+        train_supervised("teacher", out_dir, teacher, tuning_bundle(tuning), recipe.teacher.train, recipe.seed, quiet=quiet)
 
     epochs = s.epochs or recipe.distill.epochs
     study = make_study(recipe.seed, epochs)

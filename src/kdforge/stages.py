@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
+from kdforge.methods.supervised import Supervised
 from kdforge.rundir import write_json
 from kdforge.train import distributed as dist
 from kdforge.train.checkpoint import load_weights
@@ -41,3 +42,8 @@ def train_stage(name: str, run_dir: Path, method, data, cfg, seed: int, *, quiet
     if dist.context().is_main:
         write_json(done, out)
     return out
+
+
+def train_supervised(name: str, run_dir: Path, model, data, cfg, seed: int, *, quiet: bool = False) -> dict:
+    """Train `model` on the labels (cross-entropy) as stage `name`: teachers, generation 1, search trials."""
+    return train_stage(name, run_dir, Supervised(model), data, cfg, seed, quiet=quiet)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from kdforge.errors import KDForgeError
+from kdforge.models.hf import load_tokenizer
 from kdforge.teacher import Teacher
 from kdforge.train import distributed as dist
 from kdforge.train.batching import collate_indexed
@@ -247,8 +248,6 @@ def recipe_fingerprint(recipe, teacher_model: nn.Module, dataset) -> dict[str, s
     """The fingerprint a recipe's store must carry: its teacher, training set, tokenizer, k, temperature."""
     tok = None
     if recipe.data.tokenizer:
-        from kdforge.models.hf import load_tokenizer
-
         tok = load_tokenizer(recipe.data.tokenizer, field="data.tokenizer")
     return fingerprint(teacher_model, dataset, tok, recipe.store.k, recipe.store.temperature)
 

@@ -6,7 +6,7 @@ import shutil
 import pytest
 import yaml
 
-from kdforge import compress_stages
+from kdforge.workflows import compress as compress_workflow
 from kdforge.cli import main
 
 pytest.importorskip("onnxruntime")
@@ -33,14 +33,14 @@ def test_representative_calibration_passes(run_dir):
 
 
 def test_unrepresentative_calibration_fails_the_gate_with_exit_3(run_dir, monkeypatch, capsys):
-    real = compress_stages.load_run
+    real = compress_workflow.load_run
 
     def mismatched(path):  # calibration inputs at 1/100 of the real scale: a preprocessing mismatch
         recipe, data, student, teacher = real(path)
         data.train.x = data.train.x * 0.01
         return recipe, data, student, teacher
 
-    monkeypatch.setattr(compress_stages, "load_run", mismatched)
+    monkeypatch.setattr(compress_workflow, "load_run", mismatched)
     shutil.rmtree(run_dir / "compress", ignore_errors=True)  # a finished stage would be reused, not recomputed
     code = main(["compress", str(run_dir), "--quiet", "--stage", STAGE])
     err = capsys.readouterr().err.strip()

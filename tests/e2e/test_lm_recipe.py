@@ -5,7 +5,7 @@ import pytest
 
 from kdforge.recipe_file import parse_recipe
 from kdforge.errors import KDForgeError
-from kdforge.pipeline import run_recipe
+from kdforge.workflows import run_recipe
 from tests.conftest import kdforge_cli
 from tests.hf_tiny import tiny_llama_dir  # noqa: F401  (fixture)
 

@@ -7,7 +7,7 @@ import torch
 
 from kdforge.recipe_file import parse_recipe
 from kdforge.data import load_data
-from kdforge.pipeline import run_recipe
+from kdforge.workflows import run_recipe
 from tests.hf_tiny import tiny_bert_dir  # noqa: F401  (fixture)
 
 

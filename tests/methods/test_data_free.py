@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_model
 from torch import nn
 
-import kdforge.data
+import kdforge.workflows.data_free
 from kdforge.cli import main
 from kdforge.config import DataFreeConfig, DistillConfig
 from kdforge.errors import KDForgeError
@@ -31,14 +31,14 @@ class NoTouching(torch.utils.data.Dataset):
 def test_student_never_receives_a_training_sample(tmp_path, monkeypatch):
     teacher = CNN((1, 8, 8), 10, channels=[8, 8])
     save_model(teacher, str(tmp_path / "teacher.safetensors"))
-    real_load = kdforge.data.load_data
+    real_load = kdforge.workflows.data_free.load_data
 
     def guarded(cfg, seed):
         data = real_load(cfg, seed)
         data.train = NoTouching(data.train)
         return data
 
-    monkeypatch.setattr(kdforge.data, "load_data", guarded)
+    monkeypatch.setattr(kdforge.workflows.data_free, "load_data", guarded)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"method: data_free\nrun_dir: {tmp_path / 'run'}\ndata: {{name: digits}}\n"
                       f"teacher: {{name: cnn, channels: [8, 8], checkpoint: {tmp_path / 'teacher.safetensors'}}}\n"
@@ -94,4 +94,4 @@ def test_bn_term_is_zero_when_the_batch_matches_the_stored_statistics():
                                      nn.Sequential(nn.Flatten(), nn.Unflatten(1, (8, 8)))])  # (B, T, V) sequence output
 def test_a_teacher_that_is_not_a_classifier_is_an_error(teacher):
     with pytest.raises(KDForgeError, match="classifier teacher"):
-        DataFreeKD(MLP((1, 8, 8), 10), teacher, DistillConfig(), {"x": torch.zeros(2, 1, 8, 8)})
+        DataFreeKD(MLP((1, 8, 8), 10), teacher, DistillConfig(), {"x": torch.zeros(2, 1, 8, 8)}, DataFreeConfig())

@@ -47,7 +47,7 @@ def test_neighbour_recall_is_one_for_identical_and_rotation_invariant():
 
 def test_embedding_recipe_end_to_end(tiny_bert_dir, tmp_path):  # noqa: F811
     from kdforge.recipe_file import parse_recipe
-    from kdforge.pipeline import run_recipe
+    from kdforge.workflows import run_recipe
 
     rows = "\n".join(f"{'cats purr softly' if i % 2 else 'dogs bark loudly'} number {i},{'a' if i % 2 else 'b'}" for i in range(60))
     (tmp_path / "d.csv").write_text("text,label\n" + rows)

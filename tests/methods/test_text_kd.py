@@ -7,7 +7,7 @@ from kdforge.data.text import TokenDataset
 from kdforge.methods.standard import StandardKD
 from kdforge.models.hf import load_hf
 from kdforge.models.students import shrink_width
-from kdforge.pipeline import probe_batch
+from kdforge.train.batching import probe_batch
 from kdforge.train.loop import fit
 from tests.hf_tiny import tiny_bert_dir  # noqa: F401  (fixture)
 

@@ -49,7 +49,7 @@ def test_recipe_bias_calibration_reports_before_and_after(tmp_path):
     import json
 
     from kdforge.recipe_file import parse_recipe
-    from kdforge.pipeline import run_recipe
+    from kdforge.workflows import run_recipe
 
     recipe = parse_recipe({
         "run_dir": str(tmp_path / "run"), "data": {"name": "digits", "omit_classes": [3]},

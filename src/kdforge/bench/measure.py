@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kdforge.compress.export import ort_session
+from kdforge.compress.quantize import input_dtype
 from kdforge.errors import KDForgeError
 from kdforge.train.evaluate import model_device
 
@@ -44,8 +46,6 @@ def load_artifact(obj: Any, threads: int | None = None) -> tuple[str, Any]:
             path = path / "model.onnx"
         if path.suffix != ".onnx" or not path.is_file():
             raise KDForgeError(f"bench: {path} is not an .onnx file (or a folder with model.onnx)")
-        from kdforge.compress.export import ort_session
-
         sess = ort_session(path, threads or torch.get_num_threads())
         sess.kdforge_path = path
         return "onnx", sess
@@ -63,8 +63,6 @@ def make_runner(kind: str, obj: Any) -> Runner:
             return torch.from_numpy(obj.run(None, {name: x.numpy()})[0])
 
         return run_onnx
-    from kdforge.compress.quantize import input_dtype
-
     dtype, device = input_dtype(obj), model_device(obj)
 
     def run_torch(x: torch.Tensor) -> torch.Tensor:  # on the model's own device; the output stays there

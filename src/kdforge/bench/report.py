@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from kdforge.bench.deploy import report_lines
+from kdforge.bench.measure import make_runner, stack_inputs
 from kdforge.bench.plots import make_plots
 from kdforge.rundir import write_text
 
@@ -65,8 +66,6 @@ def table_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 @torch.no_grad()
 def soft_target_similarity(teacher, dataset, temperature: float = 4.0) -> torch.Tensor:
     """(C, C): row i = the teacher's softmax(z / T) averaged over samples of class i."""
-    from kdforge.bench.measure import make_runner, stack_inputs
-
     run = make_runner("torch", teacher.eval())
     x = stack_inputs(dataset, len(dataset))
     y = torch.as_tensor([int(dataset[i][1]) for i in range(len(dataset))])

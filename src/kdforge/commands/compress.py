@@ -58,8 +58,9 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, help="No progress output."),
     ) -> None:
         """Run compression stages (quantize / prune / lowrank / recover / export) with gates on a run's student."""
-        from kdforge.compress_stages import compress_recipe, load_run
         from kdforge.rundir import run_dir_lock
+        from kdforge.workflows.compress import compress_recipe, load_run
+        from kdforge.workflows.standard import render_report
 
         recipe, data, student, teacher = load_run(run_dir)
         chosen = parse_stages(stage, stages, recipe.compress)
@@ -70,8 +71,9 @@ def register(app: typer.Typer) -> None:
                 shutil.rmtree(run_dir / "compress", ignore_errors=True)
             metrics_path = run_dir / "metrics.json"
             results = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+            preamble = render_report(recipe, results) if "student_stage" in results else None  # the run's own table first
             results = compress_recipe(recipe.model_copy(update={"compress": chosen}), run_dir, student, teacher, data,
-                                      results, quiet=quiet)
+                                      results, quiet=quiet, preamble=preamble)
         last = results["compress"]["stages"][-1]
         acc = last.get("gate_accuracy", last["metrics"]["accuracy"])
         typer.echo(f"compressed: {len(chosen)} stages, final test accuracy {acc:.4f}; report {run_dir / 'report.html'}")
@@ -102,7 +104,7 @@ def register(app: typer.Typer) -> None:
             if not path.exists():
                 raise KDForgeError(f"bench: {path} does not exist")
             if (path / "recipe.yaml").is_file():
-                from kdforge.compress_stages import load_run
+                from kdforge.workflows.compress import load_run
 
                 recipe, bundle, student, _ = load_run(path)
                 dataset = dataset or (load_data(DataConfig(name=data), recipe.seed).test if data else bundle.test)
@@ -127,7 +129,7 @@ def register(app: typer.Typer) -> None:
     def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
         """(Re)write report.md and report.html for a run directory."""
         from kdforge.bench.report import write_report
-        from kdforge.compress_stages import load_run
+        from kdforge.workflows.compress import load_run
 
         _, data, _, teacher = load_run(run_dir)
         typer.echo(f"report: {write_report(run_dir, teacher=teacher, data=data)}")

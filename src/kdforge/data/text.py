@@ -19,6 +19,7 @@ from kdforge.data.base import DataBundle
 from kdforge.data.checks import (check_classes, check_omit_range, check_present, class_names, label_strings, read_frame,
                                  read_text, require_column, stratified_split)
 from kdforge.errors import KDForgeError
+from kdforge.models.hf import load_tokenizer
 from kdforge.registry import DATASETS
 
 
@@ -58,8 +59,6 @@ def tokenize(texts: list[str], tokenizer, max_length: int) -> torch.Tensor:
 
 
 def _tokenizer(cfg):
-    from kdforge.models.hf import load_tokenizer
-
     if not cfg.tokenizer:
         raise KDForgeError(f"data.tokenizer: dataset {cfg.name!r} needs a tokenizer (a model folder or alias, e.g. minilm-l6)")
     return load_tokenizer(cfg.tokenizer, field="data.tokenizer")

@@ -10,8 +10,8 @@ to produce inputs that the frozen teacher classifies
   - optionally where student and teacher still disagree (adversarial, DFAD, Fang et al. 2019),
 while the student learns KL(p_t ‖ p_s) on the generated inputs only.
 
-How it plugs into the one loop: the loop iterates over a dataset, so the driver
-feeds it `NoiseSeeds` — N placeholder items, no images. `step` ignores their
+How it plugs into the one loop: the loop iterates over a dataset, so the workflow
+(kdforge.workflows.data_free) feeds it `NoiseSeeds` — N placeholder items, no images. `step` ignores their
 content and draws z from torch's global RNG, which the loop seeds and
 checkpoints (so a resumed run draws the same noise). Generator and student are
 both in `trainable`: one optimizer, one step. The student's loss sees the
@@ -25,7 +25,6 @@ image datasets are scaled to [0, 1].
 """
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -104,11 +103,9 @@ def information_entropy_loss(t_logits: Tensor) -> Tensor:
 class DataFreeKD(Method):
     """Generator + student trained together from a frozen classifier teacher; `cfg` is distill:, `options` data_free:."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | Teacher, cfg, probe: dict[str, Tensor], options=None):
+    def __init__(self, student: nn.Module, teacher: nn.Module | Teacher, cfg, probe: dict[str, Tensor], options):
         super().__init__()
-        from kdforge.config import DataFreeConfig
-
-        self.opt = options or DataFreeConfig()
+        self.opt = options  # the recipe's data_free: section (config.DataFreeConfig)
         self.teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher)
         shape = tuple(probe["x"].shape[1:])
         try:
@@ -162,29 +159,3 @@ class DataFreeKD(Method):
         s_logits = self.student(x.detach())  # (B, C): the student sees generated inputs only
         losses["kd"] = kl_to_targets(s_logits, F.softmax(t_logits.detach() / o.temperature, -1), o.temperature)
         return losses
-
-    @staticmethod
-    def run_recipe(recipe, *, resume: bool = False, force: bool = False, quiet: bool = False) -> dict:
-        """Teacher (trained on the data here unless `teacher.checkpoint` is given) -> generator + student on noise."""
-        from kdforge.data import load_data
-        from kdforge.methods import _driver
-        from kdforge.models.build import build_model
-
-        data = load_data(recipe.data, recipe.seed)
-        teacher = build_model(recipe.teacher, data.input_shape, data.num_classes, "teacher", recipe.seed)
-        student = build_model(recipe.student, data.input_shape, data.num_classes, "student", recipe.seed + 1)
-        probe = {"x": torch.zeros(2, *data.input_shape)}  # shapes only: no training sample is read
-        DataFreeKD(copy.deepcopy(student), copy.deepcopy(teacher), recipe.distill, probe, recipe.data_free)
-        run_dir = _driver.open_run(recipe, resume=resume, force=force)
-        results: dict = {"seed": recipe.seed, "method": "data_free"}
-        if not recipe.teacher.checkpoint:
-            results["teacher_stage"] = _driver.train_supervised("teacher", teacher, data, recipe.teacher.train,
-                                                                run_dir, recipe.seed, quiet)
-        method = DataFreeKD(student, teacher, recipe.distill, probe, recipe.data_free)
-        seeds = NoiseSeeds(recipe.data_free.batches_per_epoch * recipe.distill.batch_size)
-        results["student_stage"] = _driver.run_stage("student", run_dir, method, seeds, data.val, recipe.distill,
-                                                     recipe.seed, quiet=quiet)
-        rows = {"teacher": _driver.test_row(teacher, data), "student": _driver.test_row(student, data)}
-        results.update(models=rows, teacher=rows["teacher"], student=rows["student"],
-                       student_over_teacher=rows["student"]["accuracy"] / max(rows["teacher"]["accuracy"], 1e-12))
-        return _driver.finish_run(run_dir, recipe, results)

@@ -20,7 +20,6 @@ from kdforge import losses as L
 from kdforge.methods.base import Method
 from kdforge.registry import METHODS
 from kdforge.teacher import Teacher
-from kdforge.train import distributed as dist
 from kdforge.train.evaluate import model_device
 
 
@@ -51,11 +50,6 @@ class EmbeddingKD(Method):
         for term in cfg.losses:
             key = {"hint": "mse", "similarity": "relation"}.get(term.kind, "cosine")
             self.weights[key] += term.weight
-
-    @staticmethod
-    def run_recipe(recipe, *, resume: bool = False, force: bool = False, quiet: bool = False) -> dict:
-        """Pipeline driver: embedding recipes select on validation cosine and report embedding metrics."""
-        return run_embedding_recipe(recipe, resume=resume, force=force, quiet=quiet)
 
     def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         x = batch["x"]
@@ -133,44 +127,4 @@ def cosine_metric(teacher: nn.Module):
     return metric
 
 
-def run_embedding_recipe(recipe, *, resume: bool = False, force: bool = False, quiet: bool = False) -> dict:
-    """Data -> teacher / student embedders (`task: embed`) -> distill -> test embedding metrics -> run dir."""
-    from pathlib import Path
-
-    from kdforge.data import load_data
-    from kdforge.errors import KDForgeError
-    from kdforge.methods._driver import open_run
-    from kdforge.models.build import build_model
-    from kdforge.models.small import count_parameters
-    from kdforge.pipeline import probe_batch
-    from kdforge.rundir import write_json, write_text
-    from kdforge.train.loop import fit
-
-    for role in ("teacher", "student"):
-        sec = getattr(recipe, role)
-        if sec.name != "hf" or sec.task != "embed":
-            raise KDForgeError(f"{role}: method embedding needs `name: hf` with `task: embed`")
-    data = load_data(recipe.data, recipe.seed)
-    teacher = build_model(recipe.teacher, data.input_shape, data.num_classes, "teacher", recipe.seed)
-    student = build_model(recipe.student, data.input_shape, data.num_classes, "student", recipe.seed + 1)
-    method = EmbeddingKD(student, teacher, recipe.distill, probe_batch(data.train))
-    run_dir = open_run(recipe, resume=resume, force=force)  # rank 0 opens it, the others wait
-    res = fit(method, data.train, data.val, recipe.distill, run_dir / "student", recipe.seed,
-              metric_fn=cosine_metric(teacher), select="cosine", desc="student", quiet=quiet)
-    test = embedding_metrics(method.student, teacher, data.train, data.test)
-    results = {"seed": recipe.seed, "method": "embedding", "best_epoch": res.best["epoch"],
-               "teacher": {"params": count_parameters(teacher), "accuracy": test["teacher_probe_accuracy"]},
-               "student": {**test, "params": count_parameters(method.student), "accuracy": test["probe_accuracy"]}}
-    if not dist.context().is_main:
-        return results
-    write_json(run_dir / "metrics.json", results)
-    write_text(run_dir / "report.md", "\n".join([
-        f"# kdforge run — {recipe.data.name}, method embedding, seed {recipe.seed}", "",
-        "| model | params | mean cosine to teacher | recall@10 | linear-probe accuracy |", "|---|---:|---:|---:|---:|",
-        f"| teacher | {results['teacher']['params']:,} | 1 | 1 | {test['teacher_probe_accuracy']:.4f} |",
-        f"| student | {results['student']['params']:,} | {test['cosine']:.4f} | {test['recall@10']:.4f} | {test['probe_accuracy']:.4f} |",
-    ]) + "\n")
-    return results
-
-
-__all__ = ["EmbeddingKD", "run_embedding_recipe", "Projected", "cosine_metric", "embed", "embedding_metrics", "linear_probe", "neighbour_recall"]
+__all__ = ["EmbeddingKD", "Projected", "cosine_metric", "embed", "embedding_metrics", "linear_probe", "neighbour_recall"]

@@ -7,8 +7,6 @@ then the kd term is α · T²·KL(p ‖ p_s) + (1 − α) · CE(z_s, y), as for 
 """
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -78,39 +76,3 @@ class MultiTeacherKD(Method):
             kd = kl_to_targets(s_logits, self.soft_targets(t_logits, term.temperature), term.temperature)
             out["kd"] = term.weight * (term.alpha * kd + (1 - term.alpha) * F.cross_entropy(s_logits, y))
         return out
-
-    @staticmethod
-    def run_recipe(recipe, *, resume: bool = False, force: bool = False, quiet: bool = False) -> dict:
-        """Train (or load) every teacher of `ensemble:` as stage teacher{k}, then the student from their ensemble."""
-        from kdforge.data import load_data
-        from kdforge.methods import _driver
-        from kdforge.models.build import build_model
-        from kdforge.pipeline import probe_batch
-        from kdforge.stages import train_stage
-        from kdforge.train.evaluate import predict
-
-        e = recipe.ensemble
-        data = load_data(recipe.data, recipe.seed)
-        cfgs = list(e.teachers) if e.teachers is not None else [recipe.teacher] * e.count
-        teachers = [build_model(c, data.input_shape, data.num_classes, f"ensemble.teachers.{k}", recipe.seed + 100 * k)
-                    for k, c in enumerate(cfgs)]
-        student = build_model(recipe.student, data.input_shape, data.num_classes, "student", recipe.seed + 1)
-        probe = probe_batch(data.train)
-        opts = dict(weighting=e.weighting, weights=e.weights)
-        MultiTeacherKD(copy.deepcopy(student), copy.deepcopy(teachers), recipe.distill, probe, **opts)  # checks
-        run_dir = _driver.open_run(recipe, resume=resume, force=force)
-        results: dict = {"seed": recipe.seed, "method": "multi_teacher", "teacher_stages": {}}
-        rows = {}
-        for k, (c, t) in enumerate(zip(cfgs, teachers)):
-            if not c.checkpoint:
-                results["teacher_stages"][f"teacher{k}"] = _driver.train_supervised(
-                    f"teacher{k}", t, data, c.train, run_dir, recipe.seed + 100 * k, quiet)
-            rows[f"teacher{k}"] = _driver.test_row(t, data)
-        method = MultiTeacherKD(student, teachers, recipe.distill, probe, **opts)
-        logits = torch.stack([predict(t, data.test)[0] for t in teachers])  # (K, N, C)
-        y = predict(teachers[0], data.test)[1]
-        rows["teacher_ensemble"] = {"accuracy": (method.soft_targets(logits, 1.0).argmax(-1) == y).float().mean().item()}
-        results["student_stage"] = train_stage("student", run_dir, method, data, recipe.distill, recipe.seed, quiet=quiet)
-        rows["student"] = _driver.test_row(student, data)
-        results.update(models=rows, student=rows["student"])
-        return _driver.finish_run(run_dir, recipe, results)

@@ -7,12 +7,10 @@ optimizer updates every peer each step (the simultaneous variant of DML; each
 peer's KL target is detached, so its loss moves that peer only).
 
 `student` is peer 0: the loop selects and saves it on validation accuracy. The
-recipe driver also logs every peer's validation accuracy each epoch and tests
+workflow (kdforge.workflows.mutual) also logs every peer's validation accuracy each epoch and tests
 every peer (peer 0 at its best epoch, the others at the last epoch).
 """
 from __future__ import annotations
-
-import copy
 
 from torch import Tensor, nn
 
@@ -66,33 +64,3 @@ class MutualLearning(Method):
                 out.update(m)
             out[f"peer{k}_accuracy"] = m["accuracy"]
         return out
-
-    @staticmethod
-    def run_recipe(recipe, *, resume: bool = False, force: bool = False, quiet: bool = False) -> dict:
-        """Build the peers from `mutual:`, train them together in stage `peers/`, test each."""
-        from kdforge.data import load_data
-        from kdforge.methods import _driver
-        from kdforge.models.build import build_model
-        from kdforge.pipeline import probe_batch
-        from kdforge.train.checkpoint import load_checkpoint
-
-        data = load_data(recipe.data, recipe.seed)
-        m = recipe.mutual
-        cfgs = list(m.peers) if m.peers is not None else [recipe.student] * m.count
-        models = [build_model(c, data.input_shape, data.num_classes, f"mutual.peers.{k}", recipe.seed + 1 + k)
-                  for k, c in enumerate(cfgs)]
-        probe = probe_batch(data.train)
-        method = MutualLearning(models[0], None, recipe.distill, probe, peers=models[1:],
-                                temperature=m.temperature, weight=m.weight)
-        run_dir = _driver.open_run(recipe, resume=resume, force=force)
-        stage = _driver.run_stage(
-            "peers", run_dir, method, data.train, data.val, recipe.distill, recipe.seed, quiet=quiet,
-            metric_fn=lambda model, ds, dev: method.peer_metrics(ds, dev),
-        )
-        if (run_dir / "peers/checkpoints/last").exists():  # peers 1.. at their last epoch; peer 0 at its best
-            best0 = copy.deepcopy(models[0].state_dict())
-            load_checkpoint(run_dir / "peers/checkpoints/last", method.trainable)
-            models[0].load_state_dict(best0)
-        rows = {f"peer{k}": _driver.test_row(p, data) for k, p in enumerate(models)}
-        results = {"seed": recipe.seed, "method": "mutual", "student_stage": stage, "models": rows, "student": rows["peer0"]}
-        return _driver.finish_run(run_dir, recipe, results)

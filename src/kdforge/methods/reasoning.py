@@ -99,8 +99,6 @@ class MultiTaskExamples(Dataset):
 class ReasoningKD(Method):
     """Multi-task rationale + answer training on filtered teacher generations (see module docstring)."""
 
-    run_recipe = TokenKD.run_recipe
-
     def __init__(self, student: nn.Module, teacher, cfg, probe=None, *, tokenizers=(None, None), data=None,
                  examples: list[dict] | None = None, length: int = 128):
         super().__init__()

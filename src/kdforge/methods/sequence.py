@@ -95,13 +95,6 @@ def sample(model, ids: Tensor, new_tokens: int, *, greedy: bool = False, tempera
 class TokenKD(Method):
     """Token-level KD on the data (teacher scores every position of the given text)."""
 
-    @staticmethod
-    def run_recipe(recipe, **kw):
-        """Pipeline driver hook: LM recipes are run by kdforge.lm_run (perplexity, not accuracy)."""
-        from kdforge.lm_run import run_lm_recipe
-
-        return run_lm_recipe(recipe, **kw)
-
     def __init__(self, student: nn.Module, teacher, cfg, probe: dict[str, Tensor], *, tokenizers=(None, None)):
         super().__init__()
         self.cfg, self.lm = cfg, cfg.lm

@@ -6,14 +6,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+import kdforge.models  # noqa: F401  (registers built-in models)
 from kdforge.errors import KDForgeError
 from kdforge.registry import MODELS
 
 
 def build_model(cfg, input_shape: tuple[int, ...], num_classes: int, role: str, seed: int) -> nn.Module:
     """Builds `cfg.name` with the section's options; loads `cfg.checkpoint` weights when given."""
-    import kdforge.models  # noqa: F401  (registers built-in models)
-
     builder = MODELS.get(cfg.name)
     torch.manual_seed(seed)
     try:

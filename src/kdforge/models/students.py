@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from kdforge.errors import KDForgeError
-from kdforge.models.hf import HFCausalLM, wrap
+from kdforge.models.hf import HFCausalLM, HFClassifier, HFEmbedder, load_hf, wrap
+from kdforge.registry import MODELS
 
 _LAYER = re.compile(r"^(.*?\.layers?\.)(\d+)(\..*)$")  # bert.encoder.layer.3.x / model.layers.3.x
 _SIZE_KEYS = {
@@ -29,8 +30,6 @@ _SIZE_KEYS = {
 
 
 def task_of(wrapper: nn.Module) -> str:
-    from kdforge.models.hf import HFClassifier, HFEmbedder
-
     for cls, task in ((HFClassifier, "classify"), (HFEmbedder, "embed"), (HFCausalLM, "causal_lm")):
         if isinstance(wrapper, cls):
             return task
@@ -115,8 +114,6 @@ def build_hf(input_shape, num_classes: int, hf: str | None = None, task: str | N
              hidden_size=None, intermediate_size=None, num_heads=None, init=None, attentions=None,
              trust_remote_code=None) -> nn.Module:
     """Recipe model `name: hf`: load `hf`, then shrink it when sizes are given (see ModelConfig)."""
-    from kdforge.models.hf import load_hf
-
     if not hf:
         raise KDForgeError("hf: model `name: hf` needs an `hf:` field (local folder, .gguf file or alias)")
     task = task or "classify"
@@ -134,8 +131,6 @@ def build_hf(input_shape, num_classes: int, hf: str | None = None, task: str | N
 
 
 def _register() -> None:
-    from kdforge.registry import MODELS
-
     if "hf" not in MODELS:
         MODELS.register("hf")(build_hf)
 

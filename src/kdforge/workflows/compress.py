@@ -1,4 +1,4 @@
-"""Runs a recipe's `compress:` stages on the distilled student, in order, with gates.
+"""A recipe's `compress:` stages on the distilled student, in order, with gates.
 
 Each stage writes RUN/compress/NN-kind/: `stage.json` (its config, measurements
 and gate verdict), `model.safetensors` for float models, `artifacts/` for
@@ -10,8 +10,10 @@ checkpoint. Changing a stage's config redoes it and every stage after it.
 A failed gate raises GateFailed (exit code 3) naming the stage, the drop and the
 last passing artifact; the failed stage leaves `gate_failed.json`, never `stage.json`.
 
-This module sits beside pipeline.py (it calls training for recovery), so the
-compression verbs themselves never import training.
+Under several processes every rank applies the verbs and trains recovery (a
+training stage like any other), while measuring, exporting, gating and every
+file write happen on rank 0 alone (the others wait). The compression verbs
+themselves never import training; this workflow does.
 """
 from __future__ import annotations
 
@@ -21,13 +23,25 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_model, save_model
 from torch import nn
 
 from kdforge.bench.measure import measure, stack_inputs
-from kdforge.compress import Bf16, Fp16, Int8Dynamic, LowRank, Structured, Unstructured, export, lowrank_, prune_, quantize_
+from kdforge.bench.report import write_report
+from kdforge.compress import export, lowrank_, prune_, quantize_
+from kdforge.compress.config import ExportStage, PruneStage, QuantizeStage, RecoverStage
 from kdforge.compress.export import is_quantized
+from kdforge.config import DistillConfig, KDTerm
+from kdforge.data import load_data
 from kdforge.errors import GateFailed, KDForgeError
+from kdforge.methods.standard import StandardKD
+from kdforge.models.build import build_model, load_checkpoint_file
+from kdforge.recipe_file import load_recipe
 from kdforge.rundir import write_json
+from kdforge.stages import train_stage
+from kdforge.train import distributed as dist
+from kdforge.train.batching import probe_batch
+from kdforge.workflows.run import on_main
 
 BENCH = dict(batch_sizes=(1, 32), warmup=3, repeats=15, threads=1)
 
@@ -53,33 +67,21 @@ def baseline(root: Path, student: nn.Module, teacher: nn.Module | None, data) ->
 
 
 def apply_stage(stage, model: nn.Module, example: torch.Tensor) -> nn.Module:
-    """The stage's verb on a copy of `model` (quantize / prune / lowrank)."""
+    """The stage's verb (quantize_ / prune_ / lowrank_ by its `verb_config()`) on a copy of `model`."""
     model = copy.deepcopy(model)
-    if stage.kind == "quantize":
-        if is_quantized(model):
-            raise KDForgeError("compress quantize: the model is already INT8-quantized by an earlier stage")
-        cfg = {"int8_dynamic": Int8Dynamic(per_channel=stage.per_channel), "fp16": Fp16(), "bf16": Bf16()}[stage.method]
-        return quantize_(model, cfg)
     if is_quantized(model):
+        if stage.kind == "quantize":
+            raise KDForgeError("compress quantize: the model is already INT8-quantized by an earlier stage")
         raise KDForgeError(f"compress {stage.kind}: runs on a float model; put quantize after {stage.kind} in the stage list")
-    if stage.kind == "prune":
-        cfg = Structured(stage.amount) if stage.method == "structured" else Unstructured(stage.amount, stage.scope)
-        return prune_(model, cfg, example_inputs=example)
-    if stage.kind == "lowrank":
-        return lowrank_(model, LowRank(rank=stage.rank, energy=stage.energy))
-    raise AssertionError(stage.kind)
+    verb = {"quantize": quantize_, "lowrank": lowrank_}.get(stage.kind)
+    if verb is not None:
+        return verb(model, stage.verb_config())
+    return prune_(model, stage.verb_config(), example_inputs=example)
 
 
 def recover(stage, name: str, root: Path, model: nn.Module, teacher: nn.Module | None, before: nn.Module | None,
             data, seed: int, quiet: bool) -> dict:
     """Distillation recovery through the one training loop (method 'standard')."""
-    from kdforge.config import DistillConfig, KDTerm
-    from kdforge.registry import METHODS
-    from kdforge.stages import train_stage
-    from kdforge.train.batching import collate_indexed
-
-    import kdforge.methods  # noqa: F401  (registers methods)
-
     if not _is_plain_float(model):
         raise KDForgeError("compress recover: needs a float32 model; put recover before quantize")
     source = teacher if stage.source == "teacher" else before
@@ -88,85 +90,94 @@ def recover(stage, name: str, root: Path, model: nn.Module, teacher: nn.Module |
         raise KDForgeError(f"compress recover: source {stage.source!r} is unavailable ({what})")
     cfg = DistillConfig(epochs=stage.epochs, lr=stage.lr, batch_size=stage.batch_size,
                         losses=[KDTerm(temperature=stage.temperature, alpha=stage.alpha)])
-    probe = collate_indexed([(i, data.train[i]) for i in range(min(8, len(data.train)))])
-    method = METHODS.build("standard", model, copy.deepcopy(source), cfg, probe)
+    method = StandardKD(model, copy.deepcopy(source), cfg, probe_batch(data.train))
     return train_stage(name, root, method, data, cfg, seed, quiet=quiet)
 
 
+def _cached_records(root: Path, stages) -> list[dict | None]:
+    """stage.json of each stage that can be reused: same config, and every stage before it reused too."""
+    out: list[dict | None] = []
+    for i, stage in enumerate(stages):
+        path = root / f"{i:02d}-{stage.kind}" / "stage.json"
+        rec = json.loads(path.read_text()) if path.exists() and (not out or out[-1] is not None) else None
+        out.append(rec if rec is not None and rec["config"] == stage.model_dump(mode="json") else None)
+    return out
+
+
+def _prepare(root: Path, stages, cached: list, student, teacher, data) -> dict:
+    """Rank 0: the baseline, and the folders of stale stages removed (an older config, or a longer list)."""
+    root.mkdir(parents=True, exist_ok=True)
+    keep = {f"{i:02d}-{st.kind}" for i, (st, rec) in enumerate(zip(stages, cached)) if rec is not None}
+    for old in root.glob("[0-9][0-9]-*"):
+        if old.is_dir() and old.name not in keep:
+            shutil.rmtree(old)
+    return baseline(root, student, teacher, data)
+
+
 def run_compress(stages, run_dir: Path, student: nn.Module, teacher: nn.Module | None, data, *,
-                 seed: int = 0, quiet: bool = False) -> dict:
+                 seed: int = 0, quiet: bool = False, ctx: dist.Context | None = None) -> dict:
     """Apply `stages` (compress stage configs) to a copy of `student`; returns the summary
-    written to RUN/compress/summary.json: baseline, one record per stage, last passing artifact."""
+    written to RUN/compress/summary.json: baseline, one record per stage, last passing artifact.
+    Every rank gets the summary only on rank 0 (None elsewhere)."""
     for i, stage in enumerate(stages):  # every gate's reference must exist before anything is written
         if stage.max_accuracy_drop is not None and stage.against == "teacher" and teacher is None:
             raise KDForgeError(f"compress {i:02d}-{stage.kind}: the gate compares with the teacher, but this run has "
                                "no teacher model; use against: student or previous")
+    ctx = ctx or dist.context()
     root = Path(run_dir) / "compress"
-    root.mkdir(parents=True, exist_ok=True)
-    base = baseline(root, student, teacher, data)
+    cached = _cached_records(root, stages)  # read by every rank before rank 0 changes anything
+    ctx.barrier()
+    base = on_main(ctx, _prepare, root, stages, cached, student, teacher, data)
     example = stack_inputs(data.val, 8)  # (8, ...) for tracing and ONNX parity
     model = copy.deepcopy(student).eval()
     fp32_model, before_structural = model, None
-    prev_acc = base["student"]["accuracy"]
     summary = {"baseline": base, "stages": [], "last_passing": "student"}
-    dirty = False  # once a stage is recomputed, every later cached result is stale
-    names = {f"{i:02d}-{st.kind}" for i, st in enumerate(stages)}
-    for old in root.glob("[0-9][0-9]-*"):
-        if old.is_dir() and old.name not in names:
-            shutil.rmtree(old)  # stages of an earlier, longer or different list
     for i, stage in enumerate(stages):
-        name = f"{i:02d}-{stage.kind}"
+        name, record = f"{i:02d}-{stage.kind}", cached[i]
         d = root / name
-        config = stage.model_dump(mode="json")
-        cached_path = d / "stage.json"
-        cached = json.loads(cached_path.read_text()) if cached_path.exists() and not dirty else None
-        if cached is not None and cached["config"] != config:
-            cached = None
-        dirty |= cached is None
-        if cached is None and d.exists():
-            shutil.rmtree(d)  # stale results of an older config (a recover folder would be skipped otherwise)
-        if not quiet:
-            print(f"compress {name}: {'cached' if cached else 'running'}")
+        if not quiet and ctx.is_main:
+            print(f"compress {name}: {'cached' if record else 'running'}")
         notes: list[str] = []
-
         if stage.kind in ("prune", "lowrank"):
             before_structural = model
         if stage.kind in ("quantize", "prune", "lowrank"):
             model = apply_stage(stage, model, example)
-            if cached is not None and (d / "model.safetensors").exists():
-                from safetensors.torch import load_model
-
+            if record is not None and (d / "model.safetensors").exists():
                 load_model(model, str(d / "model.safetensors"))
-        elif stage.kind == "recover":
+        elif stage.kind == "recover":  # trained by every rank, like any training stage
             model = copy.deepcopy(model)
             notes.append(f"trained {recover(stage, name, root, model, teacher, before_structural, data, seed, quiet)['steps']} steps")
             model.eval()
-
-        if cached is not None:
-            record = cached
-        else:
-            record = {"name": name, "kind": stage.kind, "config": config, "notes": notes}
-            if stage.kind == "export":
-                record.update(_export_stage(stage, d, model, fp32_model, example, data))
-            else:
-                record["metrics"] = _measure(model, data)
-            acc = record.get("gate_accuracy", record["metrics"]["accuracy"])
-            ref = {"student": base["student"]["accuracy"], "teacher": base.get("teacher", {}).get("accuracy"),
-                   "previous": prev_acc}[stage.against]
-            record["gate"] = _gate(stage, name, acc, ref, summary["last_passing"], d, record)
-            if stage.kind != "export" and _is_plain_float(model):
-                from safetensors.torch import save_model
-
-                d.mkdir(parents=True, exist_ok=True)
-                save_model(model, str(d / "model.safetensors"))
-            write_json(cached_path, record)
-        prev_acc = record.get("gate_accuracy", record["metrics"]["accuracy"])
+        if record is None:
+            record = on_main(ctx, _measure_and_gate, stage, name, d, model, fp32_model, example, data, summary, notes)
         if _is_plain_float(model):
             fp32_model = model
-        summary["last_passing"] = str(d)
-        summary["stages"].append(record)
-        write_json(root / "summary.json", summary)
-    return summary
+        if ctx.is_main:
+            summary["last_passing"] = str(d)
+            summary["stages"].append(record)
+            write_json(root / "summary.json", summary)
+    return summary if ctx.is_main else None
+
+
+def _measure_and_gate(stage, name: str, d: Path, model, fp32_model, example, data, summary: dict, notes: list) -> dict:
+    """Rank 0: measure (or export and measure) the stage's model, gate it, save it; its stage.json record."""
+    base = summary["baseline"]
+    prev = summary["stages"][-1] if summary["stages"] else None
+    prev_acc = prev.get("gate_accuracy", prev["metrics"]["accuracy"]) if prev else base["student"]["accuracy"]
+    record = {"name": name, "kind": stage.kind, "config": stage.model_dump(mode="json"), "notes": notes}
+    if stage.kind == "export":
+        record.update(_export_stage(stage, d, model, fp32_model, example, data))
+    else:
+        record["metrics"] = _measure(model, data)
+    acc = record.get("gate_accuracy", record["metrics"]["accuracy"])
+    ref = {"student": base["student"]["accuracy"], "teacher": base.get("teacher", {}).get("accuracy"),
+           "previous": prev_acc}[stage.against]
+    record["gate"] = _gate(stage, name, acc, ref, summary["last_passing"], d, record)
+    if stage.kind != "export" and _is_plain_float(model):
+        d.mkdir(parents=True, exist_ok=True)
+        save_model(model, str(d / "model.safetensors"))
+    write_json(d / "stage.json", record)
+    return record
 
 
 def _gate(stage, name: str, acc: float, ref: float | None, last: str, d: Path, record: dict) -> dict | None:
@@ -207,38 +218,34 @@ def _export_stage(stage, d: Path, model: nn.Module, fp32_model: nn.Module, examp
 
 
 def compress_recipe(recipe, run_dir: Path, student: nn.Module, teacher: nn.Module | None, data, results: dict,
-                    *, quiet: bool = False) -> dict:
-    """Called at the end of run_recipe: runs `recipe.compress`, stores the summary under
-    results["compress"] in metrics.json and writes the HTML/Markdown report, also when a gate fails."""
-    from kdforge.bench.report import write_report
-
+                    *, quiet: bool = False, preamble: str | None = None, ctx: dist.Context | None = None) -> dict:
+    """Run `recipe.compress`, store the summary under results["compress"] in metrics.json and write
+    report.md/.html (`preamble`, e.g. the run's own summary table, first), also when a gate fails."""
+    ctx = ctx or dist.context()
+    run_dir = Path(run_dir)
     failed: GateFailed | None = None
     try:
-        results["compress"] = run_compress(recipe.compress, Path(run_dir), student, teacher, data,
-                                           seed=recipe.seed, quiet=quiet)
-    except GateFailed as e:
+        results["compress"] = run_compress(recipe.compress, run_dir, student, teacher, data, seed=recipe.seed,
+                                           quiet=quiet, ctx=ctx)
+    except GateFailed as e:  # raised on rank 0 (the other ranks have stopped with a KDForgeError)
         failed = e
-        summary_path = Path(run_dir) / "compress" / "summary.json"
+        summary_path = run_dir / "compress" / "summary.json"
         results["compress"] = {**json.loads(summary_path.read_text()), "gate_failed": str(e)} if summary_path.exists() \
             else {"gate_failed": str(e)}
-    write_json(Path(run_dir) / "metrics.json", results)
-    preamble = None
-    if "student_stage" in results:  # a run_recipe run: keep its own summary at the top of report.md
-        from kdforge.pipeline import render_report
 
-        preamble = render_report(recipe, results)
-    write_report(Path(run_dir), teacher=teacher, data=data, preamble=preamble)
+    def write() -> None:
+        write_json(run_dir / "metrics.json", results)
+        write_report(run_dir, teacher=teacher, data=data, preamble=preamble)
+
     if failed is not None:
+        write()
         raise failed
+    on_main(ctx, write)
     return results
 
 
 def load_run(run_dir: Path):
     """(recipe, data, student, teacher) of a finished run directory, weights loaded from its best checkpoints."""
-    from kdforge.recipe_file import load_recipe
-    from kdforge.data import load_data
-    from kdforge.models.build import build_model, load_checkpoint_file
-
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.yaml").is_file():
         raise KDForgeError(f"{run_dir}: not a kdforge run directory (no recipe.yaml)")
@@ -264,8 +271,6 @@ def load_run(run_dir: Path):
 
 def demo_stages(quick: bool) -> list:
     """What `kdforge demo` does after distillation: prune, recover, INT8, ONNX (fp32 + INT8)."""
-    from kdforge.compress.config import ExportStage, PruneStage, QuantizeStage, RecoverStage
-
     return [PruneStage(amount=0.5), RecoverStage(epochs=2 if quick else 10, lr=5e-3),
             QuantizeStage(method="int8_dynamic"), ExportStage(formats=["onnx", "onnx-int8"])]
 
@@ -273,8 +278,6 @@ def demo_stages(quick: bool) -> list:
 def demo_compress(out: Path, teacher: nn.Module, student: nn.Module, data, results: dict, *, quick: bool,
                   preamble: str) -> dict:
     """Compress the demo's KD student, add the summary to metrics.json and write report.md/.html."""
-    from kdforge.bench.report import write_report
-
     results["compress"] = run_compress(demo_stages(quick), Path(out), student, teacher, data, quiet=True)
     write_json(Path(out) / "metrics.json", results)
     write_report(Path(out), teacher=teacher, data=data, preamble=preamble)

@@ -1,0 +1,85 @@
+"""Workflow of methods `standard` and `supervised` (config.CLASSIFY_METHODS): a classifier
+teacher (trained here unless a checkpoint is given) -> distilled student -> test
+metrics -> optional logit-bias calibration -> compress stages -> report.
+
+Everything that can be checked is checked before the run directory is written,
+so bad input never leaves a half-written run.
+"""
+from __future__ import annotations
+
+import copy
+
+from kdforge.config import CLASSIFY_METHODS
+from kdforge.data import load_data
+from kdforge.inputs import check_models
+from kdforge.models.build import build_model
+from kdforge.registry import METHODS, WORKFLOWS
+from kdforge.stages import train_stage, train_supervised
+from kdforge.store import open_or_write
+from kdforge.store import preflight as store_preflight
+from kdforge.train.batching import probe_batch
+from kdforge.train.calibrate import LogitBias, calibrate_bias
+from kdforge.tuning import resolve_auto
+from kdforge.workflows.compress import compress_recipe
+from kdforge.workflows.run import Run, eval_row, report_markdown
+
+
+def run_standard(recipe, *, resume: bool = False, force: bool = False, quiet: bool = False) -> dict:
+    data = load_data(recipe.data, recipe.seed)
+    shape, classes = data.input_shape, data.num_classes
+    student = build_model(recipe.student, shape, classes, "student", recipe.seed + 1)
+    needs_teacher = recipe.method != "supervised"
+    teacher = build_model(recipe.teacher, shape, classes, "teacher", recipe.seed) if needs_teacher else None
+    probe = probe_batch(data.train)
+    check_models(teacher, student, data.train, data.val)  # both models run on the data's batches, before anything is written
+    if needs_teacher:  # validate method + layer names + class counts on a throwaway copy
+        METHODS.build(recipe.method, copy.deepcopy(student), copy.deepcopy(teacher), recipe.distill, probe)
+        if recipe.store is not None:  # an existing teacher store must be readable and fit, before anything is written
+            store_preflight(recipe, teacher, data.train)
+
+    run = Run.open(recipe, resume=resume, force=force)
+    results: dict = {"seed": recipe.seed, "method": recipe.method}
+    if needs_teacher:
+        if not recipe.teacher.checkpoint:
+            results["teacher_stage"] = train_supervised("teacher", run.dir, teacher, data, recipe.teacher.train,
+                                                        recipe.seed, quiet=quiet)
+        results["teacher"] = eval_row(teacher, data)
+    source = teacher
+    if recipe.store is not None and needs_teacher:  # training reads the teacher-output store (written once)
+        source = open_or_write(recipe, teacher, data)
+    cfg = recipe.distill
+    if needs_teacher:  # kd temperature/alpha "auto": searched on held-out training data with the live teacher
+        cfg = resolve_auto(cfg, teacher, student, data.train, recipe.seed, run.dir / "auto", method=recipe.method, quiet=quiet)
+    method = METHODS.build(recipe.method, student, source, cfg, probe)
+    results["student_stage"] = train_stage("student", run.dir, method, data, cfg, recipe.seed, quiet=quiet)
+    if needs_teacher:  # teacher work, all ranks and all invocations (a resumed run adds to it): not a metric
+        run.record_work(teacher_forward_samples=method.teacher.samples)
+    omitted = list(recipe.data.omit_classes)
+    results["student"] = eval_row(student, data, omitted)
+    if cfg.bias_calibration != "none":  # Hinton et al. §3: C logit biases fitted on held-out data, weights untouched
+        held_out = data.calib if data.calib is not None else data.val
+        bias = calibrate_bias(student, held_out, teacher if cfg.bias_calibration == "teacher" else None)
+        student = LogitBias(student, bias)
+        results["student_calibrated"] = {**eval_row(student, data, omitted), "bias": bias.tolist()}
+    report = render_report(recipe, results)
+    run.finish(results, report)
+    if recipe.compress:  # compression stages, gates and the HTML report (kdforge.workflows.compress)
+        results = compress_recipe(recipe, run.dir, student, teacher, data, results, quiet=quiet, preamble=report, ctx=run.ctx)
+    return results
+
+
+def render_report(recipe, results: dict) -> str:
+    """report.md of a standard / supervised run: test accuracy, and that on each class the transfer set lacked."""
+    omitted = list(recipe.data.omit_classes)
+    columns = [("test accuracy", "accuracy"), *((f"accuracy on class {c}", f"accuracy_class_{c}") for c in omitted)]
+    rows = {role: results[role] for role in ("teacher", "student", "student_calibrated") if role in results}
+    stage = results["student_stage"]
+    notes = [f"Confidence filter: {int(stage['filtered'])} of {int(stage['seen'])} sample-visits filtered."] \
+        if "filtered" in stage else []
+    return report_markdown(recipe, rows, columns, notes)
+
+
+for _key in CLASSIFY_METHODS:
+    WORKFLOWS.register(_key)(run_standard)
+
+__all__ = ["render_report", "run_standard"]
