@@ -29,7 +29,8 @@ def run_data_free(recipe, *, resume: bool = False, force: bool = False, quiet: b
         results["teacher_stage"] = train_supervised("teacher", run.dir, teacher, data, recipe.teacher.train,
                                                     recipe.seed, quiet=quiet)
     method = DataFreeKD(student, teacher, recipe.distill, probe, recipe.data_free)
-    seeds = NoiseSeeds(recipe.data_free.batches_per_epoch * recipe.distill.batch_size)
+    # batches_per_epoch optimizer steps per epoch whatever the number of processes (each rank takes 1/world)
+    seeds = NoiseSeeds(recipe.data_free.batches_per_epoch * recipe.distill.batch_size * run.ctx.world)
     results["student_stage"] = train_stage("student", run.dir, method, data, recipe.distill, recipe.seed,
                                            quiet=quiet, train=seeds)
     rows = {"teacher": eval_row(teacher, data), "student": eval_row(student, data)}
