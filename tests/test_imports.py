@@ -4,6 +4,7 @@
 Only the command line loads its commands lazily (cli.py, commands/). A lazy import of
 an optional third-party package is allowed anywhere; it is not a kdforge module.
 Imports under `if TYPE_CHECKING:` never run and are left out of the graph.
+Both tests fail on the tree before issue 10's workflow layer (78 local imports; one cycle).
 A package's own `__init__` is not counted as imported by its submodules' imports
 (Python runs it, but it only gathers names; its own imports are edges like any other).
 """
@@ -119,7 +120,13 @@ def test_no_function_local_kdforge_imports():
 
 
 def test_module_graph_is_acyclic():
-    graph = {name: scan(name)[0] for name in MODULES}
+    """Function-local imports count too (outside the CLI), so a cycle cannot hide inside a function:
+    on the tree before the workflow layer this reports config -> methods -> methods.born_again ->
+    methods._driver -> pipeline -> compress_stages -> config."""
+    graph = {}
+    for name in MODULES:
+        top, local = scan(name)
+        graph[name] = top if name == LAZY_OK[0] or name.startswith(LAZY_OK[1]) else top | {t for _, t in local} - {name}
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
