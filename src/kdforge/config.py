@@ -23,6 +23,19 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class AugmentConfig(Strict):
+    """In-domain transfer-set augmentation of text training sets (TinyBERT's DA, Jiao et al. 2020):
+    `n` variants per training text, labelled by the teacher's soft targets (the labels of the
+    variants are left empty, so label terms skip them). Only the training split is augmented."""
+
+    n: int = Field(4, ge=1, description="Variants per training text.")
+    replace: float = Field(0.3, ge=0, le=1, description="Probability that a whole-word token is replaced by one of its nearest "
+                           "neighbours in the teacher's word-embedding space.")
+    neighbours: int = Field(8, ge=1, description="Candidates per word (cosine nearest neighbours among whole-word tokens).")
+    drop: float = Field(0.1, ge=0, lt=1, description="Probability that a word is dropped.")
+    swap: float = Field(0.1, ge=0, le=1, description="Probability that a word swaps places with the next one.")
+
+
 class DataConfig(Strict):
     name: str = Field("digits", description="Dataset registry key: digits | mnist5k | csv.")
     path: str | None = Field(None, description="File for file-backed datasets (csv).")
@@ -40,6 +53,10 @@ class DataConfig(Strict):
     text_column: str = Field("text", description="Text datasets (csv / jsonl): the column holding the text.")
     tokenizer: str | None = Field(None, description="Text datasets: HF tokenizer (local folder, .gguf or alias minilm-l6 | smollm2-135m).")
     max_length: int = Field(128, ge=4, description="Text datasets: tokens per sample (truncated / padded).")
+    val_path: str | None = Field(None, description="Text datasets: a separate validation file (a shipped validation split); "
+                                 "val_fraction then does not apply.")
+    augment: AugmentConfig | None = Field(None, description="Text classification: augment the training split with variants the "
+                                          "teacher labels (needs a teacher with a word-embedding table).")
 
 
 class ModelConfig(Strict):
@@ -59,6 +76,10 @@ class ModelConfig(Strict):
     init: Literal["teacher", "random"] | None = Field(None, description="hf student: weights from `hf` (default) or random init from its config.")
     attentions: bool | None = Field(None, description="hf: expose attention probabilities to taps (attn.<i>); uses eager attention.")
     trust_remote_code: bool | None = Field(None, description="hf: run Python code shipped with the model folder (off unless set; warns).")
+    trim_vocab: bool | None = Field(None, description="hf student: keep only the special tokens and the tokens of the training "
+                                    "(and augmented) corpus in the word embeddings; other ids read [UNK]. The model still takes the "
+                                    "original tokenizer's ids (the remap is inside it, also in HF folders and ONNX graphs).")
+    vocab_min_count: int | None = Field(None, ge=1, description="hf student with trim_vocab: keep tokens seen at least this often (default 1).")
 
     def builder_kwargs(self) -> dict[str, Any]:
         options = self.model_dump(include={"hidden", "channels", "dropout", "hf", "task", "layers", "hidden_size",
@@ -146,7 +167,20 @@ class FeatureTerm(Strict):
     weight: float = Field(1.0, ge=0)
 
 
-TERM_CLASSES = (KDTerm, DKDTerm, DISTTerm, DivergenceTerm, LabelTerm, FeatureTerm)
+class LayerwiseTerm(Strict):
+    """Layer-wise distillation (TinyBERT, Jiao et al. 2020; attention as in MiniLM): every student
+    block's hidden state (through a learned projection) and attention matched to the teacher block
+    the layer map gives, plus the embedding output (hidden.0). HF encoders with `attentions: true`."""
+
+    kind: Literal["layerwise"] = "layerwise"
+    layer_map: Literal["uniform"] = Field("uniform", description="uniform: student block m -> teacher block m·N/M.")
+    weight: float = Field(1.0, ge=0)
+    hidden_weight: float = Field(1.0, ge=0, description="Weight of each hidden-state MSE (projected to the teacher's width).")
+    attention_weight: float = Field(1.0, ge=0, description="Weight of each attention-distribution KL (teacher heads averaged).")
+    embedding_weight: float = Field(1.0, ge=0, description="Weight of the embedding-output MSE (hidden.0).")
+
+
+TERM_CLASSES = (KDTerm, DKDTerm, DISTTerm, DivergenceTerm, LabelTerm, FeatureTerm, LayerwiseTerm)
 LossTerm = Annotated[Union[TERM_CLASSES], Field(discriminator="kind")]
 LOSS_KINDS: tuple[str, ...] = tuple(k for c in TERM_CLASSES for k in get_args(c.model_fields["kind"].annotation))
 
@@ -198,6 +232,9 @@ class DistillConfig(TrainConfig):
         "any omitted classes): to the teacher's probabilities (no labels needed) or to the labels; reported before/after, "
         "and the calibrated student is the one compressed.")
     filter: FilterConfig = Field(default_factory=FilterConfig)
+    intermediate_epochs: int = Field(0, ge=0, description="TinyBERT's two-phase schedule: first this many epochs of the feature "
+                                     "terms alone (layerwise, hint, attention...; live teacher, the original training texts), then "
+                                     "`epochs` of the other terms (kd, ce...). 0: every term together.")
     lm: LMConfig = Field(default_factory=LMConfig, description="Causal-LM distillation settings.")
 
 

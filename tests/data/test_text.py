@@ -69,3 +69,24 @@ def test_test_path_is_the_test_set_and_unknown_labels_are_named(tmp_path, tiny_b
     test.write_text("sentence,topic\nsomething,zebra\n")
     with pytest.raises(KDForgeError, match=r"data.test_path: labels \['zebra'\]"):
         load_data(cfg, 0)
+
+
+def test_val_path_is_the_validation_set(tmp_path, tiny_bert_dir):  # noqa: F811
+    train = _write(tmp_path, "csv")
+    val, test = tmp_path / "val.csv", tmp_path / "test.csv"
+    val.write_text("sentence,topic\n" + "\n".join(f"shipped val {i},{'a' if i % 2 else 'b'}" for i in range(4)))
+    test.write_text("sentence,topic\n" + "\n".join(f"held out {i},{'a' if i % 2 else 'b'}" for i in range(6)))
+    cfg = DataConfig(name="text", path=str(train), val_path=str(val), test_path=str(test), text_column="sentence",
+                     label_column="topic", tokenizer=str(tiny_bert_dir), max_length=16)
+    b = load_data(cfg, 0)
+    assert b.val.texts == [f"shipped val {i}" for i in range(4)] and b.val.y.tolist() == [1, 0, 1, 0]
+    assert b.test.texts == [f"held out {i}" for i in range(6)]
+    assert len(b.train) == 40 and not set(b.train.texts) & set(b.val.texts + b.test.texts)  # every training row trains
+    with pytest.raises(KDForgeError, match="data.val_path: give data.test_path too"):
+        load_data(cfg.model_copy(update={"test_path": None}), 0)
+
+
+def test_csv_dataset_given_a_text_column_points_to_the_text_dataset(tmp_path):
+    p = _write(tmp_path, "csv")
+    with pytest.raises(KDForgeError, match="column 'sentence' holds text: for text classification use `data.name: text`"):
+        load_data(DataConfig(name="csv", path=str(p), label_column="topic"), 0)

@@ -46,7 +46,10 @@ def csv(cfg, seed: int) -> DataBundle:
         raise KDForgeError(f"data.path: {path} has no feature columns besides the label column {cfg.label_column!r}")
     non_numeric = [str(c) for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
-        raise KDForgeError(f"data.path: feature columns must be numeric; not numeric: {', '.join(non_numeric)}")
+        text = [c for c in non_numeric if frame[c].map(lambda v: isinstance(v, str) and " " in v).mean() > 0.5]
+        hint = (f"; column {text[0]!r} holds text: for text classification use `data.name: text` with "
+                f"`data.text_column: {text[0]}` and `data.tokenizer` (e.g. minilm-l6)" if text else "")
+        raise KDForgeError(f"data.path: feature columns must be numeric; not numeric: {', '.join(non_numeric)}{hint}")
     x = check_finite(frame, path)
     names = class_names(labels)
     index = {n: i for i, n in enumerate(names)}

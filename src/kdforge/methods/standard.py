@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from kdforge.data.base import UNLABELLED
 from kdforge.errors import KDForgeError
 from kdforge.methods.base import Method
-from kdforge.methods.terms import TERMS, StepContext, make_projections, term_names
+from kdforge.methods.terms import TERMS, StepContext, expand_layer_maps, make_projections, term_names
 from kdforge.registry import METHODS
 from kdforge.taps import FeatureTaps
 from kdforge.teacher import Teacher
@@ -27,7 +27,7 @@ class StandardKD(Method):
     def __init__(self, student: nn.Module, teacher: nn.Module | Teacher, cfg, probe: dict[str, Tensor]):
         super().__init__()
         self.cfg = cfg
-        self.terms = list(cfg.losses)
+        self.terms = expand_layer_maps(list(cfg.losses), student, teacher)  # layerwise -> a hint / attention_kl per mapped layer
         for term in self.terms:
             TERMS.get(term.kind)
         self.names = term_names(self.terms)

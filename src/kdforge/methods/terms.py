@@ -133,6 +133,58 @@ def _sp(term, ctx):
     return L.similarity_preserving(*_pair(term, ctx))
 
 
+@dataclass(frozen=True)
+class LayerPair:
+    """One feature term a layer map expands into (a hint or attention_kl between two taps)."""
+
+    kind: str
+    student_layer: str
+    teacher_layer: str
+    weight: float
+
+
+def uniform_layer_map(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
+    """TinyBERT's uniform map g(m) = m·N/M (rounded half up): [(student layer m, teacher layer g(m))]
+    for m = 0..M, where layer 0 is the embedding output (hidden.0) and m >= 1 the m-th block."""
+    if n_student < 1 or n_teacher < 1:
+        raise ValueError(f"layer map: need >= 1 layer on each side, got student {n_student}, teacher {n_teacher}")
+    return [(m, (2 * m * n_teacher + n_student) // (2 * n_student)) for m in range(n_student + 1)]
+
+
+def layer_count(model) -> int:
+    """Transformer blocks of a kdforge encoder wrapper, of the one a Teacher holds, or (a teacher-output
+    store) the deepest stored `hidden.<i>` feature."""
+    inner = getattr(model, "model", model)
+    if inner is None:
+        names = getattr(getattr(model, "store", None), "meta", {}).get("features", {})
+        deepest = [int(n.split(".")[1]) for n in names if n.startswith("hidden.")]
+        if not deepest:
+            raise ValueError("layer_map: the teacher store holds no hidden.<i> features to map onto")
+        return max(deepest)
+    if not hasattr(inner, "attn"):
+        raise ValueError(f"layer_map: {type(inner).__name__} is not a kdforge HF encoder (no hidden.<i> / attn.<i> taps)")
+    return len(inner.attn)
+
+
+def expand_layer_maps(terms: list, student, teacher) -> list:
+    """Each `layerwise` term -> hint terms on every mapped hidden state (hidden.0 = embeddings, weighted by
+    its embedding_weight) and attention_kl terms on every mapped attention; other terms pass through."""
+    out = []
+    for term in terms:
+        if term.kind != "layerwise":
+            out.append(term)
+            continue
+        pairs = uniform_layer_map(layer_count(student), layer_count(teacher))
+        for m, t in pairs:
+            w = term.embedding_weight if m == 0 else term.hidden_weight
+            if w:
+                out.append(LayerPair("hint", f"hidden.{m}", f"hidden.{t}", term.weight * w))
+        if term.attention_weight:
+            out += [LayerPair("attention_kl", f"attn.{m - 1}", f"attn.{t - 1}", term.weight * term.attention_weight)
+                    for m, t in pairs if m > 0]
+    return out
+
+
 def projection_key(term) -> str:
     return f"{term.student_layer}->{term.teacher_layer}".replace(".", "_")
 
@@ -155,4 +207,5 @@ def make_projections(terms: list, s_feats: dict[str, Tensor], t_feats: dict[str,
     return projs
 
 
-__all__ = ["TERMS", "StepContext", "labelled_ce", "make_projections", "term_names"]
+__all__ = ["TERMS", "LayerPair", "StepContext", "expand_layer_maps", "labelled_ce", "layer_count", "make_projections",
+           "term_names", "uniform_layer_map"]

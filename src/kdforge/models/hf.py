@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from kdforge.errors import KDForgeError
+from kdforge.models.vocab import install_saved
 
 TASKS = ("classify", "embed", "causal_lm")
 
@@ -125,7 +126,7 @@ def load_hf(spec: str, task: str, *, num_labels: int | None = None, attentions: 
         tf.logging.set_verbosity(verbosity)
         if bars:
             tf.utils.logging.enable_progress_bar()
-    return wrap(model, task, attentions=attentions)
+    return wrap(install_saved(model), task, attentions=attentions)  # a trimmed vocabulary's remap comes back
 
 
 def wrap(model: nn.Module, task: str, *, pad_id: int | None = None, attentions: bool = False) -> nn.Module:
@@ -165,6 +166,7 @@ class _Encoder(nn.Module):
         self.hf = hf
         self.pad_id = pad_id
         self.attentions = attentions
+        self.trim_padding = False  # see HFClassifier.forward
         n = hf.config.num_hidden_layers
         self.hidden = nn.ModuleList(nn.Identity() for _ in range(n + 1))  # hidden.0 = embeddings
         self.attn = nn.ModuleList(nn.Identity() for _ in range(n))
@@ -183,6 +185,8 @@ class _Encoder(nn.Module):
 
 class HFClassifier(_Encoder):
     def forward(self, ids: Tensor) -> Tensor:
+        if self.trim_padding:  # opt-in (training speed): drop the columns every row pads; right padding is masked, so
+            ids = ids[:, : max(int((ids != self.pad_id).sum(1).max()), 1)]  # the logits are the same (one host sync)
         return self.encode(ids).logits  # (B, C)
 
 

@@ -21,7 +21,9 @@ from kdforge.train.batching import probe_batch
 from kdforge.train.calibrate import LogitBias, calibrate_bias
 from kdforge.tuning import resolve_auto
 from kdforge.workflows.compress import compress_recipe
+from kdforge.workflows.phases import split_phases
 from kdforge.workflows.run import Run, eval_row, report_markdown
+from kdforge.workflows.transfer_set import prepare_transfer_set
 
 
 def run_standard(recipe, *, resume: bool = False, force: bool = False, quiet: bool = False) -> dict:
@@ -30,6 +32,9 @@ def run_standard(recipe, *, resume: bool = False, force: bool = False, quiet: bo
     student = build_model(recipe.student, shape, classes, "student", recipe.seed + 1)
     needs_teacher = recipe.method != "supervised"
     teacher = build_model(recipe.teacher, shape, classes, "teacher", recipe.seed) if needs_teacher else None
+    originals = data.train
+    data, transfer = prepare_transfer_set(recipe, data, student, teacher)  # data.augment, student.trim_vocab
+    intermediate, distill = split_phases(recipe.distill)
     probe = probe_batch(data.train)
     check_models(teacher, student, data.train, data.val)  # both models run on the data's batches, before anything is written
     if needs_teacher:  # validate method + layer names + class counts on a throwaway copy
@@ -38,7 +43,7 @@ def run_standard(recipe, *, resume: bool = False, force: bool = False, quiet: bo
             store_preflight(recipe, teacher, data.train)
 
     run = Run.open(recipe, resume=resume, force=force)
-    results: dict = {"seed": recipe.seed, "method": recipe.method}
+    results: dict = {"seed": recipe.seed, "method": recipe.method, **({"transfer_set": transfer} if transfer else {})}
     if needs_teacher:
         if not recipe.teacher.checkpoint:
             results["teacher_stage"] = train_supervised("teacher", run.dir, teacher, data, recipe.teacher.train,
@@ -47,9 +52,13 @@ def run_standard(recipe, *, resume: bool = False, force: bool = False, quiet: bo
     source = teacher
     if recipe.store is not None and needs_teacher:  # training reads the teacher-output store (written once)
         source = open_or_write(recipe, teacher, data)
-    cfg = recipe.distill
+    cfg = distill
     if needs_teacher:  # kd temperature/alpha "auto": searched on held-out training data with the live teacher
         cfg = resolve_auto(cfg, teacher, student, data.train, recipe.seed, run.dir / "auto", method=recipe.method, quiet=quiet)
+    if intermediate is not None:  # TinyBERT's two phases: the feature terms alone first (live teacher, original texts)
+        first = METHODS.build(recipe.method, student, teacher, intermediate, probe)
+        results["intermediate_stage"] = train_stage("student-intermediate", run.dir, first, data, intermediate, recipe.seed,
+                                                    quiet=quiet, train=originals)
     method = METHODS.build(recipe.method, student, source, cfg, probe)
     results["student_stage"] = train_stage("student", run.dir, method, data, cfg, recipe.seed, quiet=quiet)
     if needs_teacher:  # teacher work, all ranks and all invocations (a resumed run adds to it): not a metric
