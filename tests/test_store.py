@@ -14,6 +14,7 @@ from kdforge.train.batching import probe_batch
 from kdforge.store import CachedTeacher, TeacherStore, fingerprint, write_store
 from kdforge.teacher import Teacher
 from kdforge.train.loop import fit
+from tests.hf_tiny import tiny_llama_dir  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_k_all_cached_training_equals_live_and_never_calls_teacher(digits, tmp_p
 def test_topk_store_is_smaller_and_reconstructs_top_tokens(digits, tmp_path):
     t = Teacher(_teacher())
     write_store(tmp_path / "all", t, digits.train, k="all", shard_size=500)
-    write_store(tmp_path / "k3", t, digits.train, k=3, shard_size=500)
+    write_store(tmp_path / "k3", t, digits.train, k=3, sampling="topk", shard_size=500)
     full, top = TeacherStore(tmp_path / "all"), TeacherStore(tmp_path / "k3")
     assert top.k == 3 and full.dense and not top.dense
     assert (tmp_path / "k3/shard-00000/indices.npy").exists() and len(list((tmp_path / "k3").glob("shard-*"))) == 3
@@ -68,8 +69,9 @@ def test_topk_store_is_smaller_and_reconstructs_top_tokens(digits, tmp_path):
     assert torch.equal(recon.argmax(-1), live.argmax(-1))
     p_top = recon.softmax(-1)
     assert torch.allclose(p_top.topk(3).values.sum(-1), torch.ones(3), atol=1e-4)
-    vals, ids = CachedTeacher(top).topk(idx)
-    assert vals.shape == (3, 3) and torch.equal(ids[:, 0], live.argmax(-1))
+    target = CachedTeacher(top).target(idx)
+    assert target.values.shape == (3, 3) and torch.equal(target.indices[:, 0].long(), live.argmax(-1))
+    assert target.values.dtype == torch.float16  # kept as stored until the loss
     assert isinstance(np.load(tmp_path / "k3/shard-00001/values.npy", mmap_mode="r"), np.memmap)
 
 
@@ -105,3 +107,68 @@ def test_recipe_run_writes_store_once_and_cache_teacher_cli(tmp_path):
     assert info["k"] == 10 and info["samples"] > 1000
     with pytest.raises(KDForgeError, match="no `store:` section"):
         cache_teacher_for(parse_recipe({k: v for k, v in raw.items() if k != "store"}))
+
+
+def test_random_store_layout_reads_and_size_estimate(digits, tmp_path, capsys):
+    """sampling: random keeps K draws as ids + counts (fp16) + entropy; a batch spanning shards is
+    read in one go, fp16 and sparse; the size printed before writing is the size written."""
+    t = Teacher(_teacher())
+    path = write_store(tmp_path / "r", t, digits.train, k=4, sampling="random", temperature=2.0, shard_size=300, batch_size=64)
+    est = int(capsys.readouterr().out.split(" x ")[1].split(" bytes")[0].replace(",", ""))
+    store = TeacherStore(path)
+    assert store.sampled and store.temperature == 2.0 and est == 4 * (2 + 2) + 2  # fp16 counts + uint16 ids + fp16 entropy
+    files = list(path.rglob("*.npy"))
+    assert len(files) == 4 * 3 and 0 <= store.nbytes() - store.n * est <= 128 * len(files)  # npy headers only
+    idx = torch.tensor([299, 5, 300, 1050, 5])  # three shards, a repeat, out of order
+    vals = store.rows("values", idx)
+    assert vals.dtype == torch.float16 and torch.equal(vals[1], vals[4])
+    assert torch.equal(vals[2], torch.from_numpy(np.load(path / "shard-00001/values.npy")[0]))
+    target = CachedTeacher(store).target(idx)
+    assert torch.allclose(target.values.float().sum(-1), torch.ones(5))
+    live, _ = t(digits.train.x[idx])
+    assert torch.allclose(target.entropy.float(), -(live / 2).softmax(-1).mul((live / 2).log_softmax(-1)).sum(-1), atol=1e-2)
+    dense, _ = CachedTeacher(store)(None, idx=idx)  # classification path: softmax at the store's T = the draw frequencies
+    p = (dense / 2.0).softmax(-1)
+    assert torch.allclose(p.gather(-1, target.indices.long()) * (target.values > 0), target.values.float(), atol=1e-4)
+
+
+def test_fingerprint_hashing_is_cached_by_file_identity(tmp_path, monkeypatch, tiny_llama_dir):  # noqa: F811
+    import kdforge.store as store_mod
+    from kdforge.recipe_file import parse_recipe
+
+    monkeypatch.setenv("KDFORGE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "t.txt").write_text("to be or not to be, that is the question. " * 40)
+    recipe = parse_recipe({"method": "token_kd", "run_dir": str(tmp_path / "run"),
+                           "data": {"name": "text-lm", "path": str(tmp_path / "t.txt"), "tokenizer": str(tiny_llama_dir), "max_length": 16},
+                           "teacher": {"name": "hf", "hf": str(tiny_llama_dir), "task": "causal_lm"},
+                           "student": {"name": "hf", "hf": str(tiny_llama_dir), "task": "causal_lm", "layers": [1]},
+                           "store": {"path": str(tmp_path / "store")}})
+    calls = []
+    for name in ("hash_module", "hash_dataset"):
+        real = getattr(store_mod, name)
+        monkeypatch.setattr(store_mod, name, lambda x, _real=real, _n=name: calls.append(_n) or _real(x))
+    teacher, data = torch.nn.Linear(2, 2), [{"input_ids": torch.arange(16)}] * 3
+    first = store_mod.recipe_fingerprint(recipe, teacher, data)
+    assert sorted(calls) == ["hash_dataset", "hash_module"]
+    assert store_mod.recipe_fingerprint(recipe, teacher, data) == first and len(calls) == 2  # rerun: nothing re-hashed
+    (tmp_path / "t.txt").write_text("a different text entirely, of some length. " * 40)
+    store_mod.recipe_fingerprint(recipe, teacher, data)
+    assert calls[2:] == ["hash_dataset"]  # the data file changed: only the data is hashed again
+    assert first["sampling"] == "random" and first["k"] == "64"  # the default store is sparse
+
+
+def test_store_written_before_sampling_existed_still_opens(digits, tmp_path):
+    import json
+
+    teacher_model = _teacher()
+    fp = fingerprint(teacher_model, digits.train, None, 4, 1.0)
+    write_store(tmp_path / "s", Teacher(teacher_model), digits.train, k=4, sampling="topk", fp=fp)
+    meta = json.loads((tmp_path / "s/meta.json").read_text())
+    for key in ("sampling", "temperature", "seed"):
+        meta.pop(key)
+    meta["fingerprint"].pop("sampling")
+    (tmp_path / "s/meta.json").write_text(json.dumps(meta))
+    store = TeacherStore(tmp_path / "s", fp)
+    assert store.sampling == "topk" and not store.sampled
+    with pytest.raises(KDForgeError, match=r"sampling \(store topk, now random\)"):
+        TeacherStore(tmp_path / "s", {**fp, "sampling": "random"})

@@ -242,8 +242,12 @@ class StoreConfig(Strict):
     """Teacher-output store written by `kdforge cache-teacher` and read instead of the live teacher."""
 
     path: str = Field(..., description="Folder of the store.")
-    k: Annotated[int, Field(ge=1)] | Literal["all"] = Field("all", description="Top-k logits kept per position (all: dense).")
-    temperature: float = Field(1.0, gt=0, description="Temperature the store is meant for (part of its fingerprint).")
+    k: Annotated[int, Field(ge=1)] | Literal["all"] = Field(64, description="Vocabulary ids kept per position: top-k logits, or "
+                                                            "K draws (sampling: random); all (or k >= classes): dense logits.")
+    sampling: Literal["topk", "random"] = Field("random", description="random: K draws from the teacher's softmax, kept as ids + "
+                                                "counts (unbiased forward KL, Anshumann et al. 2025); topk: the k largest logits (biased).")
+    temperature: float | None = Field(None, gt=0, description="Temperature the store samples at and is meant for (part of its "
+                                      "fingerprint); null: the kd term's temperature, else 1.")
     features: list[str] = Field(default_factory=list, description="Teacher modules whose outputs are stored too.")
     shard_size: int = Field(1024, ge=1, description="Samples per shard file.")
     dtype: Literal["float16", "float32"] = Field("float16", description="Storage type of logits and features.")

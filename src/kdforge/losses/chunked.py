@@ -8,16 +8,21 @@ intermediates of a (B, T, V) batch dominate memory; chunking keeps only
 (B, chunk, V) of them alive at once (torchtune's ForwardKLWithChunkedOutputLoss
 does the same for forward KL).
 
-`sparse_topk_kl` is forward KL against a teacher stored as its top-k logits and
-vocabulary indices (the teacher-output store), renormalised over those k tokens.
+`chunked_head(head, hidden, mask, losses)` goes one step further for language models:
+the vocabulary projection itself runs per chunk of positions, from the final hidden
+states, under activation checkpointing, so neither the forward nor the backward ever
+holds more than one chunk's (B, chunk, V) logits: peak memory scales with the chunk,
+not with T × V (the recomputation costs one more head matmul per chunk).
+
+Sparse teachers (top-k or sampled ids from the teacher-output store) are in `sparse.py`.
 """
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from kdforge.losses.response import jsd, reverse_kl, soft_target_kl, tvd
 
@@ -86,43 +91,44 @@ def divergence(
     return chunked(fn, student_logits, teacher_logits, mask, chunk_size, **kwargs)
 
 
-def sparse_topk_kl(
-    student_logits: Tensor,
-    topk_values: Tensor,
-    topk_indices: Tensor,
-    temperature: float = 1.0,
-    mask: Tensor | None = None,
-) -> Tensor:
-    """T² · KL(p̂_t ‖ p_s) where p̂_t is the teacher softmax over its top-k tokens only.
+def chunked_head(
+    head: Callable[[Tensor], Tensor],
+    hidden: Tensor,
+    mask: Tensor,
+    losses: Callable[[Tensor, slice], dict[str, Tensor]],
+    chunk_size: int = 128,
+) -> dict[str, Tensor]:
+    """Token losses from hidden states (B, T, D), the projection `head` (D -> V) applied per chunk.
 
-    student_logits: (..., V); topk_values, topk_indices: (..., k) teacher logits and
-    their vocabulary ids; mask: (...). The student is normalised over the full
-    vocabulary, so mass it puts outside the teacher's top-k is penalised. With
-    k = V this equals `soft_target_kl`.
+    losses(logits (B, c, V), positions) -> {name: masked mean over the chunk's kept positions};
+    mask (B, T) says which positions count. Returns {name: masked mean over all T}, equal in
+    value and gradient (w.r.t. hidden and the head's weights) to `losses(head(hidden), :)`.
+    Each chunk runs under `torch.utils.checkpoint`, so its logits are freed after the forward
+    and recomputed in the backward.
     """
-    if topk_values.shape != topk_indices.shape or topk_values.shape[:-1] != student_logits.shape[:-1]:
-        raise ValueError(
-            f"top-k teacher {tuple(topk_values.shape)} / {tuple(topk_indices.shape)} does not fit "
-            f"student logits {tuple(student_logits.shape)}"
-        )
-    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1).gather(-1, topk_indices.long())  # (..., k)
-    log_p_t = F.log_softmax(topk_values.float() / temperature, dim=-1)  # (..., k)
-    per_pos = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
-    if mask is None:
-        loss = per_pos.mean()
-    else:
-        m = mask.to(per_pos.dtype)
-        loss = (per_pos * m).sum() / m.sum().clamp_min(1.0)
-    return loss * temperature**2
+    b, t, _ = hidden.shape
+    mask = mask.to(torch.float32)
+    total = mask.sum()
+    names: list[str] = []
+
+    def chunk_losses(h: Tensor, positions: slice) -> tuple[Tensor, ...]:
+        out = losses(head(h), positions)  # (B, c, V) lives only inside this call
+        names[:] = list(out)
+        return tuple(out.values())
+
+    if total == 0:  # nothing to learn from: zeros, still connected to the graph
+        return {k: v * 0.0 for k, v in losses(head(hidden[:, :1]), slice(0, 1)).items()}
+    if t <= chunk_size:  # one chunk: nothing to save by recomputing it
+        return losses(head(hidden), slice(0, t))
+    sums: list[Tensor] | None = None
+    for start in range(0, t, chunk_size):
+        positions = slice(start, start + chunk_size)
+        kept = mask[:, positions].sum()
+        if kept == 0:
+            continue
+        parts = checkpoint(chunk_losses, hidden[:, positions], positions, use_reentrant=False)
+        sums = [p * kept for p in parts] if sums is None else [s + p * kept for s, p in zip(sums, parts)]  # mean -> sum
+    return {name: s / total for name, s in zip(names, sums)}
 
 
-def sparse_restricted(
-    kind: str, student_logits: Tensor, topk_values: Tensor, topk_indices: Tensor, mask: Tensor | None = None, **kwargs
-) -> Tensor:
-    """Any divergence on the teacher's top-k support: student logits gathered at the
-    teacher's indices, both renormalised over those k tokens. (..., V), (..., k), (..., k)."""
-    gathered = student_logits.gather(-1, topk_indices.long())
-    return divergence(kind, gathered, topk_values, mask, chunk_size=None, **kwargs)
-
-
-__all__ = ["DIVERGENCES", "chunked", "divergence", "sparse_restricted", "sparse_topk_kl"]
+__all__ = ["DIVERGENCES", "chunked", "chunked_head", "divergence"]

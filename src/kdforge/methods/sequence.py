@@ -11,8 +11,10 @@ objective per token:
     tvd         total variation                                           (Wen et al. 2023)
     ce          next-token CE on the data; hard_ce: on the teacher's argmax
 
-All divergences are computed in chunks over the sequence (`distill.lm.chunk_size`).
-A teacher read from the store as top-k logits uses the sparse variants.
+All divergences are computed in chunks over the sequence (`distill.lm.chunk_size`);
+for HF causal LMs the vocabulary projection itself runs per chunk, from the final
+hidden states (`chunked_head`), so no (B, T, V) logits of either model exist at once.
+A teacher read from a sparse store (top-k or sampled ids) uses the sparse losses.
 
 Methods: `token_kd` (teacher scores the data), `sequence_kd` (Kim & Rush 2016:
 the student learns the teacher's greedy continuation of each prompt) and `gkd`
@@ -26,7 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdforge.errors import KDForgeError
-from kdforge.losses.chunked import divergence, sparse_restricted, sparse_topk_kl
+from kdforge.losses.chunked import chunked_head, divergence
+from kdforge.losses.sparse import SparseTarget, sparse_kl, sparse_restricted
 from kdforge.methods.base import Method
 from kdforge.registry import METHODS
 from kdforge.teacher import Teacher
@@ -64,6 +67,20 @@ def check_context(model, length: int, role: str, field: str = "data.max_length")
     ctx = getattr(m, "max_positions", None)
     if ctx is not None and length > ctx:
         raise KDForgeError(f"{field}: sequences of {length} tokens are longer than the {role}'s context of {ctx} positions")
+
+
+class LazyLogits:
+    """Teacher logits computed only when a slice of positions asks: hidden (B, T, D) -> head -> (B, t, V)."""
+
+    def __init__(self, hidden: Tensor, head: nn.Module):
+        self.hidden, self.head = hidden, head
+
+    def __getitem__(self, key) -> "LazyLogits":
+        return LazyLogits(self.hidden[key], self.head)
+
+    @torch.no_grad()
+    def materialise(self) -> Tensor:
+        return self.head(self.hidden)
 
 
 def next_token_ce(s_logits: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
@@ -110,36 +127,54 @@ class TokenKD(Method):
         if not getattr(self.teacher, "cached", False):
             check_context(self.teacher, length, "teacher")
         check_vocab(vocab_size(student), vocab_size(self.teacher), *tokenizers)
+        if getattr(self.teacher, "sampled", False):  # a sampled store is unbiased for forward KL at its own temperature only
+            for i, term in enumerate(self.terms):
+                if term.kind in ("reverse_kl", "jsd", "tvd"):
+                    raise KDForgeError(f"distill.losses.{i}: {term.kind} against a random-sampled store is biased; "
+                                       "use kd (forward KL), or store.sampling: topk")
+                if term.kind == "kd" and float(term.temperature) != self.teacher.temperature:
+                    raise KDForgeError(f"distill.losses.{i}.temperature: {term.temperature} differs from the store's sampling "
+                                       f"temperature {self.teacher.temperature} (store.temperature); make them equal")
 
     def sequence_length(self, data_length: int) -> int:
         """Longest sequence this method feeds the models (checked against their context)."""
         return data_length
 
     def teacher_logits(self, ids: Tensor, idx: Tensor | None):
-        """Dense (B, T, V) logits, or a (values, indices) pair of (B, T, k) from a top-k store."""
+        """What the teacher says about ids (B, T), sliceable by position: dense (B, T, V) logits,
+        a SparseTarget (B, T, k) from a sparse store, or LazyLogits (the live teacher's final
+        hidden states, projected per chunk)."""
         if getattr(self.teacher, "cached", False):
             if idx is None:
                 raise KDForgeError("the teacher store cannot score generated sequences; use the live teacher for gkd / sequence_kd")
-            return self.teacher.topk(idx) if self.teacher.sparse else self.teacher(ids, idx=idx)[0]
+            return self.teacher.target(idx) if self.teacher.sparse else self.teacher(ids, idx=idx)[0]
+        model = self.teacher.model
+        if self.lm.chunk_size and getattr(model, "head", None) is not None:
+            with torch.no_grad():
+                hidden = model.hidden_states(ids)  # (B, T, D)
+            self.teacher.calls += 1  # teacher work, as Teacher.__call__ counts it
+            self.teacher.samples += ids.shape[0]
+            return LazyLogits(hidden, model.head)
         return self.teacher(ids)[0]
 
     def token_losses(self, s: Tensor, t, targets: Tensor, mask: Tensor) -> dict[str, Tensor]:
-        """s (B, T, V) student logits; t teacher logits (dense or top-k pair) aligned with s;
+        """s (B, T, V) student logits; t what the teacher says (see teacher_logits) aligned with s;
         targets (B, T) next tokens; mask (B, T) scored positions. -> {term: weighted loss}."""
         out = {}
-        sparse = isinstance(t, tuple)
+        t = t.materialise() if isinstance(t, LazyLogits) else t
+        sparse = isinstance(t, SparseTarget)
         for term in self.terms:
             kind = term.kind
             if kind == "ce":
                 loss = next_token_ce(s, targets, mask)
             elif kind == "hard_ce":
-                loss = next_token_ce(s, t[1][..., 0] if sparse else t.argmax(-1), mask)
+                loss = next_token_ce(s, t.indices[..., 0].long() if sparse else t.argmax(-1), mask)
             else:
                 temp, beta = term.temperature, getattr(term, "beta", 0.5)
                 if sparse and kind == "kd":
-                    loss = sparse_topk_kl(s, t[0], t[1], temp, mask)
+                    loss = sparse_kl(s, t, temp, mask)
                 elif sparse:
-                    loss = sparse_restricted(SOFT[kind], s, t[0], t[1], mask, temperature=temp, beta=beta)
+                    loss = sparse_restricted(SOFT[kind], s, t, mask, temperature=temp, beta=beta)
                 else:
                     loss = divergence(SOFT[kind], s, t, mask, temperature=temp, beta=beta, chunk_size=self.lm.chunk_size)
                 if kind == "kd" and term.alpha < 1.0:
@@ -152,13 +187,17 @@ class TokenKD(Method):
 
     def score(self, ids: Tensor, mask: Tensor, idx: Tensor | None) -> dict[str, Tensor]:
         """Losses for sequences ids (B, T) whose tokens mask (B, T) marks as targets."""
-        s = self.student(ids)[:, :-1]  # (B, T-1, V): predicts ids[:, 1:]
-        t = self.teacher_logits(ids, idx) if self.needs_teacher() else None
-        if isinstance(t, tuple):
-            t = (t[0][:, :-1], t[1][:, :-1])
-        elif t is not None:
-            t = t[:, :-1]
-        return self.token_losses(s, t, ids[:, 1:], mask[:, 1:])
+        targets, mask = ids[:, 1:], mask[:, 1:]  # position t predicts ids[:, t + 1]
+        t = self.teacher_logits(ids, idx)[:, :-1] if self.needs_teacher() else None
+        head = getattr(self.student, "head", None)
+        if self.lm.chunk_size and head is not None:  # the student's (B, T, V) logits never exist at once
+            hidden = self.student.hidden_states(ids)[:, :-1]  # (B, T-1, D)
+
+            def losses(s_chunk: Tensor, pos: slice) -> dict[str, Tensor]:
+                return self.token_losses(s_chunk, None if t is None else t[:, pos], targets[:, pos], mask[:, pos])
+
+            return chunked_head(head, hidden, mask, losses, self.lm.chunk_size)
+        return self.token_losses(self.student(ids)[:, :-1], t, targets, mask)  # (B, T-1, V) predicts ids[:, 1:]
 
     def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         mask = batch["loss_mask"]

@@ -215,39 +215,44 @@ class HFCausalLM(nn.Module):
     def forward(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         return self.hf(input_ids=ids.long(), attention_mask=attention_mask).logits  # (B, T, V)
 
+    @property
+    def head(self) -> nn.Module | None:
+        """The vocabulary projection (D -> V), or None when forward() does more than project
+        the last hidden states (logit soft-capping or scaling), so chunked losses use forward()."""
+        cfg = self.hf.config
+        if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None) not in (None, 1, 1.0):
+            return None
+        return self.hf.get_output_embeddings()
+
+    def hidden_states(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """(B, T, D) final hidden states, after the last norm: forward(ids) == head(hidden_states(ids))."""
+        body = getattr(self.hf, self.hf.base_model_prefix)
+        return body(input_ids=ids.long(), attention_mask=attention_mask).last_hidden_state
+
     @torch.no_grad()
     def generate(self, ids: Tensor, max_new_tokens: int, *, do_sample: bool = True, temperature: float = 1.0,
                  top_k: int = 0, eos_id: int | None = None) -> Tensor:
         """ids: (B, P) equal-length prompts -> (B, P + n), n <= max_new_tokens (fewer only when
         every row has emitted `eos_id`; rows that finished earlier are padded with `pad_id`).
 
-        The prompt runs once; each further step feeds one token against the key/value cache
-        (what `transformers`' generate does), so a step costs one position, not the prefix.
+        transformers' `generate` with an explicit GenerationConfig (KV cache, sampling): only
+        `eos_id` stops a row, never the model's own default EOS, and nothing else of the
+        model's generation_config (top_p, repetition penalty) applies.
         """
+        from transformers import GenerationConfig
+
+        # Every field set (not None): generate fills None fields from the model's own generation_config.
+        cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=do_sample, use_cache=True,
+                               temperature=max(temperature, 1e-6) if do_sample else 1.0, top_k=top_k, top_p=1.0, min_p=0.0,
+                               repetition_penalty=1.0, eos_token_id=[] if eos_id is None else eos_id, pad_token_id=self.pad_id)
         was = self.training
         self.eval()
-        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
-        out = self.hf(input_ids=ids.long(), use_cache=True)
-        for step in range(max_new_tokens):
-            logits = out.logits[:, -1].float()  # (B, V)
-            if do_sample:
-                logits = logits / max(temperature, 1e-6)
-                if top_k:
-                    kth = logits.topk(top_k, -1).values[:, -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                nxt = torch.multinomial(logits.softmax(-1), 1)[:, 0]
-            else:
-                nxt = logits.argmax(-1)
-            if eos_id is not None:
-                nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
-                done |= nxt == eos_id
-            ids = torch.cat([ids, nxt[:, None]], 1)
-            if step + 1 == max_new_tokens or (eos_id is not None and bool(done.all())):
-                break
-            cache = {"cache": out["cache"]} if "cache" in out else {"past_key_values": out.past_key_values}  # transformers 5.2x renamed it
-            out = self.hf(input_ids=nxt[:, None], use_cache=True, **cache)
-        self.train(was)
-        return ids
+        ids = ids.long()
+        try:
+            out = self.hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=cfg)
+        finally:
+            self.train(was)
+        return out
 
 
 __all__ = ["ALIASES", "HFCausalLM", "HFClassifier", "HFEmbedder", "load_hf", "load_tokenizer", "resolve", "wrap"]

@@ -1,0 +1,142 @@
+"""Sparse teacher targets: the teacher's distribution kept at k vocabulary ids per position.
+
+Two ways to choose the k ids (the teacher-output store writes either):
+
+- top-k: the k largest teacher logits. The renormalised top-k distribution is a
+  *biased* stand-in for the teacher's: the tail mass is dropped and the head is
+  inflated, which costs the student perplexity and calibration.
+- sampled: K draws from the teacher's softmax at temperature T, with replacement,
+  kept as the unique ids and their counts c (Anshumann et al. 2025, "Sparse Logit
+  Sampling: Accelerating Knowledge Distillation in LLMs"). The weights w = c / K
+  satisfy E[w_i] = p_t(i), so the cross-entropy −Σ w_i log p_s(i) is an unbiased
+  estimate of −Σ p_t log p_s, and its gradient (p_s − w) / T of the dense gradient
+  (p_s − p_t) / T. Subtracting the stored teacher entropy H(p_t) per position makes
+  the value an unbiased estimate of KL(p_t ‖ p_s) as well.
+
+Shapes: student logits (..., V); target indices / values (..., k); entropy (...).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from kdforge.losses.chunked import divergence
+
+FILL = -1e4  # logit given to ids outside the stored support (probability 0 after softmax)
+
+
+@dataclass(frozen=True)
+class SparseTarget:
+    """A teacher distribution over k ids per position.
+
+    indices (..., k) vocabulary ids. values (..., k): top-k teacher logits, or for a
+    sampled target the weights c / K (summing to 1; 0 marks a padding slot, whose id
+    repeats the first). entropy (...): the teacher's entropy at the sampling
+    temperature, present only for sampled targets.
+    """
+
+    indices: Tensor
+    values: Tensor
+    entropy: Tensor | None = None
+
+    @property
+    def sampled(self) -> bool:
+        return self.entropy is not None
+
+    def __getitem__(self, key) -> "SparseTarget":
+        """Index the position axes, like a (..., k) tensor: target[:, :-1], target[i]."""
+        return SparseTarget(self.indices[key], self.values[key], None if self.entropy is None else self.entropy[key])
+
+    def to(self, device, non_blocking: bool = False) -> "SparseTarget":
+        return SparseTarget(*(None if t is None else t.to(device, non_blocking=non_blocking)
+                              for t in (self.indices, self.values, self.entropy)))
+
+    def support_logits(self, temperature: float = 1.0) -> Tensor:
+        """(..., k) teacher logits on the support: top-k values, or T·log w for a sampled target
+        (softmax(z / T) over the support is then exactly w; padding slots get FILL)."""
+        if not self.sampled:
+            return self.values.float()
+        w = self.values.float()
+        return torch.where(w > 0, temperature * w.clamp_min(1e-30).log(), torch.full_like(w, FILL))
+
+    def dense(self, vocab: int, temperature: float = 1.0) -> Tensor:
+        """(..., V) logits whose softmax at `temperature` is the stored distribution (0 off the support)."""
+        if self.sampled:  # weights summed per id (padding slots add 0), then T·log w
+            w = self.values.new_zeros(*self.values.shape[:-1], vocab, dtype=torch.float32)
+            w.scatter_add_(-1, self.indices.long(), self.values.float())
+            return torch.where(w > 0, temperature * w.clamp_min(1e-30).log(), torch.full_like(w, temperature * FILL))
+        z = self.values.float()
+        out = (z.amin(-1, keepdim=True) + FILL).expand(*z.shape[:-1], vocab).clone()  # far below every kept logit
+        return out.scatter_(-1, self.indices.long(), z)
+
+
+def topk_target(logits: Tensor, k: int) -> SparseTarget:
+    """The k largest logits of (..., V) and their ids."""
+    vals, ids = logits.float().topk(k, dim=-1)
+    return SparseTarget(ids, vals)
+
+
+def sample_target(logits: Tensor, k: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> SparseTarget:
+    """K = k draws per position from softmax(logits / T), with replacement -> unique ids sorted by
+    count (most drawn first), weights c / K, padding slots weight 0; plus the teacher entropy."""
+    shape, vocab = logits.shape[:-1], logits.shape[-1]
+    log_p = F.log_softmax(logits.float().reshape(-1, vocab) / temperature, dim=-1)  # (N, V)
+    p = log_p.exp()
+    entropy = -(p * log_p).sum(-1)  # (N,)
+    draws = torch.multinomial(p, k, replacement=True, generator=generator).sort(-1).values  # (N, K)
+    counts = (draws[:, :, None] == draws[:, None, :]).sum(-1)  # (N, K): copies of each draw
+    first = torch.ones_like(draws, dtype=torch.bool)
+    first[:, 1:] = draws[:, 1:] != draws[:, :-1]
+    count, order = torch.where(first, counts, 0).sort(dim=-1, descending=True, stable=True)
+    ids = draws.gather(-1, order)
+    ids = torch.where(count > 0, ids, ids[:, :1])  # padding repeats the most drawn id (weight 0)
+    return SparseTarget(ids.reshape(*shape, k), (count.float() / k).reshape(*shape, k), entropy.reshape(shape))
+
+
+def _masked_mean(per_pos: Tensor, mask: Tensor | None) -> Tensor:
+    if mask is None:
+        return per_pos.mean()
+    m = mask.to(per_pos.dtype)
+    return (per_pos * m).sum() / m.sum().clamp_min(1.0)
+
+
+def sparse_kl(student_logits: Tensor, target: SparseTarget, temperature: float = 1.0, mask: Tensor | None = None) -> Tensor:
+    """T² · forward KL(p_t ‖ p_s) against a sparse teacher, masked mean over positions.
+
+    top-k: KL from the teacher renormalised over its k ids (biased; equals `soft_target_kl`
+    at k = V). sampled: −Σ w log p_s − H(p_t), an unbiased estimate of the dense KL and of
+    its gradient (the target must have been sampled at this temperature). The student is
+    normalised over the whole vocabulary either way.
+    """
+    if target.indices.shape != target.values.shape or target.values.shape[:-1] != student_logits.shape[:-1]:
+        raise ValueError(f"sparse teacher {tuple(target.values.shape)} / {tuple(target.indices.shape)} does not fit "
+                         f"student logits {tuple(student_logits.shape)}")
+    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1).gather(-1, target.indices.long())  # (..., k)
+    if target.sampled:
+        per_pos = -(target.values.float() * log_p_s).sum(-1) - target.entropy.float()  # cross-entropy − H(p_t)
+    else:
+        log_p_t = F.log_softmax(target.values.float() / temperature, dim=-1)  # (..., k)
+        per_pos = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
+    return _masked_mean(per_pos, mask) * temperature**2
+
+
+def sparse_topk_kl(student_logits: Tensor, topk_values: Tensor, topk_indices: Tensor, temperature: float = 1.0,
+                   mask: Tensor | None = None) -> Tensor:
+    """`sparse_kl` for a top-k target given as (values, indices) of shape (..., k)."""
+    return sparse_kl(student_logits, SparseTarget(topk_indices, topk_values), temperature, mask)
+
+
+def sparse_restricted(kind: str, student_logits: Tensor, target: SparseTarget, mask: Tensor | None = None, **kwargs) -> Tensor:
+    """Any divergence on a top-k target's support: student logits gathered at the teacher's
+    ids, both renormalised over those k ids. (..., V), target (..., k). Sampled targets are
+    refused: their padding slots repeat an id, and only forward KL is unbiased for them."""
+    if target.sampled:
+        raise ValueError(f"{kind} against a sampled teacher is not supported (only forward KL is unbiased); use a top-k store")
+    gathered = student_logits.gather(-1, target.indices.long())
+    return divergence(kind, gathered, target.values, mask, chunk_size=None, **kwargs)
+
+
+__all__ = ["FILL", "SparseTarget", "sample_target", "sparse_kl", "sparse_restricted", "sparse_topk_kl", "topk_target"]
