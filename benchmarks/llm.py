@@ -59,7 +59,7 @@ ARMS = {  # name -> (store: "dense" | (sampling, k), losses)
     "random-64": (("random", 64), "kd"),
     "no KD (cross-entropy)": ("dense", "ce"),
 }
-DEFAULT_ARMS = ["dense", "top-16", "top-64", "random-16", "random-64"]
+DEFAULT_ARMS = ["dense", "random-16", "top-16", "random-64", "top-64"]  # run order: the target comparison first
 
 
 def student_from(teacher):
@@ -136,16 +136,19 @@ def main() -> None:
     if args.memory:
         results["memory"] = memory_rows(args)
         results_file.write_text(json.dumps(results, indent=1))
+    def publish() -> None:  # after every arm: the section grows as results arrive
+        section = render(results, settings)
+        print(section, flush=True)
+        if not (args.arms or args.quick):  # a subset of arms, or a smoke run, is printed, not written
+            write_section("llm", section)
+
     seeds = [int(s) for s in args.seeds.split(",") if s != ""] if not args.memory else []
     if seeds:
-        run_seeds(args, seeds, settings, cache, results, results_file, n_train, epochs, length, warm_epochs)
-    section = render(results, settings)
-    print(section)
-    if not (args.arms or args.quick):  # a subset of arms, or a smoke run, is printed, not written
-        write_section("llm", section)
+        run_seeds(args, seeds, settings, cache, results, results_file, n_train, epochs, length, warm_epochs, publish)
+    publish()
 
 
-def run_seeds(args, seeds, settings, cache, results, results_file, n_train, epochs, length, warm_epochs) -> None:
+def run_seeds(args, seeds, settings, cache, results, results_file, n_train, epochs, length, warm_epochs, publish) -> None:
     torch.manual_seed(0)
     t0 = time.time()
     teacher = load_hf("smollm2-135m", "causal_lm")
@@ -216,6 +219,7 @@ def run_seeds(args, seeds, settings, cache, results, results_file, n_train, epoc
                                     "bytes_per_token": store.bytes_per_position(), "minutes": (time.time() - t2) / 60})
             results_file.write_text(json.dumps(results, indent=1))
             print(f"seed {seed} {name}: test ppl {m['perplexity']:.2f}, ECE {m['ece']:.3f} ({(time.time() - t2) / 60:.1f} min)", flush=True)
+            publish()
 
 
 def render(results: dict, settings: dict) -> str:

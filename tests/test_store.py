@@ -133,7 +133,7 @@ def test_random_store_layout_reads_and_size_estimate(digits, tmp_path, capsys):
 
 
 def test_fingerprint_hashing_is_cached_by_file_identity(tmp_path, monkeypatch, tiny_llama_dir):  # noqa: F811
-    import kdforge.store as store_mod
+    import kdforge.fingerprint as store_mod
     from kdforge.recipe_file import parse_recipe
 
     monkeypatch.setenv("KDFORGE_CACHE", str(tmp_path / "cache"))
