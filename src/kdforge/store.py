@@ -88,7 +88,7 @@ def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = 6
             types = {name: np.dtype(np.uint16 if vocab <= 65536 else np.int32) if name == "indices" else np_dtype for name in rows}
             per_sample = sum(int(np.prod(arr.shape[1:])) * types[name].itemsize for name, arr in rows.items())
             if not quiet:
-                print(f"teacher store {path}: {n} samples x {per_sample:,} bytes = {n * per_sample / 1e6:,.3g} MB "
+                print(f"teacher store {path}: {n} samples x {per_sample:,} bytes = {n * per_sample / 1e6:,.2f} MB "
                       f"({'dense' if kk == vocab else f'{sampling} k={kk} of {vocab}'}, {dtype})", flush=True)
         lo, b = 0, len(batch["idx"])
         while lo < b:  # the batch's rows, one contiguous slice per shard it touches

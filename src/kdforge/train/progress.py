@@ -8,6 +8,7 @@ kept in the stage's metrics.jsonl either way.
 from __future__ import annotations
 
 import logging
+import time
 
 from tqdm.auto import tqdm
 
@@ -35,3 +36,31 @@ def show_epoch_lines(verbose: bool) -> None:
 def stage_bar(desc: str, total: int, done: int, disable: bool) -> tqdm:
     """The stage's bar over all its batches; `done` counts batches finished before a resume."""
     return tqdm(total=total, initial=done, desc=desc, unit="batch", disable=disable, dynamic_ncols=True)
+
+
+class Throughput:
+    """Tokens per second and teacher work for the bar's postfix, with no host sync: tokens are
+    counted from the batch's tensor shapes, teacher work from the teacher's Python counters
+    (forward samples of a live teacher, reads of a store)."""
+
+    def __init__(self, teacher=None):
+        self.teacher = teacher
+        self.tokens = 0
+        self.start = time.perf_counter()
+
+    def add(self, batch: dict) -> None:
+        ids = batch.get("input_ids") if isinstance(batch, dict) else None
+        if ids is not None:
+            self.tokens += ids.numel()  # shape metadata only
+
+    def postfix(self) -> dict[str, str]:
+        out = {}
+        if self.tokens:
+            out["tok/s"] = f"{self.tokens / max(time.perf_counter() - self.start, 1e-9):,.0f}"
+        t = self.teacher
+        if t is not None and getattr(t, "cached", False):
+            out["teacher"] = f"{t.calls} store reads"
+        elif t is not None:
+            out["teacher"] = f"{t.samples} fwd samples"
+        return out
+
