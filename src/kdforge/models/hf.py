@@ -212,8 +212,13 @@ class HFCausalLM(nn.Module):
     def max_positions(self) -> int | None:
         return getattr(self.hf.config, "max_position_embeddings", None)
 
-    def forward(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        return self.hf(input_ids=ids.long(), attention_mask=attention_mask).logits  # (B, T, V)
+    def forward(self, ids: Tensor, attention_mask: Tensor | None = None, hidden: bool = False) -> Tensor:
+        """Next-token logits (B, T, V); with hidden=True the final hidden states (B, T, D) instead,
+        for losses that apply `head` per chunk of positions (see hidden_states)."""
+        if hidden:
+            body = getattr(self.hf, self.hf.base_model_prefix)
+            return body(input_ids=ids.long(), attention_mask=attention_mask).last_hidden_state
+        return self.hf(input_ids=ids.long(), attention_mask=attention_mask).logits
 
     @property
     def head(self) -> nn.Module | None:
@@ -225,9 +230,9 @@ class HFCausalLM(nn.Module):
         return self.hf.get_output_embeddings()
 
     def hidden_states(self, ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """(B, T, D) final hidden states, after the last norm: forward(ids) == head(hidden_states(ids))."""
-        body = getattr(self.hf, self.hf.base_model_prefix)
-        return body(input_ids=ids.long(), attention_mask=attention_mask).last_hidden_state
+        """(B, T, D) final hidden states, after the last norm: forward(ids) == head(hidden_states(ids)).
+        Goes through __call__, so wrappers' forward hooks (FSDP's all-gather, taps) still run."""
+        return self(ids, attention_mask, hidden=True)
 
     @torch.no_grad()
     def generate(self, ids: Tensor, max_new_tokens: int, *, do_sample: bool = True, temperature: float = 1.0,
