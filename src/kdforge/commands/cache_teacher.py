@@ -24,7 +24,7 @@ def cache_teacher_for(recipe) -> dict:
     data = load_data(recipe.data, recipe.seed)
     teacher = build_model(t, data.input_shape, data.num_classes, "teacher", recipe.seed)
     cached = open_or_write(recipe, teacher, data, rewrite=True)
-    return {"path": str(cached.store.path), "samples": cached.store.n, "k": cached.store.k,
+    return {"path": str(cached.store.path), "samples": cached.store.n, "k": cached.store.k, "sampling": cached.store.sampling,
             "vocab": cached.store.vocab, "bytes": cached.store.nbytes()}
 
 
@@ -34,9 +34,9 @@ def register(app: typer.Typer) -> None:
         recipe: Path = typer.Argument(..., help="Recipe YAML with a `store:` section."),
         set_: List[str] = typer.Option([], "--set", help="Override a field: --set store.k=16 (repeatable)."),
     ) -> None:
-        """Run the teacher once over the training set; write top-k logits and features to the store."""
+        """Run the teacher once over the training set; write its sparse logits (sampled or top-k ids) and features to the store."""
         from kdforge.recipe_file import load_recipe
 
         info = cache_teacher_for(load_recipe(recipe, set_))
-        typer.echo(f"teacher store {info['path']}: {info['samples']} samples, k={info['k']} of {info['vocab']}, "
+        typer.echo(f"teacher store {info['path']}: {info['samples']} samples, {info['sampling']} k={info['k']} of {info['vocab']}, "
                    f"{info['bytes'] / 1e6:.1f} MB")
