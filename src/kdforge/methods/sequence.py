@@ -95,8 +95,9 @@ def sample(model, ids: Tensor, new_tokens: int, *, greedy: bool = False, tempera
            eos_id: int | None = None) -> Tensor:
     """Autoregressive continuation of equal-length prompts ids (B, P) -> (B, P + new_tokens).
 
-    A model with `generate` (kdforge's HF causal LMs) decodes against its key/value cache;
-    any other callable `ids -> (B, T, V) logits` re-runs the growing prefix each step.
+    A model with `generate` (kdforge's HF causal LMs) decodes with transformers' `generate`
+    (key/value cache, GenerationConfig); any other callable `ids -> (B, T, V) logits` re-runs
+    the growing prefix each step.
     `eos_id` lets `generate` stop once every row has ended (the plain loop runs on)."""
     if hasattr(model, "generate"):
         return model.generate(ids, new_tokens, do_sample=not greedy, temperature=temperature, eos_id=eos_id)
