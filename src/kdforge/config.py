@@ -98,6 +98,14 @@ class TrainConfig(Strict):
     max_grad_norm: float | None = Field(5.0, gt=0, description="Gradient clipping norm (null: off).")
     checkpoint_every: int = Field(0, ge=0, description="Also save a resumable checkpoint every N optimizer steps (0: per epoch only).")
     on_nonfinite: Literal["stop", "skip"] = Field("stop", description="NaN/inf loss: stop (keep last good checkpoint) or skip the step.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Autocast dtype (auto: bf16 on GPU, fp32 on CPU).")
+    parallel: Literal["auto", "ddp", "fsdp"] = Field("auto", description="Several processes: DDP (auto) or FSDP2 sharding.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes fetching batches.")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (null: epochs decide).")
+    log_every: int = Field(50, ge=1, description="Read the running losses (one host sync) every N optimizer steps.")
+    eval_every: int | None = Field(None, ge=1, description="Also validate every N optimizer steps (null: per epoch only).")
+    tracker: Literal["auto", "none", "tensorboard", "wandb"] = Field(
+        "auto", description="Experiment tracker (auto: TensorBoard when installed, W&B when installed and logged in).")
 
 
 Auto = Literal["auto"]

@@ -155,6 +155,13 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     write_text(path, "".join(json.dumps(r, default=_jsonable) + "\n" for r in rows))
 
 
+def append_jsonl(path: Path, row: dict) -> None:
+    """One more line (mid-epoch evaluations); a line is one write, so a crash leaves whole lines."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row, default=_jsonable) + "\n")
+
+
 def git_hash() -> str | None:
     try:
         out = subprocess.run(

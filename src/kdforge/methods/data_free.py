@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as tdist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -127,15 +128,17 @@ class DataFreeKD(Method):
             raise KDForgeError(f"teacher predicts {logits.shape[-1]} classes but student predicts {s_classes}; they must match")
         self.student = student
         self.generator = Generator(self.opt.latent_dim, shape, self.opt.generator_hidden)
-        self.trainable = nn.ModuleDict({"student": student, "generator": self.generator})
         self.bn = BNStatTaps(self.teacher.model)
         self.bn.recording = False
 
-    def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         # The batch's contents are placeholders (see NoiseSeeds); only its size is used.
         b = len(batch["idx"])
         o = self.opt
-        z = torch.randn(b, o.latent_dim, device=batch["idx"].device)  # (B, latent), loop-seeded RNG
+        # (B, latent) from the loop-seeded RNG: every rank draws the whole job's noise and keeps its own
+        # slice, so N processes see the same generated inputs as one process with N times the batch
+        world, rank = (tdist.get_world_size(), tdist.get_rank()) if tdist.is_initialized() else (1, 0)
+        z = torch.randn(b * world, o.latent_dim, device=batch["idx"].device)[rank * b:(rank + 1) * b]
         x = self.generator(z)  # (B, *input_shape)
         self.bn.recording = True
         t_logits = self.teacher.model(x)  # frozen weights; gradient flows to x only

@@ -45,13 +45,12 @@ class EmbeddingKD(Method):
         d_t = self.teacher(probe["x"], idx=probe.get("idx"))[0].shape[-1]
         self.teacher.calls -= 1
         self.student = Projected(student, d_s, d_t)
-        self.trainable = nn.ModuleDict({"student": self.student})
         self.weights = {"mse": 0.0, "cosine": 0.0, "relation": 0.0}
         for term in cfg.losses:
             key = {"hint": "mse", "similarity": "relation"}.get(term.kind, "cosine")
             self.weights[key] += term.weight
 
-    def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         x = batch["x"]
         e_t, _ = self.teacher(x, idx=batch.get("idx"))  # (B, D_t)
         e_s = self.student(x)  # (B, D_t)

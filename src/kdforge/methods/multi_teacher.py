@@ -31,7 +31,6 @@ class MultiTeacherKD(Method):
         if not models:
             raise KDForgeError("ensemble.teachers: multi-teacher distillation needs at least one teacher")
         self.teachers = [t if isinstance(t, Teacher) else Teacher(t) for t in models]
-        self.teacher = None  # Method.to moves `teacher`; the ensemble is moved below
         bad = [t.kind for t in cfg.losses if t.kind not in KINDS]
         if bad:
             raise KDForgeError(f"distill.losses: method multi_teacher takes kd and ce terms only, got {', '.join(bad)}")
@@ -42,7 +41,6 @@ class MultiTeacherKD(Method):
         else:
             self.weights = "confidence" if weighting == "confidence" else None
         self.cfg, self.student = cfg, student
-        self.trainable = nn.ModuleDict({"student": student})
         was = student.training
         student.eval()
         with torch.no_grad():
@@ -53,18 +51,15 @@ class MultiTeacherKD(Method):
             if c != s_classes:
                 raise KDForgeError(f"ensemble.teachers.{k}: teacher predicts {c} classes but the student predicts {s_classes}")
 
-    def to(self, device) -> "MultiTeacherKD":
-        super().to(device)
-        for t in self.teachers:
-            t.to(device)
-        return self
+    def frozen(self) -> list[Teacher]:
+        return list(self.teachers)
 
     def soft_targets(self, t_logits: Tensor, temperature: float) -> Tensor:
         """(K, B, C) teacher logits -> (B, C) combined distribution at `temperature`."""
         w = self.weights.to(t_logits.device) if isinstance(self.weights, Tensor) else self.weights
         return ensemble_soft_targets(t_logits, temperature, w)
 
-    def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         x, y = batch["x"], batch["y"]
         t_logits = torch.stack([t(x)[0] for t in self.teachers])  # (K, B, C), frozen, no graph
         s_logits = self.student(x)  # (B, C)

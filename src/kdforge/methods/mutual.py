@@ -2,7 +2,7 @@
 
 N peers (same or different architectures) train together from scratch; each
 learns from the labels and from the other peers' soft predictions. No pretrained
-teacher. All peers live in one `trainable` ModuleDict, so the one loop's single
+teacher. All peers live in one ModuleList of the method, so the one loop's single
 optimizer updates every peer each step (the simultaneous variant of DML; each
 peer's KL target is detached, so its loss moves that peer only).
 
@@ -33,12 +33,14 @@ class MutualLearning(Method):
         all_peers = [student, *peers]
         if len(all_peers) < 2:
             raise KDForgeError(f"mutual.peers: mutual learning needs at least 2 peers, got {len(all_peers)}")
-        self.student = student
-        self.peers = nn.ModuleList(all_peers)
-        self.trainable = nn.ModuleDict({"peers": self.peers})
+        self.peers = nn.ModuleList(all_peers)  # peer 0 is `student` (registered once)
         self.temperature, self.weight = temperature, weight
         if probe is not None:
             self._check_classes(probe)
+
+    @property
+    def student(self) -> nn.Module:
+        return self.peers[0]
 
     def _check_classes(self, probe: dict) -> None:
         was = [p.training for p in self.peers]
@@ -51,7 +53,7 @@ class MutualLearning(Method):
         if len(set(widths)) != 1:
             raise KDForgeError(f"mutual.peers: peers predict different class counts {widths}; they must match")
 
-    def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         logits = [p(batch["x"]) for p in self.peers]  # K × (B, C)
         return mutual_learning_losses(logits, batch["y"], self.temperature, self.weight)
 

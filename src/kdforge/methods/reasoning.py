@@ -107,7 +107,6 @@ class ReasoningKD(Method):
         if self.tokenizer is None:
             raise KDForgeError("reasoning: needs the models' tokenizer (student.hf / teacher.hf)")
         self.student = student
-        self.trainable = nn.ModuleDict({"student": student})
         self.teacher = teacher if isinstance(teacher, Teacher) or teacher is None else Teacher(teacher)
         if getattr(self.teacher, "cached", False):
             raise KDForgeError("reasoning needs the live teacher (it generates rationales); remove the `store:` section")
@@ -134,7 +133,7 @@ class ReasoningKD(Method):
     def train_set(self, data=None) -> Dataset:
         return self.train_data
 
-    def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         ids, mask, task = batch["input_ids"], batch["loss_mask"][:, 1:].float(), batch["task"]
         logits = self.student(ids)[:, :-1]  # (B, T-1, V)
         ce = F.cross_entropy(logits.float().transpose(1, 2), ids[:, 1:], reduction="none") * mask  # (B, T-1)

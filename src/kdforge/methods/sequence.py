@@ -122,7 +122,6 @@ class TokenKD(Method):
             raise KDForgeError(f"distill.losses: {', '.join(bad)} not supported by LM methods; use kd, reverse_kl, jsd, tvd, ce, hard_ce")
         self.teacher = teacher if isinstance(teacher, Teacher) or getattr(teacher, "cached", False) else Teacher(teacher)
         self.student = student
-        self.trainable = nn.ModuleDict({"student": student})
         length = self.sequence_length(probe["input_ids"].shape[1])
         check_context(student, length, "student")
         if not getattr(self.teacher, "cached", False):
@@ -200,7 +199,7 @@ class TokenKD(Method):
             return chunked_head(head, hidden, mask, losses, self.lm.chunk_size)
         return self.token_losses(self.student(ids)[:, :-1], t, targets, mask)  # (B, T-1, V) predicts ids[:, 1:]
 
-    def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         mask = batch["loss_mask"]
         if "attention_mask" in batch:
             mask = mask * batch["attention_mask"]
@@ -238,7 +237,7 @@ class SequenceKD(TokenKD):
                 self.generated[int(idx[i])] = row.cpu()
         return torch.stack([self.generated[int(k)] for k in idx.tolist()]).to(ids.device)
 
-    def step(self, batch):
+    def forward(self, batch):
         seq = self.continuations(batch["input_ids"], batch["idx"])  # (B, P + N)
         mask = torch.zeros_like(seq)
         mask[:, self.lm.prompt_tokens :] = 1
@@ -258,10 +257,10 @@ class OnPolicyKD(TokenKD):
     def sequence_length(self, data_length: int) -> int:
         return max(data_length, self.lm.prompt_tokens + self.lm.max_new_tokens)
 
-    def step(self, batch):
+    def forward(self, batch):
         if torch.rand(()) >= self.lm.lmbda:  # off-policy: the data (torch RNG is checkpointed by the loop)
             self.counters["off_policy_batches"] += 1
-            return super().step(batch)
+            return super().forward(batch)
         self.counters["on_policy_batches"] += 1
         p = self.lm.prompt_tokens
         was = self.student.training

@@ -51,7 +51,6 @@ class StandardKD(Method):
                 "they must match (set student num_classes to the teacher's)"
             )
         self.projections = make_projections(self.terms, s_feats, t_feats)
-        self.trainable = nn.ModuleDict({"student": student, "proj": self.projections})
 
     def sample_weight(self, t_logits: Tensor, labels: Tensor) -> Tensor | None:
         """(B,) weights for the soft-target terms from the recipe's confidence filter."""
@@ -63,14 +62,14 @@ class StandardKD(Method):
         unlabelled = labels == UNLABELLED  # nothing to be wrong about: judged on confidence only
         if f.drop_wrong:
             keep &= (probs.argmax(-1) == labels) | unlabelled
-        self.counters["filtered"] += int((~keep).sum())
+        self.counters["filtered"] += (~keep).sum()  # a device tensor: no host sync per batch
         self.counters["seen"] += len(keep)
         if f.mode == "drop":
             return keep.float()
         p_label = probs.gather(1, torch.where(unlabelled, probs.argmax(-1), labels)[:, None])[:, 0]
         return torch.where(keep, torch.ones_like(keep, dtype=probs.dtype), p_label)
 
-    def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         x, y = batch["x"], batch["y"]
         t_logits, t_feats = self.teacher(x, idx=batch.get("idx"))  # (B, C), frozen, no graph; idx for a cached teacher
         s_logits = self.student(x)  # (B, C)

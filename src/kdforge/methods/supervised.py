@@ -16,8 +16,7 @@ class Supervised(Method):
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, cfg=None, probe=None):
         super().__init__()
         self.student = student
-        self.trainable = nn.ModuleDict({"student": student})
 
-    def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         logits = self.student(batch["x"])  # (B, C)
         return {"ce": labelled_ce(logits, batch["y"])}

@@ -1,6 +1,6 @@
-"""Process-group plumbing for the loop: one process, or many under torchrun /
-accelerate launch. Gradients are averaged explicitly after backward (all-reduce),
-so methods call their modules directly and the loop never wraps them."""
+"""The process group: one process, or many under torchrun / accelerate launch
+(rank, world size, device, barrier, summed counters). Gradient sync is not here:
+the engine (train/engine.py) wraps the method in DDP or FSDP2."""
 from __future__ import annotations
 
 import os
@@ -25,17 +25,9 @@ class Context:
         if self.world > 1:
             tdist.barrier()
 
-    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
-        if self.world == 1:
-            return
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            tdist.all_reduce(p.grad, op=tdist.ReduceOp.SUM)
-            p.grad /= self.world
-
-    def all_finite(self, value: torch.Tensor) -> bool:
-        ok = torch.tensor([float(torch.isfinite(value).all())], device=self.device)
+    def all_true(self, flag: torch.Tensor) -> bool:
+        """One host read of a boolean tensor, ANDed over every process (all ranks decide alike)."""
+        ok = flag.to(device=self.device, dtype=torch.float32).reshape(1)
         if self.world > 1:
             tdist.all_reduce(ok, op=tdist.ReduceOp.MIN)
         return bool(ok.item())
@@ -56,8 +48,17 @@ def _accelerator(cpu: bool):
     return Accelerator(cpu=cpu)
 
 
+_CHOSEN = {"device": "auto"}  # the process's device once a run named one (recipe `device`, API argument)
+
+
 def context(device: str = "auto") -> Context:
-    """Rank, world size and device; starts the process group under torchrun."""
+    """Rank, world size and device; starts the process group under torchrun.
+
+    The device is decided once: a call naming one (`cpu` / `cuda`) makes it the default of every
+    later `context()` in this process (the loop, evaluation, the store, benchmarks)."""
+    if device != "auto":
+        _CHOSEN["device"] = device
+    device = _CHOSEN["device"]
     want_cpu = device == "cpu" or os.environ.get("KDFORGE_DEVICE") == "cpu" or not torch.cuda.is_available()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 or tdist.is_initialized():
         acc = _accelerator(want_cpu)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from kdforge.train.batching import collate_indexed
+from kdforge.train.data import fetch_batch
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -24,8 +24,8 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int = 256,
     was_training = model.training
     model.eval()
     logits, labels = [], []
-    loader = DataLoader(_Indexed(dataset), batch_size=batch_size, shuffle=False, collate_fn=collate_indexed)
-    for batch in loader:
+    for start in range(0, len(dataset), batch_size):  # whole batches fetched at once where the dataset can
+        batch = fetch_batch(dataset, list(range(start, min(start + batch_size, len(dataset)))))
         out = model(batch["x"].to(device))
         logits.append((out.logits if hasattr(out, "logits") else out).float().cpu())
         labels.append(batch["y"])
@@ -44,13 +44,3 @@ def classification_metrics(model: nn.Module, dataset: Dataset, device: torch.dev
         out[f"accuracy_class_{c}"] = (pred[sel] == c).float().mean().item() if sel.any() else float("nan")
     return out
 
-
-class _Indexed(Dataset):
-    def __init__(self, ds: Dataset):
-        self.ds = ds
-
-    def __len__(self) -> int:
-        return len(self.ds)  # type: ignore[arg-type]
-
-    def __getitem__(self, i: int):
-        return i, self.ds[i]

@@ -1,11 +1,14 @@
-"""THE training loop. Every method plugs in through `method.step(batch)`.
+"""THE training loop. Every method plugs in as an nn.Module: `method(batch)` -> losses.
 
-Per epoch: a seeded batch order -> step -> (accumulate) -> clip -> AdamW step ->
-schedule -> periodic checkpoint; then evaluate, log a line to metrics.jsonl,
-keep the best and the last checkpoint. A run killed at any moment resumes from
-its last checkpoint and finishes exactly as an uninterrupted run would: the
-batch order depends only on (seed, epoch), and the RNG, optimizer, schedule,
-running sums and method counters are all part of the checkpoint.
+Per epoch: DataLoader batches in a seeded order -> forward (autocast) -> backward
+(DDP syncs buckets, not on accumulating micro-batches) -> clip -> AdamW step ->
+schedule -> periodic checkpoint; then evaluate, log a line to metrics.jsonl, keep
+the best and the last checkpoint. One host sync per optimizer step (the gradient
+norm, which also tells a non-finite step); loss sums stay on the device and are read
+every `log_every` steps. A run killed at any moment resumes from its last checkpoint
+and finishes exactly as an uninterrupted run would: the batch order depends only on
+(seed, epoch), and the RNG, optimizer, schedule, running sums and method counters
+are all part of the checkpoint.
 """
 from __future__ import annotations
 
@@ -21,12 +24,13 @@ from torch.utils.data import Dataset
 
 from kdforge.errors import NonFiniteLoss
 from kdforge.methods.base import Method
-from kdforge.rundir import read_jsonl, write_jsonl
-from kdforge.train import distributed as dist
-from kdforge.train.batching import collate_indexed, epoch_batches, to_device
+from kdforge.rundir import append_jsonl, read_jsonl, write_jsonl
 from kdforge.train.checkpoint import load_checkpoint, load_weights, restore_rng, rng_state, save_checkpoint
+from kdforge.train.data import EpochBatchSampler, make_loader, to_device
+from kdforge.train.engine import Engine
 from kdforge.train.evaluate import classification_metrics
 from kdforge.train.progress import EPOCH_LOG, stage_bar
+from kdforge.train.trackers import open_tracker
 
 MetricFn = Callable[[torch.nn.Module, Dataset, torch.device], dict[str, float]]
 
@@ -55,6 +59,10 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _floats(values: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items()}
+
+
 def fit(
     method: Method,
     train: Dataset,
@@ -69,56 +77,98 @@ def fit(
     resume: bool = True,
     quiet: bool = False,
     on_epoch_end: Callable[[dict], None] | None = None,
+    device: str = "auto",
 ) -> FitResult:
-    """Train `method.trainable` on `train`, select on `val`[select], write into `out_dir`.
+    """Train `method` on `train`, select on `val`[select], write into `out_dir`.
 
     `on_epoch_end(record)` sees each epoch's metrics line after its checkpoint is
     written (hyperparameter search reports to its pruner there; it may raise to stop).
     """
     out_dir = Path(out_dir)
-    ctx = dist.context()
-    method.to(ctx.device)
-    params = [p for p in method.trainable.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    batches_per_epoch = len(epoch_batches(len(train), cfg.batch_size, seed, 0, ctx.rank, ctx.world))
+    eng = Engine.from_config(cfg, device)
+    sampler = EpochBatchSampler(len(train), cfg.batch_size, seed, eng.ctx.rank, eng.ctx.world)
+    loader = make_loader(train, sampler, num_workers=getattr(cfg, "num_workers", 0), device=eng.device)
+    batches_per_epoch = len(sampler)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.grad_accum)
-    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch * cfg.epochs)
+    max_steps = getattr(cfg, "max_steps", None)
+    total_steps = min(steps_per_epoch * cfg.epochs, max_steps or math.inf)
+    log_every, eval_every = getattr(cfg, "log_every", 50), getattr(cfg, "eval_every", None)
 
     ckpt_last, ckpt_best, log_path = out_dir / "checkpoints/last", out_dir / "checkpoints/best", out_dir / "metrics.jsonl"
     torch.manual_seed(seed)
+    method.to(eng.device)
     state = {"epoch": 0, "batch": 0, "step": 0, "best": -math.inf, "best_epoch": -1, "sums": {}, "count": 0}
-    restored = load_checkpoint(ckpt_last, method.trainable) if resume else None
+    restored = load_checkpoint(ckpt_last, method) if resume else None
+    model = eng.prepare(method)  # DDP-wrapped, an FSDP-sharded copy, or the method itself
+    core = eng.unwrap(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = make_scheduler(optimizer, cfg, total_steps)
     if restored is not None:
-        optimizer.load_state_dict(restored["optimizer"])
+        eng.load_optimizer_state(model, optimizer, restored["optimizer"])
         scheduler.load_state_dict(restored["scheduler"])
-        method.load_state_dict(restored["method"])
+        if eng.scaler is not None and "scaler" in restored:
+            eng.scaler.load_state_dict(restored["scaler"])
+        core.load_counter_state(restored["method"])
         restore_rng(restored["rng"])
         state = restored["loop"]
     history = [r for r in read_jsonl(log_path) if r["epoch"] < state["epoch"]]
-    if ctx.is_main:
+    if eng.is_main:
         write_jsonl(log_path, history)  # drop lines logged after the checkpoint we resume from
+    tracker = open_tracker(getattr(cfg, "tracker", "none"), out_dir, desc, enabled=eng.is_main)
 
     def checkpoint() -> None:
-        if ctx.is_main:
-            save_checkpoint(ckpt_last, method.trainable, {
-                "loop": state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "method": method.state_dict(), "rng": rng_state(),
+        eng.sync_to(model, method)  # FSDP: gathers full weights on every rank
+        opt_state = eng.optimizer_state(model, optimizer)
+        if eng.is_main:
+            save_checkpoint(ckpt_last, method, {
+                "loop": {**state, "sums": _floats(state["sums"]), "count": int(state["count"])},
+                "optimizer": opt_state, "scheduler": scheduler.state_dict(), "method": core.counter_state(),
+                "rng": rng_state(), **({"scaler": eng.scaler.state_dict()} if eng.scaler is not None else {}),
             })
-        ctx.barrier()
+        eng.barrier()
 
-    bar = stage_bar(desc, cfg.epochs * batches_per_epoch, state["epoch"] * batches_per_epoch + state["batch"],
-                    disable=quiet or not ctx.is_main)
+    def validate() -> dict[str, float]:
+        eng.sync_to(model, method)
+        return metric_fn(method.student, val, eng.device)
+
+    total_batches = min(cfg.epochs * batches_per_epoch, total_steps * cfg.grad_accum)
+    bar = stage_bar(desc, total_batches, state["epoch"] * batches_per_epoch + state["batch"],
+                    disable=quiet or not eng.is_main)
     post: dict = {}  # the bar's postfix: epoch, running loss, latest validation metric
     for epoch in range(state["epoch"], cfg.epochs):
-        batches = epoch_batches(len(train), cfg.batch_size, seed, epoch, ctx.rank, ctx.world)
-        method.trainable.train()
+        if state["step"] >= total_steps:
+            break
+        sampler.set_epoch(epoch, state["batch"])
+        n_batches = len(sampler.batches())
+        model.train()
+        post["epoch"] = f"{epoch + 1}/{cfg.epochs}"
         t0 = time.perf_counter()
-        for b in range(state["batch"], len(batches)):
-            batch = to_device(collate_indexed([(i, train[i]) for i in batches[b]]), ctx.device)
-            losses = method.step(batch)
-            total = sum(losses.values())
-            if not ctx.all_finite(total):
-                bad = ", ".join(k for k, v in losses.items() if not torch.isfinite(v)) or "total"
+        pending: dict = {}  # this optimizer step's loss sums (device tensors) until the step is known good
+        count = 0
+        for b, batch in enumerate(loader, start=state["batch"]):
+            batch = to_device(batch, eng.device)
+            n = len(batch["idx"])
+            boundary = (b + 1) % cfg.grad_accum == 0 or b + 1 == n_batches
+            with eng.no_sync(model, accumulating=not boundary):
+                with eng.autocast():
+                    losses = model(batch)
+                total = sum(losses.values())
+                eng.backward(total.float() / cfg.grad_accum)
+            for k, v in losses.items():
+                pending[k] = pending.get(k, 0.0) + v.detach().double() * n  # float64: a resumed sum adds up alike
+            count += n
+            bar.update(1)  # redraws at most every 0.1 s
+            if not boundary:
+                continue
+            if eng.step(optimizer, params, cfg.max_grad_norm, sum(pending.values())):  # the step's one host sync
+                scheduler.step()
+                for k, v in pending.items():
+                    state["sums"][k] = state["sums"].get(k, 0.0) + v
+                state["count"] += count
+                state["step"] += 1
+            else:
+                bad = ", ".join(k for k, v in pending.items() if not torch.isfinite(v)) or "gradient"
                 if cfg.on_nonfinite == "stop":
                     kept = f"last good checkpoint kept in {ckpt_last}" if ckpt_last.exists() else "no checkpoint written yet"
                     raise NonFiniteLoss(
@@ -126,49 +176,48 @@ def fit(
                         "(lower distill.lr, or set on_nonfinite: skip)"
                     )
                 warnings.warn(f"non-finite loss ({bad}) at epoch {epoch + 1}, batch {b + 1}: step skipped")
-                optimizer.zero_grad(set_to_none=True)
                 state["sums"]["skipped"] = state["sums"].get("skipped", 0.0) + 1
-                bar.update(1)
-                continue
-            (total / cfg.grad_accum).backward()
-            for k, v in losses.items():
-                state["sums"][k] = state["sums"].get(k, 0.0) + v.item() * len(batch["idx"])
-            state["count"] += len(batch["idx"])
-            post.update(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{total.item():.4f}")
-            bar.set_postfix(post, refresh=False)
-            bar.update(1)  # redraws at most every 0.1 s
-            if (b + 1) % cfg.grad_accum and b + 1 != len(batches):
-                continue
-            ctx.average_gradients(params)
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
+            pending, count = {}, 0
             state["batch"] = b + 1
-            if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0 and b + 1 < len(batches):
+            if state["step"] % log_every == 0 and state["count"]:  # reading the running mean is a host sync
+                running = {k: float(v) / state["count"] for k, v in state["sums"].items() if k != "skipped"}
+                post["loss"] = f"{sum(running.values()):.4f}"
+                bar.set_postfix(post, refresh=False)
+                tracker.log({f"train/{k}": v for k, v in running.items()}, state["step"])
+            if eval_every and state["step"] % eval_every == 0 and b + 1 < n_batches:
+                line = {"epoch": epoch, "step": state["step"], **{f"val/{k}": v for k, v in validate().items()}}
+                model.train()
+                tracker.log(line, state["step"])
+                if eng.is_main:
+                    append_jsonl(out_dir / "evals.jsonl", line)
+            if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0 and b + 1 < n_batches:
                 checkpoint()
+            if state["step"] >= total_steps:
+                break
 
-        sums = ctx.sum_dict({**state["sums"], "_count": state["count"]})
-        count = max(sums.pop("_count"), 1)
+        sums = eng.sum_dict({**_floats(state["sums"]), "_count": state["count"]})
+        n_seen = max(sums.pop("_count"), 1)
         record = {"epoch": epoch, "step": state["step"], "lr": scheduler.get_last_lr()[0]}
-        record.update({f"train/{k}": v / count for k, v in sums.items() if k != "skipped"})
-        record.update({f"train/{k}": v for k, v in ctx.sum_dict(method.epoch_stats()).items()})
+        record.update({f"train/{k}": v / n_seen for k, v in sums.items() if k != "skipped"})
+        record.update({f"train/{k}": v for k, v in eng.sum_dict(core.epoch_stats()).items()})
         if "skipped" in sums:
             record["train/skipped_steps"] = sums["skipped"]
-        record.update({f"val/{k}": v for k, v in metric_fn(method.student, val, ctx.device).items()})
+        record.update({f"val/{k}": v for k, v in validate().items()})
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
         if record[f"val/{select}"] > state["best"]:
             state["best"], state["best_epoch"] = record[f"val/{select}"], epoch
-            if ctx.is_main:
+            if eng.is_main:
                 save_checkpoint(ckpt_best, method.student, {"epoch": epoch, select: state["best"]}, keep_previous=False)
         state.update(epoch=epoch + 1, batch=0, sums={}, count=0)
-        method.reset_stats()
-        post[f"val {select}"] = f"{record[f'val/{select}']:.4f}"
+        core.reset_stats()
+        train_loss = sum(v for k, v in record.items() if k.startswith("train/") and k[6:] in sums)
+        post.update({"epoch": f"{epoch + 1}/{cfg.epochs}", "loss": f"{train_loss:.4f}",
+                     f"val {select}": f"{record[f'val/{select}']:.4f}"})
         bar.set_postfix(post)
-        if ctx.is_main:
+        tracker.log({k: v for k, v in record.items() if k.startswith(("train/", "val/"))}, state["step"])
+        if eng.is_main:
             write_jsonl(log_path, history)
             if not quiet:  # one line per epoch, printed only under --verbose (kdforge.train.progress)
                 line = {k: round(v, 4) for k, v in record.items() if k.startswith(("val/", "train/"))}
@@ -177,8 +226,9 @@ def fit(
         if on_epoch_end is not None:
             on_epoch_end(record)
     bar.close()
+    tracker.finish()
 
-    ctx.barrier()
+    eng.barrier()
     load_weights(ckpt_best, method.student)  # the run's answer is its best epoch on val
     best = next(r for r in history if r["epoch"] == state["best_epoch"])
     totals = {k: sum(r.get(k, 0) for r in history) for k in ("train/filtered", "train/seen") if any(k in r for r in history)}

@@ -1,0 +1,153 @@
+"""kdforge's loop vs the leanest plain-PyTorch KD loop on the same job, in one process.
+
+Both sides: the same teacher and student (same initial weights), the same data and
+batch size, AdamW, the KD loss α·T²·KL + (1−α)·CE (T 4, α 0.8), and one validation
+pass per epoch. The plain loop is 15 lines: shuffled index slices of in-memory
+tensors, teacher under no_grad, no schedule, no clipping, no checkpoints, no logging.
+kdforge runs `fit` with its defaults (cosine schedule, clipping, a resumable
+checkpoint and a best checkpoint every epoch, metrics.jsonl). Rounds alternate
+(plain, kdforge, plain, ...) so machine noise hits both; the figure is the ratio of
+training throughputs per round, median and spread over rounds.
+
+Jobs:
+  (a) digits, MLP 256-256 teacher -> MLP 32 student (per-step overhead dominates)
+  (b) MNIST-5k, MLP 2048-2048 teacher -> MLP 512 student (compute-bound)
+  (c) job (b): kdforge KD from the teacher-output store vs kdforge training the
+      student alone (what reading the store costs on top of student-only training)
+Targets (issue 10): (a) >= 0.85x, (b) >= 0.97x, (c) >= 0.9x.
+
+    python benchmarks/loop.py [--rounds 3] [--epochs 3] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import machine_line, write_section  # noqa: E402
+
+from kdforge.config import DataConfig, DistillConfig  # noqa: E402
+from kdforge.data import load_data  # noqa: E402
+from kdforge.methods.standard import StandardKD  # noqa: E402
+from kdforge.methods.supervised import Supervised  # noqa: E402
+from kdforge.models import MLP  # noqa: E402
+from kdforge.store import CachedTeacher, TeacherStore, write_store  # noqa: E402
+from kdforge.teacher import Teacher  # noqa: E402
+from kdforge.train.batching import probe_batch  # noqa: E402
+from kdforge.train.loop import fit  # noqa: E402
+
+T, ALPHA, LR, BATCH = 4.0, 0.8, 3e-3, 64
+JOBS = {"a": ("digits", [256, 256], [32]), "b": ("mnist5k", [2048, 2048], [512])}
+
+
+def plain_kd(teacher, student, train, val, epochs: int) -> None:
+    """The leanest KD loop: what a user writes by hand."""
+    x, y, xv, yv = train.x, train.y, val.x, val.y
+    opt = torch.optim.AdamW(student.parameters(), lr=LR, weight_decay=1e-4)
+    for _ in range(epochs):
+        student.train()
+        perm = torch.randperm(len(y))
+        for i in range(0, len(y), BATCH):
+            xb, yb = x[perm[i:i + BATCH]], y[perm[i:i + BATCH]]
+            with torch.no_grad():
+                t = teacher(xb)
+            s = student(xb)
+            kl = F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t / T, -1), reduction="batchmean", log_target=True)
+            loss = ALPHA * T * T * kl + (1 - ALPHA) * F.cross_entropy(s, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        student.eval()
+        with torch.no_grad():
+            (student(xv).argmax(-1) == yv).float().mean().item()
+
+
+def cfg(epochs: int, kd: bool) -> DistillConfig:
+    losses = [{"kind": "kd", "temperature": T, "alpha": ALPHA}] if kd else [{"kind": "ce"}]
+    return DistillConfig.model_validate({"epochs": epochs, "batch_size": BATCH, "lr": LR, "precision": "fp32",
+                                         "tracker": "none", "losses": losses})
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def run_job(name: str, rounds: int, epochs: int, work: Path) -> dict[str, list[float]]:
+    dataset, t_hidden, s_hidden = JOBS[name]
+    data = load_data(DataConfig(name=dataset), seed=0)
+    shape, n = data.input_shape, len(data.train)
+    torch.manual_seed(0)
+    teacher = MLP(shape, data.num_classes, hidden=t_hidden).eval().requires_grad_(False)
+    student0 = MLP(shape, data.num_classes, hidden=s_hidden)
+    probe = probe_batch(data.train)
+    ratios: dict[str, list[float]] = {"kdforge / plain": []}
+    store = None
+    if name == "b":
+        ratios["store KD / student alone"] = []
+        store = work / "store"
+        write_store(store, Teacher(teacher), data.train, k="all", dtype="float32")
+    for r in range(rounds):
+        torch.manual_seed(r)
+        plain = timed(lambda: plain_kd(teacher, copy.deepcopy(student0), data.train, data.val, epochs))
+        torch.manual_seed(r)
+        method = StandardKD(copy.deepcopy(student0), copy.deepcopy(teacher), cfg(epochs, True), probe)
+        ours = timed(lambda: fit(method, data.train, data.val, cfg(epochs, True), work / f"{name}{r}", r,
+                                 quiet=True, resume=False, device="cpu"))
+        ratios["kdforge / plain"].append(plain / ours)  # throughput ratio: > 1 means kdforge is faster
+        print(f"job {name} round {r}: plain {n * epochs / plain:,.0f} samples/s, kdforge {n * epochs / ours:,.0f}", flush=True)
+        if store is not None:
+            cached = StandardKD(copy.deepcopy(student0), CachedTeacher(TeacherStore(store)), cfg(epochs, True), probe)
+            kd_store = timed(lambda: fit(cached, data.train, data.val, cfg(epochs, True), work / f"s{r}", r,
+                                         quiet=True, resume=False, device="cpu"))
+            alone = Supervised(copy.deepcopy(student0))
+            solo = timed(lambda: fit(alone, data.train, data.val, cfg(epochs, False), work / f"a{r}", r,
+                                     quiet=True, resume=False, device="cpu"))
+            ratios["store KD / student alone"].append(solo / kd_store)
+            print(f"job {name} round {r}: store KD {n * epochs / kd_store:,.0f} samples/s, alone {n * epochs / solo:,.0f}", flush=True)
+    return ratios
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    targets = {("a", "kdforge / plain"): 0.85, ("b", "kdforge / plain"): 0.97, ("b", "store KD / student alone"): 0.9}
+    labels = {("a", "kdforge / plain"): "(a) digits MLP 256-256 → 32: kdforge ÷ plain loop",
+              ("b", "kdforge / plain"): "(b) MNIST-5k MLP 2048-2048 → 512: kdforge ÷ plain loop",
+              ("b", "store KD / student alone"): "(c) job (b), KD from the teacher store ÷ student alone (both kdforge)"}
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for job in ("a", "b"):
+            for key, xs in run_job(job, args.rounds, args.epochs, Path(d)).items():
+                med = statistics.median(xs)
+                target = targets[(job, key)]
+                rows.append(f"| {labels[(job, key)]} | {med:.3f}× | {min(xs):.3f}–{max(xs):.3f} | ≥ {target}× | "
+                            f"{'met' if med >= target else '**not met**'} |")
+    body = "\n".join([
+        "Training throughput ratios (samples/s ÷ samples/s, > 1 = kdforge faster), same job, one process, "
+        f"rounds alternating; {args.rounds} rounds × {args.epochs} epochs, batch {BATCH}, {args.threads} thread(s), "
+        f"wall {time.time() - t0:.0f} s. Written by `benchmarks/loop.py`.", "",
+        "| job | median ratio | range over rounds | target | |", "|---|---:|---:|---:|---|", *rows, "",
+        "kdforge's side includes what the plain loop does not do: a cosine schedule, gradient clipping, a resumable "
+        "checkpoint and a best-model checkpoint every epoch, and metrics.jsonl.", "", machine_line(),
+    ])
+    write_section("loop", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()

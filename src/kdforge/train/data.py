@@ -1,0 +1,83 @@
+"""The loop's data pipeline: a `torch.utils.data.DataLoader` driven by the seeded,
+resumable batch order of `batching.epoch_batches`.
+
+The batch sampler yields one epoch's index lists (from a given batch on, so a resumed
+run skips exactly what it already did). A whole batch is fetched at once: datasets
+with `get_batch(idx)` (in-memory tensors: one slice per batch) return the batch dict
+directly; others are read sample by sample and collated. Workers (`num_workers`) only
+fetch, so the order (and a resumed run) does not depend on them; batches are pinned
+for an asynchronous copy when training on a GPU.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from kdforge.train.batching import collate_indexed, epoch_batches
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Yields `epoch_batches(n, batch_size, seed, epoch, rank, world)[start:]`; set with `set_epoch`."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def batches(self) -> list[list[int]]:
+        return epoch_batches(self.n, self.batch_size, self.seed, self.epoch, self.rank, self.world)
+
+    def __iter__(self):
+        return iter(self.batches()[self.start:])
+
+    def __len__(self) -> int:
+        return len(self.batches()) - self.start
+
+
+def fetch_batch(dataset: Dataset, idx: list[int]) -> dict[str, Any]:
+    """One batch dict {"x", "y", ..., "idx"} for the given sample ids, sliced at once when the dataset can."""
+    base, ids = dataset, idx
+    while isinstance(base, Subset):  # map through subsets down to a dataset that may slice
+        ids = [base.indices[i] for i in ids]
+        base = base.dataset
+    get_batch = getattr(base, "get_batch", None)
+    if get_batch is None:
+        return collate_indexed([(i, dataset[i]) for i in idx])
+    batch = get_batch(torch.as_tensor(ids))
+    batch["idx"] = torch.as_tensor(idx)
+    return batch
+
+
+class _BatchView(Dataset):
+    """DataLoader sees a dataset whose `__getitems__(ids)` is one whole batch."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitems__(self, idx: list[int]) -> dict[str, Any]:
+        return fetch_batch(self.dataset, idx)
+
+
+def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
+    return batch
+
+
+def make_loader(dataset: Dataset, sampler: EpochBatchSampler, *, num_workers: int = 0,
+                device: torch.device | None = None) -> DataLoader:
+    pin = device is not None and device.type == "cuda"
+    return DataLoader(_BatchView(dataset), batch_sampler=sampler, collate_fn=_as_is, num_workers=num_workers,
+                      pin_memory=pin, persistent_workers=False,
+                      generator=torch.Generator())  # its own: starting an epoch must not draw from the global RNG
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Tensors to `device`; non-blocking (the loader pinned them) when it is a GPU."""
+    nb = device.type == "cuda"
+    return {k: v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

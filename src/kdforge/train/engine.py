@@ -1,0 +1,168 @@
+"""The engine of one training run: device, process group, precision and parallelism,
+resolved once from the recipe and handed to the loop.
+
+Gradient sync is torch's: `DistributedDataParallel` (bucketed all-reduce overlapped
+with backward, `no_sync` while accumulating) or FSDP2 `fully_shard` (parameters,
+gradients and optimizer state sharded across ranks). Mixed precision is
+`torch.autocast` (bf16 or fp16 with a gradient scaler). kdforge syncs nothing by hand.
+
+The frozen teacher is not a parameter of the method (see methods.base), so DDP never
+broadcasts it and FSDP never shards it.
+
+FSDP2 trains a copy of the method whose parameters are DTensor shards (the copy is
+made after a checkpoint was restored into the method); `sync_to` gathers the full
+weights back into the caller's method (on every rank, collectively) before each
+evaluation and checkpoint, so everything outside the loop (evaluation, tests,
+compression, export, rank-0-only work) sees plain tensors.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions, get_model_state_dict, get_optimizer_state_dict, set_optimizer_state_dict,
+)
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.nn.parallel import DistributedDataParallel
+
+from kdforge.errors import KDForgeError
+from kdforge.train.distributed import Context, context
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_FULL = StateDictOptions(full_state_dict=True)  # every rank gets the full tensors
+_FULL_RANK0 = StateDictOptions(full_state_dict=True, cpu_offload=True)  # rank 0 gets them on CPU, the others nothing
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """auto -> bf16 on a GPU that supports it, fp32 elsewhere; fp16 is refused on CPU (no fast kernels)."""
+    if precision == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return "bf16" if cuda_bf16 else ("fp16" if device.type == "cuda" else "fp32")
+    if precision == "fp16" and device.type == "cpu":
+        raise KDForgeError("distill.precision: fp16 needs a GPU; use bf16 or fp32 on CPU")
+    return precision
+
+
+def resolve_parallel(parallel: str, world: int) -> str:
+    """auto -> ddp when several processes run, none for one; ddp/fsdp in a single process act as none."""
+    if world == 1:
+        return "none"
+    return "ddp" if parallel == "auto" else parallel
+
+
+@dataclass
+class Engine:
+    ctx: Context
+    precision: str = "fp32"
+    parallel: str = "none"
+    scaler: Any = field(default=None, repr=False)
+
+    @classmethod
+    def from_config(cls, cfg, device: str = "auto") -> "Engine":
+        ctx = context(device)
+        precision = resolve_precision(getattr(cfg, "precision", "fp32"), ctx.device)
+        eng = cls(ctx, precision, resolve_parallel(getattr(cfg, "parallel", "auto"), ctx.world))
+        if precision == "fp16":
+            eng.scaler = torch.amp.GradScaler(ctx.device.type)
+        return eng
+
+    # the process group ------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.ctx.is_main
+
+    def barrier(self) -> None:
+        self.ctx.barrier()
+
+    def sum_dict(self, values: dict[str, float]) -> dict[str, float]:
+        return self.ctx.sum_dict(values)
+
+    # wrapping -------------------------------------------------------------------------
+    def prepare(self, method: nn.Module) -> nn.Module:
+        """Move the method (and its frozen teachers) to the device and wrap it for this world."""
+        method.to(self.ctx.device)
+        if self.parallel == "ddp":
+            ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+            # find_unused_parameters: a term may leave a projection or a peer out of one batch's graph
+            return DistributedDataParallel(method, device_ids=ids, find_unused_parameters=True)
+        if self.parallel == "fsdp":
+            frozen = {id(t): t for t in method.frozen()}  # the copy shares the teachers, never copies them
+            work = copy.deepcopy(method, memo=frozen)
+            mp = MixedPrecisionPolicy(param_dtype=DTYPES[self.precision], reduce_dtype=torch.float32) \
+                if self.precision != "fp32" else MixedPrecisionPolicy()
+            for child in work.children():  # each child (student, projections, peers...) its own unit
+                if any(True for _ in child.parameters()):
+                    fully_shard(child, mp_policy=mp)
+            fully_shard(work, mp_policy=mp)
+            return work
+        return method
+
+    @staticmethod
+    def unwrap(model: nn.Module) -> nn.Module:
+        return model.module if isinstance(model, DistributedDataParallel) else model
+
+    def no_sync(self, model: nn.Module, accumulating: bool):
+        """Skip the gradient all-reduce on micro-batches that only accumulate."""
+        if accumulating and isinstance(model, DistributedDataParallel):
+            return model.no_sync()
+        if self.parallel == "fsdp":
+            self.unwrap(model).set_requires_gradient_sync(not accumulating)
+        return contextlib.nullcontext()
+
+    def autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.ctx.device.type, dtype=DTYPES[self.precision])
+
+    # state ----------------------------------------------------------------------------
+    def sync_to(self, model: nn.Module, method: nn.Module) -> None:
+        """Copy the trained weights into `method` when they live elsewhere (FSDP shards); all ranks call it."""
+        if self.parallel == "fsdp":
+            method.load_state_dict(get_model_state_dict(model, options=_FULL))
+
+    def optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+        if self.parallel == "fsdp":
+            return get_optimizer_state_dict(model, optimizer, options=_FULL_RANK0)  # only rank 0 saves it
+        return optimizer.state_dict()
+
+    def load_optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        if self.parallel == "fsdp":
+            set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+        else:
+            optimizer.load_state_dict(state)
+
+    # one optimizer step ---------------------------------------------------------------
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer, params: list, max_grad_norm: float | None,
+             loss_sum: torch.Tensor | None = None) -> bool:
+        """Unscale, clip and step; False (and no step) when a gradient or `loss_sum` is not finite.
+
+        The finiteness flag is the step's one host sync; with several processes it is
+        all-reduced first (in the same sync), so every rank takes the same decision."""
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf"))
+        if self.scaler is not None:  # fp16: an overflow is normal; the scaler skips that step and lowers its scale
+            self.scaler.step(optimizer)
+            self.scaler.update()
+            return True
+        if hasattr(norm, "full_tensor"):
+            norm = norm.full_tensor()
+        ok = torch.isfinite(norm)
+        if loss_sum is not None:
+            ok = ok & torch.isfinite(loss_sum.to(ok.device))
+        finite = self.ctx.all_true(ok)
+        if finite:
+            optimizer.step()
+        return finite
