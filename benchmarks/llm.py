@@ -2,8 +2,10 @@
 student of <= 30M parameters on tinyshakespeare, forward-KL KD from teacher-output stores:
 
 - dense (every fp16 logit), top-16 and top-64 (the k largest logits, renormalised: biased),
-- random-16 and random-64 (K draws from the teacher's softmax kept as ids + counts: the
+- random-16 and random-64 (K draws from the teacher's softmax kept as ids + weights: the
   unbiased sparse estimator of Anshumann et al. 2025),
+- hybrid-16 and hybrid-64 (the K/2 most likely ids exactly + K/2 draws from the rest:
+  unbiased, with less sampling noise),
 
 each with held-out perplexity (÷ the dense arm's), the ECE of the student's next-token
 probabilities and the store's bytes per token; plus the peak memory of one training step at
@@ -57,9 +59,11 @@ ARMS = {  # name -> (store: "dense" | (sampling, k), losses)
     "top-64": (("topk", 64), "kd"),
     "random-16": (("random", 16), "kd"),
     "random-64": (("random", 64), "kd"),
+    "hybrid-16": (("hybrid", 16), "kd"),
+    "hybrid-64": (("hybrid", 64), "kd"),
     "no KD (cross-entropy)": ("dense", "ce"),
 }
-DEFAULT_ARMS = ["dense", "random-16", "top-16", "random-64", "top-64"]  # run order: the target comparison first
+DEFAULT_ARMS = ["dense", "random-16", "hybrid-16", "top-16", "random-64", "hybrid-64", "top-64"]  # run order: the target first
 
 
 def student_from(teacher):
@@ -111,7 +115,7 @@ def main() -> None:
     ap.add_argument("--eval", type=int, default=48, help="validation windows (test: twice as many)")
     ap.add_argument("--warm-epochs", type=int, default=1, help="cross-entropy epochs of the shared warm start")
     ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--arms", help=f"comma list of arms (default {','.join(DEFAULT_ARMS)}; also 'no KD (cross-entropy)')")
+    ap.add_argument("--arms", help=f"comma list of arms to run now (default {','.join(DEFAULT_ARMS)}; also 'no KD (cross-entropy)')")
     ap.add_argument("--cache", default="/tmp/kdforge-llm-bench", help="dense teacher store, warm start and results")
     ap.add_argument("--memory", action="store_true", help="measure the seq-512 step memory (and rebuild the section)")
     ap.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
@@ -139,7 +143,7 @@ def main() -> None:
     def publish() -> None:  # after every arm: the section grows as results arrive
         section = render(results, settings)
         print(section, flush=True)
-        if not (args.arms or args.quick):  # a subset of arms, or a smoke run, is printed, not written
+        if not args.quick:  # a smoke run is printed, not written (the section is rebuilt from every result so far)
             write_section("llm", section)
 
     seeds = [int(s) for s in args.seeds.split(",") if s != ""] if not args.memory else []
@@ -267,14 +271,15 @@ def render(results: dict, settings: dict) -> str:
             ratio = [r["perplexity"] / dense_ppl[r["seed"]] for r in rs if r["seed"] in dense_ppl]
             lines.append(f"| {name} | {bpt:,.0f} | 1/{dense_bytes / bpt:,.0f} | {ms([r['perplexity'] for r in rs], '.1f')} | "
                          f"{ms(ratio, '.3f')} | {ms([r['ece'] for r in rs], '.3f')} | {len(rs)} | {ms([r['minutes'] for r in rs], '.1f')} |")
-        r16 = [r["perplexity"] / dense_ppl[r["seed"]] for r in by_arm.get("random-16", []) if r["seed"] in dense_ppl]
-        if r16:
-            m = statistics.mean(r16)
-            lines += ["", f"Random-16 vs dense: perplexity × {m:.3f} ({(m - 1) * 100:+.1f}%) — the target (within 3%) is "
-                          + ("**met**." if abs(m - 1) <= 0.03 else "**not met**.")]
+        for arm in ("random-16", "hybrid-16"):
+            r16 = [r["perplexity"] / dense_ppl[r["seed"]] for r in by_arm.get(arm, []) if r["seed"] in dense_ppl]
+            if r16:
+                m = statistics.mean(r16)
+                lines += ["", f"{arm} vs dense: perplexity × {m:.3f} ({(m - 1) * 100:+.1f}%, {len(r16)} seed{'s' if len(r16) > 1 else ''}) — "
+                              "the issue's target for 16 sampled ids (within 3% of dense) is " + ("**met**." if m - 1 <= 0.03 else "**not met**.")]
         lines += ["", "Bytes per token are the store's files (logits part) ÷ (windows × tokens): dense = every fp16 logit; top-k = "
-                      "k fp16 logits + k uint16 ids; random-K = K fp16 counts + K uint16 ids (unique ids first, padding after) + "
-                      "one fp16 teacher entropy per token (the KL's constant term), so random-K costs 2 bytes per token more than top-K."]
+                      "k fp16 logits + k uint16 ids; random-K and hybrid-K = K fp16 weights + K uint16 ids (unique ids, then padding) + "
+                      "one fp16 teacher entropy per token (the KL's constant term), so they cost 2 bytes per token more than top-K."]
         if "teacher_pass_s" in info:
             lines += ["", f"The teacher ran once ({info['teacher_passes']} forward passes of 8 windows, {info['teacher_pass_s'] / 60:.1f} min) "
                           "to write the dense store; every arm read a store and never called the teacher."]

@@ -252,8 +252,10 @@ class StoreConfig(Strict):
     path: str = Field(..., description="Folder of the store.")
     k: Annotated[int, Field(ge=1)] | Literal["all"] = Field(64, description="Vocabulary ids kept per position: top-k logits, or "
                                                             "K draws (sampling: random); all (or k >= classes): dense logits.")
-    sampling: Literal["topk", "random"] = Field("random", description="random: K draws from the teacher's softmax, kept as ids + "
-                                                "counts (unbiased forward KL, Anshumann et al. 2025); topk: the k largest logits (biased).")
+    sampling: Literal["topk", "random", "hybrid"] = Field("random", description="random: K draws from the teacher's softmax, kept as "
+                                                          "ids + weights (unbiased forward KL, Anshumann et al. 2025); hybrid: the k/2 "
+                                                          "most likely ids exactly + k/2 draws from the rest (unbiased, less noise); "
+                                                          "topk: the k largest logits (biased).")
     temperature: float | None = Field(None, gt=0, description="Temperature the store samples at and is meant for (part of its "
                                       "fingerprint); null: the kd term's temperature, else 1.")
     features: list[str] = Field(default_factory=list, description="Teacher modules whose outputs are stored too.")

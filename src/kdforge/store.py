@@ -3,15 +3,16 @@
 Layout of a store folder (written to a temporary folder, then renamed):
 
     meta.json                 fingerprint, sample count, shapes, k, sampling, vocabulary size
-    shard-00000/values.npy    (n, *positions, k) top-k logits | draw counts (random) | all logits (dense)
+    shard-00000/values.npy    (n, *positions, k) top-k logits | weights (random, hybrid) | all logits (dense)
     shard-00000/indices.npy   (n, *positions, k) their vocabulary ids (uint16 when V <= 65536; absent when dense)
-    shard-00000/entropy.npy   (n, *positions) teacher entropy (random only: the KL's constant term)
+    shard-00000/entropy.npy   (n, *positions) teacher entropy (sampled stores: the KL's constant term)
     shard-00000/feat-NAME.npy (n, *feature shape) chosen teacher features
 
 `sampling: topk` keeps the k largest logits (a biased, renormalised teacher);
 `sampling: random` keeps K = k draws from the teacher's softmax at the store's
-temperature, as unique ids and counts, which makes forward KL and its gradient
-unbiased (kdforge.losses.sparse). k >= V stores every logit (dense).
+temperature, as unique ids and weights c / K, which makes forward KL and its gradient
+unbiased (kdforge.losses.sparse); `hybrid` keeps the k/2 most likely ids exactly and
+k/2 draws from the rest (unbiased too, with less sampling noise). k >= V stores every logit (dense).
 
 Rows are keyed by sample id (`batch["idx"]`, the index into the training set):
 shard = id // shard_size. Shards are numpy files opened memory-mapped, so every
@@ -40,7 +41,7 @@ from kdforge.teacher import Teacher
 from kdforge.train import distributed as dist
 from kdforge.train.batching import collate_indexed
 
-SAMPLINGS = ("topk", "random")
+SAMPLINGS = ("topk", "random", "hybrid")
 
 
 def _sparse_rows(logits: Tensor, k: int | str, sampling: str, temperature: float, gen: torch.Generator) -> dict[str, Tensor]:
@@ -49,9 +50,9 @@ def _sparse_rows(logits: Tensor, k: int | str, sampling: str, temperature: float
     kk = vocab if k == "all" else min(int(k), vocab)
     if kk == vocab:
         return {"values": logits}
-    if sampling == "random":
-        target = sample_target(logits, kk, temperature, generator=gen)
-        return {"values": target.values * kk, "indices": target.indices, "entropy": target.entropy}  # counts: exact in fp16
+    if sampling in ("random", "hybrid"):
+        target = sample_target(logits, kk, temperature, generator=gen, head=kk // 2 if sampling == "hybrid" else 0)
+        return {"values": target.values, "indices": target.indices, "entropy": target.entropy}  # weights, sum 1
     target = topk_target(logits, kk)
     return {"values": target.values, "indices": target.indices}
 
@@ -62,7 +63,7 @@ def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = 6
                 batch_size: int = 32, dtype: str = "float16", quiet: bool = False) -> Path:
     """Run `teacher` once over `dataset` (in index order) and write the store at `path`.
 
-    k: ids kept per position ("all" or k >= V: dense); sampling: topk | random (K = k draws
+    k: ids kept per position ("all" or k >= V: dense); sampling: topk | random | hybrid (K = k draws
     from softmax(logits / temperature), seeded by `seed`). Prints the store's size before writing."""
     path = Path(path)
     if sampling not in SAMPLINGS:
@@ -83,7 +84,7 @@ def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = 6
         rows.update({f"feat-{name}": f.cpu() for name, f in feats.items()})
         if not files:
             vocab, kk = logits.shape[-1], rows["values"].shape[-1]
-            meta.update(vocab=vocab, k=kk, sampling=sampling if kk < vocab else "dense", temperature=float(temperature),
+            meta.update(vocab=vocab, k=kk, sampling=sampling if kk < vocab else "dense", temperature=float(temperature), values="weights",
                         seed=seed, positions=list(logits.shape[1:-1]), features={name: list(f.shape[1:]) for name, f in feats.items()})
             types = {name: np.dtype(np.uint16 if vocab <= 65536 else np.int32) if name == "indices" else np_dtype for name in rows}
             per_sample = sum(int(np.prod(arr.shape[1:])) * types[name].itemsize for name, arr in rows.items())
@@ -156,7 +157,7 @@ class TeacherStore:
 
     @property
     def sampled(self) -> bool:
-        return self.sampling == "random" and not self.dense
+        return self.sampling in ("random", "hybrid") and not self.dense
 
     def _arr(self, shard: int, name: str) -> np.ndarray:
         key = f"shard-{shard:05d}/{name}.npy"
@@ -244,8 +245,9 @@ class CachedTeacher(Teacher):
         if self.store.dense:
             return SparseTarget(torch.arange(self.store.vocab, device=self.device).expand(vals.shape), vals)
         ids = self._read("indices", idx)
-        if self.store.sampled:
-            return SparseTarget(ids, vals.float() / self.store.k, self._read("entropy", idx))
+        if self.store.sampled:  # stores written before "values": "weights" hold draw counts
+            w = vals.float() if self.store.meta.get("values") == "weights" else vals.float() / self.store.k
+            return SparseTarget(ids, w, self._read("entropy", idx))
         return SparseTarget(ids, vals)
 
     def __call__(self, inputs=None, idx: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:

@@ -5,13 +5,16 @@ Two ways to choose the k ids (the teacher-output store writes either):
 - top-k: the k largest teacher logits. The renormalised top-k distribution is a
   *biased* stand-in for the teacher's: the tail mass is dropped and the head is
   inflated, which costs the student perplexity and calibration.
-- sampled: K draws from the teacher's softmax at temperature T, with replacement,
+- sampled (random): K draws from the teacher's softmax at temperature T, with replacement,
   kept as the unique ids and their counts c (Anshumann et al. 2025, "Sparse Logit
   Sampling: Accelerating Knowledge Distillation in LLMs"). The weights w = c / K
   satisfy E[w_i] = p_t(i), so the cross-entropy −Σ w_i log p_s(i) is an unbiased
   estimate of −Σ p_t log p_s, and its gradient (p_s − w) / T of the dense gradient
   (p_s − p_t) / T. Subtracting the stored teacher entropy H(p_t) per position makes
   the value an unbiased estimate of KL(p_t ‖ p_s) as well.
+- sampled (hybrid): the k/2 most likely ids with their exact probabilities, plus k/2
+  draws from the rest weighted by its mass: still unbiased, with no sampling noise where
+  most of the mass is (a lower-variance control of the same estimator).
 
 Shapes: student logits (..., V); target indices / values (..., k); entropy (...).
 """
@@ -34,7 +37,7 @@ class SparseTarget:
 
     indices (..., k) vocabulary ids. values (..., k): top-k teacher logits, or for a
     sampled target the weights c / K (summing to 1; 0 marks a padding slot, whose id
-    repeats the first). entropy (...): the teacher's entropy at the sampling
+    repeats another slot's). entropy (...): the teacher's entropy at the sampling
     temperature, present only for sampled targets.
     """
 
@@ -79,21 +82,42 @@ def topk_target(logits: Tensor, k: int) -> SparseTarget:
     return SparseTarget(ids, vals)
 
 
-def sample_target(logits: Tensor, k: int, temperature: float = 1.0, generator: torch.Generator | None = None) -> SparseTarget:
-    """K = k draws per position from softmax(logits / T), with replacement -> unique ids sorted by
-    count (most drawn first), weights c / K, padding slots weight 0; plus the teacher entropy."""
-    shape, vocab = logits.shape[:-1], logits.shape[-1]
-    log_p = F.log_softmax(logits.float().reshape(-1, vocab) / temperature, dim=-1)  # (N, V)
-    p = log_p.exp()
-    entropy = -(p * log_p).sum(-1)  # (N,)
-    draws = torch.multinomial(p, k, replacement=True, generator=generator).sort(-1).values  # (N, K)
-    counts = (draws[:, :, None] == draws[:, None, :]).sum(-1)  # (N, K): copies of each draw
+def _unique_draws(p: Tensor, k: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """k draws per row of p (N, V), with replacement -> (ids, counts) of shape (N, k): unique ids
+    sorted by count (most drawn first), padding slots count 0 and repeat the first id."""
+    draws = torch.multinomial(p, k, replacement=True, generator=generator).sort(-1).values  # (N, k)
+    counts = (draws[:, :, None] == draws[:, None, :]).sum(-1)  # (N, k): copies of each draw
     first = torch.ones_like(draws, dtype=torch.bool)
     first[:, 1:] = draws[:, 1:] != draws[:, :-1]
     count, order = torch.where(first, counts, 0).sort(dim=-1, descending=True, stable=True)
     ids = draws.gather(-1, order)
-    ids = torch.where(count > 0, ids, ids[:, :1])  # padding repeats the most drawn id (weight 0)
-    return SparseTarget(ids.reshape(*shape, k), (count.float() / k).reshape(*shape, k), entropy.reshape(shape))
+    return torch.where(count > 0, ids, ids[:, :1]), count
+
+
+def sample_target(logits: Tensor, k: int, temperature: float = 1.0, generator: torch.Generator | None = None,
+                  head: int = 0) -> SparseTarget:
+    """A sampled teacher of k slots per position, from softmax(logits / T), plus its entropy.
+
+    head = 0 (`sampling: random`): K = k draws with replacement -> unique ids, weights c / K.
+    head = h > 0 (`sampling: hybrid`): the h most likely ids with their exact probabilities,
+    then k − h draws from the rest of the distribution weighted by its mass (tail mass · c / (k − h)).
+    Both are unbiased (E[w] = p_t); the hybrid has no variance on the head, where most of the
+    mass is. Padding slots have weight 0."""
+    shape, vocab = logits.shape[:-1], logits.shape[-1]
+    log_p = F.log_softmax(logits.float().reshape(-1, vocab) / temperature, dim=-1)  # (N, V)
+    p = log_p.exp()
+    entropy = -(p * log_p).sum(-1)  # (N,)
+    if head <= 0:
+        ids, count = _unique_draws(p, k, generator)
+        w = count.float() / k
+    else:
+        head_p, head_ids = p.topk(head, dim=-1)  # (N, h), exact
+        tail = p.scatter(-1, head_ids, 0.0)
+        mass = tail.sum(-1, keepdim=True)  # (N, 1)
+        tail_ids, count = _unique_draws(tail + (mass <= 0) * 1e-30, k - head, generator)  # a zero tail still samples (weight 0)
+        ids = torch.cat([head_ids, tail_ids], -1)
+        w = torch.cat([head_p, mass * count.float() / (k - head)], -1)
+    return SparseTarget(ids.reshape(*shape, k), w.reshape(*shape, k), entropy.reshape(shape))
 
 
 def _masked_mean(per_pos: Tensor, mask: Tensor | None) -> Tensor:
