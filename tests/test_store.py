@@ -172,3 +172,16 @@ def test_store_written_before_sampling_existed_still_opens(digits, tmp_path):
     assert store.sampling == "topk" and not store.sampled
     with pytest.raises(KDForgeError, match=r"sampling \(store topk, now random\)"):
         TeacherStore(tmp_path / "s", {**fp, "sampling": "random"})
+
+
+def test_standardized_kd_refuses_a_store_that_dropped_classes(digits, tmp_path):
+    """The default k (64) keeps all 10 digits classes (a dense store, standardize allowed); a store
+    that kept fewer is refused by the method, naming store.k."""
+    t = Teacher(_teacher())
+    cfg = DistillConfig.model_validate({"losses": [{"kind": "kd", "temperature": 2.0, "standardize": True}]})
+    dense = CachedTeacher(TeacherStore(write_store(tmp_path / "d", t, digits.train, quiet=True)))
+    assert not dense.sparse
+    StandardKD(MLP((1, 8, 8), 10, hidden=[8]), dense, cfg, probe_batch(digits.train))
+    sparse = CachedTeacher(TeacherStore(write_store(tmp_path / "s", t, digits.train, k=3, quiet=True)))
+    with pytest.raises(KDForgeError, match=r"store.k: .* keeps 3 of 10; set store.k: all"):
+        StandardKD(MLP((1, 8, 8), 10, hidden=[8]), sparse, cfg, probe_batch(digits.train))

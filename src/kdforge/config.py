@@ -401,11 +401,14 @@ class Recipe(Strict):
                 raise ValueError(f"compress.{i}.against: the gate compares with the teacher, but method "
                                  "'supervised' has none; use against: student or previous")
         if self.student.name != "hf":  # a text student's search would cost several fine-tunes: it states its losses
-            full_logits = self.store is None or self.store.k == "all"  # z-scores need every class's logit
+            # z-scores need every class's logit: a k the recipe sets below "all" cannot give them; the default
+            # k (64) keeps every class of a smaller head, and the method refuses a store that kept fewer
+            full_logits = self.store is None or self.store.k == "all" or "k" not in self.store.model_fields_set
             recommended = with_recommended_losses(self.distill, self.method, standardize=full_logits)
             if recommended is not self.distill:
                 self.distill = recommended
-        if self.store is not None and self.store.k != "all" and any(getattr(t, "standardize", False) for t in self.distill.losses):
+        if (self.store is not None and self.store.k != "all" and "k" in self.store.model_fields_set
+                and any(getattr(t, "standardize", False) for t in self.distill.losses)):
             raise ValueError(f"store.k: kd with standardize: true z-scores the teacher's logits over every class, "
                              f"so the store must keep them all (k: all), got k: {self.store.k}")
         if not classify:  # workflows of their own train with fixed kd settings

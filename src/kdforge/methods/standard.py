@@ -50,6 +50,9 @@ class StandardKD(Method):
                 f"teacher predicts {t_logits.shape[-1]} classes but student predicts {s_logits.shape[-1]}; "
                 "they must match (set student num_classes to the teacher's)"
             )
+        if getattr(self.teacher, "sparse", False) and any(getattr(t, "standardize", False) for t in self.terms):
+            raise KDForgeError(f"store.k: kd with standardize: true z-scores the teacher's logits over every class, but the store "
+                               f"keeps {self.teacher.store.k} of {self.teacher.vocab_size}; set store.k: all")
         self.projections = make_projections(self.terms, s_feats, t_feats)
 
     def sample_weight(self, t_logits: Tensor, labels: Tensor) -> Tensor | None:
