@@ -250,8 +250,9 @@ class StoreConfig(Strict):
     """Teacher-output store written by `kdforge cache-teacher` and read instead of the live teacher."""
 
     path: str = Field(..., description="Folder of the store.")
-    k: Annotated[int, Field(ge=1)] | Literal["all"] = Field(64, description="Vocabulary ids kept per position: top-k logits, or "
-                                                            "K draws (sampling: random); all (or k >= classes): dense logits.")
+    k: Annotated[int, Field(ge=1)] | Literal["all"] | None = Field(None, description="Vocabulary ids kept per position: top-k logits, "
+                                                                   "or K draws (sampling: random); all (or k >= classes): dense "
+                                                                   "logits; null: 64 (every class of a smaller head).")
     sampling: Literal["topk", "random", "hybrid"] = Field("random", description="random: K draws from the teacher's softmax, kept as "
                                                           "ids + weights (unbiased forward KL, Anshumann et al. 2025); hybrid: the k/2 "
                                                           "most likely ids exactly + k/2 draws from the rest (unbiased, less noise); "
@@ -402,13 +403,12 @@ class Recipe(Strict):
                                  "'supervised' has none; use against: student or previous")
         if self.student.name != "hf":  # a text student's search would cost several fine-tunes: it states its losses
             # z-scores need every class's logit: a k the recipe sets below "all" cannot give them; the default
-            # k (64) keeps every class of a smaller head, and the method refuses a store that kept fewer
-            full_logits = self.store is None or self.store.k == "all" or "k" not in self.store.model_fields_set
+            # (null: 64) keeps every class of a smaller head, and the method refuses a store that kept fewer
+            full_logits = self.store is None or self.store.k in ("all", None)
             recommended = with_recommended_losses(self.distill, self.method, standardize=full_logits)
             if recommended is not self.distill:
                 self.distill = recommended
-        if (self.store is not None and self.store.k != "all" and "k" in self.store.model_fields_set
-                and any(getattr(t, "standardize", False) for t in self.distill.losses)):
+        if self.store is not None and self.store.k not in ("all", None) and any(getattr(t, "standardize", False) for t in self.distill.losses):
             raise ValueError(f"store.k: kd with standardize: true z-scores the teacher's logits over every class, "
                              f"so the store must keep them all (k: all), got k: {self.store.k}")
         if not classify:  # workflows of their own train with fixed kd settings

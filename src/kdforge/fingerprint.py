@@ -116,6 +116,14 @@ def compare(stored: dict, current: dict, path: Path) -> None:
                            "rerun `kdforge cache-teacher` or point store.path elsewhere")
 
 
+DEFAULT_K = 64
+
+
+def store_k(recipe) -> int | str:
+    """The ids a recipe's store keeps per position: store.k, or 64 when it is left out."""
+    return DEFAULT_K if recipe.store.k is None else recipe.store.k
+
+
 def store_temperature(recipe) -> float:
     """The temperature a store samples at: store.temperature, else the kd term's, else 1."""
     if recipe.store.temperature is not None:
@@ -149,9 +157,9 @@ def recipe_fingerprint(recipe, teacher_model: nn.Module, dataset) -> dict[str, s
         "data": cached_hash("data", data_ident, lambda: hash_dataset(dataset)),
         "tokenizer": cached_hash("tokenizer", tok_ident, lambda: hash_tokenizer(load_tokenizer(d.tokenizer, field="data.tokenizer")))
         if d.tokenizer else "none",
-        "k": str(recipe.store.k), "temperature": repr(store_temperature(recipe)), "sampling": recipe.store.sampling,
+        "k": str(store_k(recipe)), "temperature": repr(store_temperature(recipe)), "sampling": recipe.store.sampling,
     }
 
 
 __all__ = ["FINGERPRINT_FIELDS", "cached_hash", "compare", "file_identity", "fingerprint", "hash_dataset", "hash_module",
-           "hash_tokenizer", "model_inputs", "recipe_fingerprint", "store_temperature"]
+           "hash_tokenizer", "model_inputs", "recipe_fingerprint", "store_k", "store_temperature"]

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from kdforge.errors import KDForgeError
 from kdforge.fingerprint import (FINGERPRINT_FIELDS, cached_hash, compare, file_identity, fingerprint, hash_dataset,
-                                 hash_module, model_inputs, recipe_fingerprint, store_temperature)
+                                 hash_module, model_inputs, recipe_fingerprint, store_k, store_temperature)
 from kdforge.losses.sparse import SparseTarget, sample_target, topk_target
 from kdforge.teacher import Teacher
 from kdforge.train import distributed as dist
@@ -296,7 +296,7 @@ def open_or_write(recipe, teacher_model: nn.Module, data, *, rewrite: bool = Fal
     written = 0
     if ctx.is_main and (rewrite or not (path / "meta.json").is_file()):  # written once, by rank 0, for every rank
         live = Teacher(teacher_model, cfg.features)
-        write_store(path, live, data.train, k=cfg.k, sampling=cfg.sampling, temperature=store_temperature(recipe),
+        write_store(path, live, data.train, k=store_k(recipe), sampling=cfg.sampling, temperature=store_temperature(recipe),
                     seed=recipe.seed, fp=fp, shard_size=cfg.shard_size, batch_size=batch_size, dtype=cfg.dtype)
         written = live.samples
     ctx.barrier()

@@ -273,7 +273,7 @@ def teacher_store(tmp_path_factory):
     for seed in (0, 1):
         save_model(build_model(ModelConfig(name="mlp", hidden=[16]), (1, 8, 8), 10, "teacher", seed), str(d / f"t{seed}.safetensors"))
     recipe = {**TINY, "teacher": {"name": "mlp", "hidden": [16], "checkpoint": str(d / "t0.safetensors")},
-              "store": {"path": str(d / "store"), "shard_size": 64}}
+              "store": {"path": str(d / "store"), "shard_size": 64, "k": "all"}}
     assert main(["cache-teacher", str(write(d, recipe))]) == 0
     return d, recipe
 
