@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import statistics
 
+from scipy import stats
+
 from _results import machine_line, mean_std, paired
 from _text_arms import ALONE, FULL, STUDENTS
 
@@ -92,6 +94,16 @@ def render(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _gain(xs: list[float], ref: list[float], name: str) -> str:
+    """Whether a KD arm's gain over the student alone is measurable: positive and, with >= 3 seeds, p < 0.05."""
+    d = statistics.mean(xs) - statistics.mean(ref)
+    if len(xs) < 3:
+        return f"\"{name}\" {100 * d:+.2f} points — too few seeds ({len(xs)}) for a test, **no gain measurable**"
+    p = stats.ttest_rel(xs, ref).pvalue if any(x != y for x, y in zip(xs, ref)) else 1.0
+    verdict = "a measurable gain" if d > 0 and p < 0.05 else "**no gain measurable**"
+    return f"\"{name}\" {100 * d:+.2f} points (paired t-test p = {p:.2g}, {len(xs)} seeds): {verdict}"
+
+
 def _targets(r: dict, p_t: int) -> list[str]:
     acc, t_acc, arms = r["acc"], r["t_acc"], r["arms"]
     best = max(acc, key=lambda n: statistics.mean(acc[n]))
@@ -107,10 +119,14 @@ def _targets(r: dict, p_t: int) -> list[str]:
         out[0] += (f"; ≥ {TARGET_SPEEDUP:g}× faster than the fp32 PyTorch teacher as INT8 ONNX ({INT8[8:]}, 1 thread, "
                    f"length {r['spec']['data']['max_length']}) — {fast[1]:.1f}× at batch 1, {fast[32]:.1f}× at batch 32, "
                    f"**{'met' if ok else 'not met'}**.")
+    kd = [a.name for a in arms if a.name.startswith("KD")]
+    if kd and ALONE in acc:
+        out += ["", "KD against the student alone (same student, same schedule): " + "; ".join(_gain(acc[n], acc[ALONE], n) for n in kd) + "."]
     names = {a.name for a in arms}
     if FULL in names:
         full = statistics.mean(acc[FULL])
-        parts = [f"{name.replace('full − ', 'without ')}: {100 * (full - statistics.mean(acc[name])):+.2f} points"
+        parts = [f"{name[len('full − '):].split(' (')[0]} {100 * (full - statistics.mean(acc[name])):+.2f} points "
+                 f"({100 * full:.2f} with it, {100 * statistics.mean(acc[name]):.2f} without)"
                  for name in acc if name.startswith("full − ")]
         out += ["", f"What each ingredient gives (the full recipe minus the arm without it, "
                     f"{'mean over seeds' if len(acc[FULL]) > 1 else 'one seed'}): " + "; ".join(parts) + "."]
