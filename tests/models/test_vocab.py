@@ -85,3 +85,10 @@ def test_trimming_twice_is_refused(pair):
     _, trimmed, _ = pair
     with pytest.raises(KDForgeError, match="already trimmed"):
         trim_vocab_(trimmed, _corpus(), SPECIAL, UNK)
+
+
+def test_trim_student_refuses_models_without_a_vocabulary():
+    from kdforge.models.vocab import trim_student
+
+    with pytest.raises(KDForgeError, match="only Hugging Face text students"):
+        trim_student(torch.nn.Linear(2, 2), 1, _corpus(), None)
