@@ -144,10 +144,15 @@ def _jsonable(o: Any) -> Any:
 def read_jsonl(path: Path) -> list[dict]:
     if not Path(path).exists():
         return []
+    lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
     out = []
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
+    for k, line in enumerate(lines):
+        try:
             out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if k < len(lines) - 1:
+                raise
+            # a process killed mid-append leaves a partial last line: that line was never complete
     return out
 
 

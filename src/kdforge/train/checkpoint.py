@@ -11,13 +11,15 @@ import hashlib
 import json
 import os
 import pickle
+import queue
 import shutil
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file
 from torch import nn
 
 from kdforge.errors import KDForgeError
@@ -31,13 +33,36 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(dir_: Path, model: nn.Module, state: dict[str, Any], keep_previous: bool = True) -> None:
-    """Write model + state into `dir_` atomically; the old `dir_` becomes `dir_.prev`."""
-    dir_ = Path(dir_)
+def snapshot(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The model's weights as CPU copies (tied names kept once, as safetensors' save_model does) and the
+    metadata naming each dropped alias: safe to write from another thread while training goes on."""
+    tensors, kept, aliases = {}, {}, {}
+    for name, t in model.state_dict().items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype) if t.device.type != "meta" else name
+        if key in kept:
+            aliases[name] = kept[key]
+            continue
+        kept[key] = name
+        tensors[name] = t.detach().to("cpu", copy=True).contiguous()
+    return tensors, aliases
+
+
+def _copy_state(state: Any) -> Any:
+    """Plain data as is, every tensor copied to the CPU (optimizer moments are updated in place)."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        return {k: _copy_state(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_copy_state(v) for v in state)
+    return state
+
+
+def _write(dir_: Path, tensors: dict, aliases: dict, state: dict, keep_previous: bool) -> None:
     tmp = dir_.with_name(dir_.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))
+    save_file(tensors, str(tmp / "model.safetensors"), metadata=aliases or None)
     torch.save(state, tmp / "state.pt")
     meta = {name: _sha256(tmp / name) for name in ("model.safetensors", "state.pt")}
     (tmp / "meta.json").write_text(json.dumps(meta))
@@ -49,6 +74,57 @@ def save_checkpoint(dir_: Path, model: nn.Module, state: dict[str, Any], keep_pr
         else:
             shutil.rmtree(dir_)
     os.replace(tmp, dir_)
+
+
+def save_checkpoint(dir_: Path, model: nn.Module, state: dict[str, Any], keep_previous: bool = True) -> None:
+    """Write model + state into `dir_` atomically; the old `dir_` becomes `dir_.prev`."""
+    _write(Path(dir_), *snapshot(model), state, keep_previous)
+
+
+class CheckpointWriter:
+    """Writes checkpoints on a worker thread while training goes on. What is written is copied
+    when it is submitted (later steps cannot change it); writes happen in submission order, at most
+    `depth` wait in line (a further submit blocks); `wait()` (at the end of a run, before reading one
+    back) re-raises a failed write. A process killed mid-write keeps the previous complete
+    checkpoint (each one appears by an atomic rename)."""
+
+    def __init__(self, depth: int = 2) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="kdforge-checkpoint", daemon=True)
+        self._thread.start()
+
+    def submit(self, dir_: Path, model: nn.Module, state: dict[str, Any], keep_previous: bool = True) -> None:
+        self._raise()
+        self._queue.put((Path(dir_), *snapshot(model), _copy_state(state), keep_previous))
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                _write(*job)
+            except BaseException as e:  # noqa: BLE001 (re-raised in the training thread)
+                self._error = e
+            finally:
+                self._queue.task_done()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def wait(self) -> None:
+        self._queue.join()
+        self._raise()
+
+    def close(self) -> None:
+        """Finish every pending write and stop the thread (re-raises a failed write)."""
+        self._queue.join()
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
 
 
 def verify(dir_: Path) -> bool:

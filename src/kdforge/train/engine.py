@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as tdist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions, get_model_state_dict, get_optimizer_state_dict, set_optimizer_state_dict,
@@ -148,21 +150,32 @@ class Engine:
              loss_sum: torch.Tensor | None = None) -> bool:
         """Unscale, clip and step; False (and no step) when a gradient or `loss_sum` is not finite.
 
-        The finiteness flag is the step's one host sync; with several processes it is
-        all-reduced first (in the same sync), so every rank takes the same decision."""
-        if self.scaler is not None:
-            self.scaler.unscale_(optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf"))
+        Reading the total gradient norm (and the loss sum) is the step's one host sync; it also
+        decides the clipping, so grads are rescaled only when the norm exceeds `max_grad_norm` (the
+        same result as clip_grad_norm_, without a multiply on every step). With several processes
+        the finiteness flag is all-reduced, so every rank takes the same decision."""
         if self.scaler is not None:  # fp16: an overflow is normal; the scaler skips that step and lowers its scale
+            self.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, max_grad_norm or float("inf"))
             self.scaler.step(optimizer)
             self.scaler.update()
             return True
-        if hasattr(norm, "full_tensor"):
+        grads = [p.grad for p in params if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+        if hasattr(norm, "full_tensor"):  # FSDP: the norm of the sharded gradients
             norm = norm.full_tensor()
-        ok = torch.isfinite(norm)
-        if loss_sum is not None:
-            ok = ok & torch.isfinite(loss_sum.to(ok.device))
-        finite = self.ctx.all_true(ok)
-        if finite:
-            optimizer.step()
-        return finite
+        check = norm.float() if loss_sum is None else torch.stack([norm.float(), loss_sum.float().to(norm.device)])
+        if self.ctx.world > 1:  # the ranks' flags ANDed (min) in the same read; the norm is equal on every rank
+            both = torch.stack([torch.isfinite(check).all().float(), norm.float()]).to(self.device)
+            tdist.all_reduce(both, op=tdist.ReduceOp.MIN)
+            flag, value = both.tolist()
+            finite = flag == 1.0
+        else:
+            values = check.reshape(-1).tolist()  # the one host read
+            value, finite = values[0], all(math.isfinite(v) for v in values)
+        if not finite:
+            return False
+        if max_grad_norm and value > max_grad_norm:
+            torch._foreach_mul_(grads, max_grad_norm / (value + 1e-6))
+        optimizer.step()
+        return True

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from kdforge.errors import NonFiniteLoss
 from kdforge.methods.base import Method
 from kdforge.rundir import append_jsonl, read_jsonl, write_jsonl
-from kdforge.train.checkpoint import load_checkpoint, load_weights, restore_rng, rng_state, save_checkpoint
+from kdforge.train.checkpoint import CheckpointWriter, load_checkpoint, load_weights, restore_rng, rng_state
 from kdforge.train.data import EpochBatchSampler, make_loader, to_device
 from kdforge.train.engine import Engine
 from kdforge.train.evaluate import classification_metrics
@@ -121,7 +121,7 @@ def fit(
         eng.sync_to(model, method)  # FSDP: gathers full weights on every rank
         opt_state = eng.optimizer_state(model, optimizer)
         if eng.is_main:
-            save_checkpoint(ckpt_last, method, {
+            writer.submit(ckpt_last, method, {
                 "loop": {**state, "sums": _floats(state["sums"]), "count": int(state["count"])},
                 "optimizer": opt_state, "scheduler": scheduler.state_dict(), "method": core.counter_state(),
                 "rng": rng_state(), **({"scaler": eng.scaler.state_dict()} if eng.scaler is not None else {}),
@@ -136,95 +136,104 @@ def fit(
     bar = stage_bar(desc, total_batches, state["epoch"] * batches_per_epoch + state["batch"],
                     disable=quiet or not eng.is_main)
     post: dict = {}  # the bar's postfix: epoch, running loss, latest validation metric
-    for epoch in range(state["epoch"], cfg.epochs):
-        if state["step"] >= total_steps:
-            break
-        sampler.set_epoch(epoch, state["batch"])
-        n_batches = len(sampler.batches())
-        model.train()
-        post["epoch"] = f"{epoch + 1}/{cfg.epochs}"
-        t0 = time.perf_counter()
-        pending: dict = {}  # this optimizer step's loss sums (device tensors) until the step is known good
-        count = 0
-        for b, batch in enumerate(loader, start=state["batch"]):
-            batch = to_device(batch, eng.device)
-            n = len(batch["idx"])
-            boundary = (b + 1) % cfg.grad_accum == 0 or b + 1 == n_batches
-            with eng.no_sync(model, accumulating=not boundary):
-                with eng.autocast():
-                    losses = model(batch)
-                total = sum(losses.values())
-                eng.backward(total.float() / cfg.grad_accum)
-            for k, v in losses.items():
-                pending[k] = pending.get(k, 0.0) + v.detach().double() * n  # float64: a resumed sum adds up alike
-            count += n
-            bar.update(1)  # redraws at most every 0.1 s
-            if not boundary:
-                continue
-            if eng.step(optimizer, params, cfg.max_grad_norm, sum(pending.values())):  # the step's one host sync
-                scheduler.step()
-                for k, v in pending.items():
-                    state["sums"][k] = state["sums"].get(k, 0.0) + v
-                state["count"] += count
-                state["step"] += 1
-            else:
-                bad = ", ".join(k for k, v in pending.items() if not torch.isfinite(v)) or "gradient"
-                if cfg.on_nonfinite == "stop":
-                    kept = f"last good checkpoint kept in {ckpt_last}" if ckpt_last.exists() else "no checkpoint written yet"
-                    raise NonFiniteLoss(
-                        f"loss became non-finite ({bad}) at epoch {epoch + 1}, batch {b + 1}; stopped, {kept} "
-                        "(lower distill.lr, or set on_nonfinite: skip)"
-                    )
-                warnings.warn(f"non-finite loss ({bad}) at epoch {epoch + 1}, batch {b + 1}: step skipped")
-                state["sums"]["skipped"] = state["sums"].get("skipped", 0.0) + 1
-            optimizer.zero_grad(set_to_none=True)
-            pending, count = {}, 0
-            state["batch"] = b + 1
-            if state["step"] % log_every == 0 and state["count"]:  # reading the running mean is a host sync
-                running = {k: float(v) / state["count"] for k, v in state["sums"].items() if k != "skipped"}
-                post["loss"] = f"{sum(running.values()):.4f}"
-                bar.set_postfix(post, refresh=False)
-                tracker.log({f"train/{k}": v for k, v in running.items()}, state["step"])
-            if eval_every and state["step"] % eval_every == 0 and b + 1 < n_batches:
-                line = {"epoch": epoch, "step": state["step"], **{f"val/{k}": v for k, v in validate().items()}}
-                model.train()
-                tracker.log(line, state["step"])
-                if eng.is_main:
-                    append_jsonl(out_dir / "evals.jsonl", line)
-            if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0 and b + 1 < n_batches:
-                checkpoint()
+
+    def run_epochs() -> None:
+        for epoch in range(state["epoch"], cfg.epochs):
             if state["step"] >= total_steps:
                 break
+            sampler.set_epoch(epoch, state["batch"])
+            n_batches = len(sampler.batches())
+            model.train()
+            post["epoch"] = f"{epoch + 1}/{cfg.epochs}"
+            t0 = time.perf_counter()
+            pending: dict = {}  # this optimizer step's loss sums (device tensors) until the step is known good
+            count = 0
+            for b, batch in enumerate(loader, start=state["batch"]):
+                batch = to_device(batch, eng.device)
+                n = len(batch["idx"])
+                boundary = (b + 1) % cfg.grad_accum == 0 or b + 1 == n_batches
+                with eng.no_sync(model, accumulating=not boundary):
+                    with eng.autocast():
+                        losses = model(batch)
+                    total = sum(losses.values())
+                    eng.backward(total.float() / cfg.grad_accum)
+                for k, v in losses.items():
+                    pending[k] = pending.get(k, 0.0) + v.detach().double() * n  # float64: a resumed sum adds up alike
+                count += n
+                bar.update(1)  # redraws at most every 0.1 s
+                if not boundary:
+                    continue
+                if eng.step(optimizer, params, cfg.max_grad_norm, sum(pending.values())):  # the step's one host sync
+                    scheduler.step()
+                    for k, v in pending.items():
+                        state["sums"][k] = state["sums"].get(k, 0.0) + v
+                    state["count"] += count
+                    state["step"] += 1
+                else:
+                    bad = ", ".join(k for k, v in pending.items() if not torch.isfinite(v)) or "gradient"
+                    if cfg.on_nonfinite == "stop":
+                        kept = f"last good checkpoint kept in {ckpt_last}" if ckpt_last.exists() else "no checkpoint written yet"
+                        raise NonFiniteLoss(
+                            f"loss became non-finite ({bad}) at epoch {epoch + 1}, batch {b + 1}; stopped, {kept} "
+                            "(lower distill.lr, or set on_nonfinite: skip)"
+                        )
+                    warnings.warn(f"non-finite loss ({bad}) at epoch {epoch + 1}, batch {b + 1}: step skipped")
+                    state["sums"]["skipped"] = state["sums"].get("skipped", 0.0) + 1
+                optimizer.zero_grad(set_to_none=True)
+                pending, count = {}, 0
+                state["batch"] = b + 1
+                if state["step"] % log_every == 0 and state["count"]:  # reading the running mean is a host sync
+                    running = {k: float(v) / state["count"] for k, v in state["sums"].items() if k != "skipped"}
+                    post["loss"] = f"{sum(running.values()):.4f}"
+                    bar.set_postfix(post, refresh=False)
+                    tracker.log({f"train/{k}": v for k, v in running.items()}, state["step"])
+                if eval_every and state["step"] % eval_every == 0 and b + 1 < n_batches:
+                    line = {"epoch": epoch, "step": state["step"], **{f"val/{k}": v for k, v in validate().items()}}
+                    model.train()
+                    tracker.log(line, state["step"])
+                    if eng.is_main:
+                        append_jsonl(out_dir / "evals.jsonl", line)
+                if cfg.checkpoint_every and state["step"] % cfg.checkpoint_every == 0 and b + 1 < n_batches:
+                    checkpoint()
+                if state["step"] >= total_steps:
+                    break
 
-        sums = eng.sum_dict({**_floats(state["sums"]), "_count": state["count"]})
-        n_seen = max(sums.pop("_count"), 1)
-        record = {"epoch": epoch, "step": state["step"], "lr": scheduler.get_last_lr()[0]}
-        record.update({f"train/{k}": v / n_seen for k, v in sums.items() if k != "skipped"})
-        record.update({f"train/{k}": v for k, v in eng.sum_dict(core.epoch_stats()).items()})
-        if "skipped" in sums:
-            record["train/skipped_steps"] = sums["skipped"]
-        record.update({f"val/{k}": v for k, v in validate().items()})
-        record["seconds"] = time.perf_counter() - t0
-        history.append(record)
-        if record[f"val/{select}"] > state["best"]:
-            state["best"], state["best_epoch"] = record[f"val/{select}"], epoch
+            sums = eng.sum_dict({**_floats(state["sums"]), "_count": state["count"]})
+            n_seen = max(sums.pop("_count"), 1)
+            record = {"epoch": epoch, "step": state["step"], "lr": scheduler.get_last_lr()[0]}
+            record.update({f"train/{k}": v / n_seen for k, v in sums.items() if k != "skipped"})
+            record.update({f"train/{k}": v for k, v in eng.sum_dict(core.epoch_stats()).items()})
+            if "skipped" in sums:
+                record["train/skipped_steps"] = sums["skipped"]
+            record.update({f"val/{k}": v for k, v in validate().items()})
+            record["seconds"] = time.perf_counter() - t0
+            history.append(record)
+            if record[f"val/{select}"] > state["best"]:
+                state["best"], state["best_epoch"] = record[f"val/{select}"], epoch
+                if eng.is_main:
+                    writer.submit(ckpt_best, method.student, {"epoch": epoch, select: state["best"]}, keep_previous=False)
+            state.update(epoch=epoch + 1, batch=0, sums={}, count=0)
+            core.reset_stats()
+            train_loss = sum(v for k, v in record.items() if k.startswith("train/") and k[6:] in sums)
+            post.update({"epoch": f"{epoch + 1}/{cfg.epochs}", "loss": f"{train_loss:.4f}",
+                         f"val {select}": f"{record[f'val/{select}']:.4f}"})
+            bar.set_postfix(post)
+            tracker.log({k: v for k, v in record.items() if k.startswith(("train/", "val/"))}, state["step"])
             if eng.is_main:
-                save_checkpoint(ckpt_best, method.student, {"epoch": epoch, select: state["best"]}, keep_previous=False)
-        state.update(epoch=epoch + 1, batch=0, sums={}, count=0)
-        core.reset_stats()
-        train_loss = sum(v for k, v in record.items() if k.startswith("train/") and k[6:] in sums)
-        post.update({"epoch": f"{epoch + 1}/{cfg.epochs}", "loss": f"{train_loss:.4f}",
-                     f"val {select}": f"{record[f'val/{select}']:.4f}"})
-        bar.set_postfix(post)
-        tracker.log({k: v for k, v in record.items() if k.startswith(("train/", "val/"))}, state["step"])
-        if eng.is_main:
-            write_jsonl(log_path, history)
-            if not quiet:  # one line per epoch, printed only under --verbose (kdforge.train.progress)
-                line = {k: round(v, 4) for k, v in record.items() if k.startswith(("val/", "train/"))}
-                EPOCH_LOG.info(f"{desc} epoch {epoch + 1}/{cfg.epochs} {line}")
-        checkpoint()
-        if on_epoch_end is not None:
-            on_epoch_end(record)
+                append_jsonl(log_path, record)  # one line per epoch (the file was cut back to `history` at start)
+                if not quiet:  # one line per epoch, printed only under --verbose (kdforge.train.progress)
+                    line = {k: round(v, 4) for k, v in record.items() if k.startswith(("val/", "train/"))}
+                    EPOCH_LOG.info(f"{desc} epoch {epoch + 1}/{cfg.epochs} {line}")
+            checkpoint()
+            if on_epoch_end is not None:
+                writer.wait()  # the hook sees the epoch with its checkpoint on disk
+                on_epoch_end(record)
+
+    writer = CheckpointWriter()  # rank 0 writes checkpoints on a worker thread while training goes on
+    try:
+        run_epochs()
+    finally:
+        writer.close()  # every checkpoint on disk before anything reads it back (or an error propagates)
     bar.close()
     tracker.finish()
 
