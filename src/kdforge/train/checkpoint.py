@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import pickle
-import queue
 import shutil
 import threading
 import warnings
@@ -82,33 +81,45 @@ def save_checkpoint(dir_: Path, model: nn.Module, state: dict[str, Any], keep_pr
 
 
 class CheckpointWriter:
-    """Writes checkpoints on a worker thread while training goes on. What is written is copied
-    when it is submitted (later steps cannot change it); writes happen in submission order, at most
-    `depth` wait in line (a further submit blocks); `wait()` (at the end of a run, before reading one
-    back) re-raises a failed write. A process killed mid-write keeps the previous complete
+    """Writes checkpoints on a worker thread while training goes on. What is written is copied when
+    it is submitted (later steps cannot change it). One write runs at a time; a checkpoint submitted
+    for a folder that already has one waiting replaces it (only the newest `last` or `best` matters),
+    so a fast loop never waits for a slow disk. `wait()` (before anything reads a checkpoint back, at
+    the end of a run) re-raises a failed write. A process killed mid-write keeps the previous complete
     checkpoint (each one appears by an atomic rename)."""
 
-    def __init__(self, depth: int = 2) -> None:
-        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+    def __init__(self) -> None:
+        self._pending: dict[Path, tuple] = {}
+        self._busy = self._closing = False
         self._error: BaseException | None = None
+        self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._work, name="kdforge-checkpoint", daemon=True)
         self._thread.start()
 
     def submit(self, dir_: Path, model: nn.Module, state: dict[str, Any], keep_previous: bool = True) -> None:
         self._raise()
-        self._queue.put((Path(dir_), *snapshot(model), _copy_state(state), keep_previous))
+        job = (Path(dir_), *snapshot(model), _copy_state(state), keep_previous)
+        with self._cond:
+            self._pending.pop(job[0], None)  # a newer checkpoint of the same folder supersedes the waiting one
+            self._pending[job[0]] = job
+            self._cond.notify_all()
 
     def _work(self) -> None:
         while True:
-            job = self._queue.get()
-            try:
-                if job is None:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                if not self._pending:
                     return
+                job = self._pending.pop(next(iter(self._pending)))
+                self._busy = True
+            try:
                 _write(*job)
             except BaseException as e:  # noqa: BLE001 (re-raised in the training thread)
                 self._error = e
-            finally:
-                self._queue.task_done()
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
 
     def _raise(self) -> None:
         if self._error is not None:
@@ -116,15 +127,18 @@ class CheckpointWriter:
             raise error
 
     def wait(self) -> None:
-        self._queue.join()
+        with self._cond:
+            while self._pending or self._busy:
+                self._cond.wait()
         self._raise()
 
     def close(self) -> None:
         """Finish every pending write and stop the thread (re-raises a failed write)."""
-        self._queue.join()
-        self._queue.put(None)
+        self.wait()
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
         self._thread.join()
-        self._raise()
 
 
 def verify(dir_: Path) -> bool:
