@@ -15,40 +15,45 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from kdforge.train.batching import collate_indexed, epoch_batches
+from kdforge.train.batching import collate_indexed
 
 
-class EpochBatchSampler(Sampler[list[int]]):
-    """Yields `epoch_batches(n, batch_size, seed, epoch, rank, world)[start:]`; set with `set_epoch`."""
+class EpochBatchSampler(Sampler[torch.Tensor]):
+    """Yields the batches of `epoch_batches(n, batch_size, seed, epoch, rank, world)` from `start` on,
+    as index tensors (the same order; computed once per `set_epoch`)."""
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
-        self.epoch, self.start = 0, 0
+        self.set_epoch(0)
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)  # as batching.epoch_batches
+        order = torch.randperm(self.n, generator=g)
+        self._order = order[: self.n - self.n % self.world][self.rank :: self.world]
 
-    def batches(self) -> list[list[int]]:
-        return epoch_batches(self.n, self.batch_size, self.seed, self.epoch, self.rank, self.world)
+    def batches(self) -> list[torch.Tensor]:
+        return list(self._order.split(self.batch_size))
 
     def __iter__(self):
-        return iter(self.batches()[self.start:])
+        return iter(self.batches()[self.start :])
 
     def __len__(self) -> int:
-        return len(self.batches()) - self.start
+        return -(-len(self._order) // self.batch_size) - self.start
 
 
-def fetch_batch(dataset: Dataset, idx: list[int]) -> dict[str, Any]:
-    """One batch dict {"x", "y", ..., "idx"} for the given sample ids, sliced at once when the dataset can."""
+def fetch_batch(dataset: Dataset, idx) -> dict[str, Any]:
+    """One batch dict {"x", "y", ..., "idx"} for sample ids `idx` (list or tensor), sliced at once when the dataset can."""
+    idx = torch.as_tensor(idx)
     base, ids = dataset, idx
     while isinstance(base, Subset):  # map through subsets down to a dataset that may slice
-        ids = [base.indices[i] for i in ids]
+        ids = torch.as_tensor(base.indices)[ids]
         base = base.dataset
     get_batch = getattr(base, "get_batch", None)
     if get_batch is None:
-        return collate_indexed([(i, dataset[i]) for i in idx])
-    batch = get_batch(torch.as_tensor(ids))
-    batch["idx"] = torch.as_tensor(idx)
+        return collate_indexed([(i, dataset[i]) for i in idx.tolist()])
+    batch = get_batch(ids)
+    batch["idx"] = idx
     return batch
 
 
@@ -70,11 +75,26 @@ def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_loader(dataset: Dataset, sampler: EpochBatchSampler, *, num_workers: int = 0,
-                device: torch.device | None = None) -> DataLoader:
+                device: torch.device | None = None):
+    """A DataLoader over `sampler`'s batches when workers fetch or batches are pinned for a GPU; with
+    neither, the same batches from a plain generator (the DataLoader machinery would only add time)."""
     pin = device is not None and device.type == "cuda"
+    if num_workers == 0 and not pin:
+        return _Batches(dataset, sampler)
     return DataLoader(_BatchView(dataset), batch_sampler=sampler, collate_fn=_as_is, num_workers=num_workers,
                       pin_memory=pin, persistent_workers=False,
                       generator=torch.Generator())  # its own: starting an epoch must not draw from the global RNG
+
+
+class _Batches:
+    def __init__(self, dataset: Dataset, sampler: EpochBatchSampler):
+        self.dataset, self.sampler = dataset, sampler
+
+    def __iter__(self):
+        return (fetch_batch(self.dataset, idx) for idx in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

@@ -142,7 +142,7 @@ def fit(
             if state["step"] >= total_steps:
                 break
             sampler.set_epoch(epoch, state["batch"])
-            n_batches = len(sampler.batches())
+            n_batches = sampler.start + len(sampler)
             model.train()
             post["epoch"] = f"{epoch + 1}/{cfg.epochs}"
             t0 = time.perf_counter()
