@@ -29,7 +29,7 @@ from kdforge.train.checkpoint import CheckpointWriter, load_checkpoint, load_wei
 from kdforge.train.data import EpochBatchSampler, make_loader, to_device
 from kdforge.train.engine import Engine
 from kdforge.train.evaluate import classification_metrics
-from kdforge.train.progress import EPOCH_LOG, stage_bar
+from kdforge.train.progress import EPOCH_LOG, Throughput, stage_bar
 from kdforge.train.trackers import open_tracker
 
 MetricFn = Callable[[torch.nn.Module, Dataset, torch.device], dict[str, float]]
@@ -135,7 +135,8 @@ def fit(
     total_batches = min(cfg.epochs * batches_per_epoch, total_steps * cfg.grad_accum)
     bar = stage_bar(desc, total_batches, state["epoch"] * batches_per_epoch + state["batch"],
                     disable=quiet or not eng.is_main)
-    post: dict = {}  # the bar's postfix: epoch, running loss, latest validation metric
+    post: dict = {}  # the bar's postfix: epoch, running loss, latest validation metric, tokens/s, teacher work
+    throughput = Throughput(next(iter(core.frozen()), None))
 
     def run_epochs() -> None:
         for epoch in range(state["epoch"], cfg.epochs):
@@ -150,6 +151,7 @@ def fit(
             count = 0
             for b, batch in enumerate(loader, start=state["batch"]):
                 batch = to_device(batch, eng.device)
+                throughput.add(batch)
                 n = len(batch["idx"])
                 boundary = (b + 1) % cfg.grad_accum == 0 or b + 1 == n_batches
                 with eng.no_sync(model, accumulating=not boundary):
@@ -172,6 +174,7 @@ def fit(
                 else:
                     bad = ", ".join(k for k, v in pending.items() if not torch.isfinite(v)) or "gradient"
                     if cfg.on_nonfinite == "stop":
+                        writer.wait()  # the last good checkpoint on disk before saying so
                         kept = f"last good checkpoint kept in {ckpt_last}" if ckpt_last.exists() else "no checkpoint written yet"
                         raise NonFiniteLoss(
                             f"loss became non-finite ({bad}) at epoch {epoch + 1}, batch {b + 1}; stopped, {kept} "
@@ -184,7 +187,7 @@ def fit(
                 state["batch"] = b + 1
                 if state["step"] % log_every == 0 and state["count"]:  # reading the running mean is a host sync
                     running = {k: float(v) / state["count"] for k, v in state["sums"].items() if k != "skipped"}
-                    post["loss"] = f"{sum(running.values()):.4f}"
+                    post.update(loss=f"{sum(running.values()):.4f}", **throughput.postfix())
                     bar.set_postfix(post, refresh=False)
                     tracker.log({f"train/{k}": v for k, v in running.items()}, state["step"])
                 if eval_every and state["step"] % eval_every == 0 and b + 1 < n_batches:
@@ -215,7 +218,7 @@ def fit(
             state.update(epoch=epoch + 1, batch=0, sums={}, count=0)
             core.reset_stats()
             train_loss = sum(v for k, v in record.items() if k.startswith("train/") and k[6:] in sums)
-            post.update({"epoch": f"{epoch + 1}/{cfg.epochs}", "loss": f"{train_loss:.4f}",
+            post.update({"epoch": f"{epoch + 1}/{cfg.epochs}", "loss": f"{train_loss:.4f}", **throughput.postfix(),
                          f"val {select}": f"{record[f'val/{select}']:.4f}"})
             bar.set_postfix(post)
             tracker.log({k: v for k, v in record.items() if k.startswith(("train/", "val/"))}, state["step"])
