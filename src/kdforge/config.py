@@ -7,20 +7,20 @@ what is allowed.
 """
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 import kdforge.data  # noqa: F401  (registers datasets)
 import kdforge.methods  # noqa: F401  (registers methods)
 import kdforge.models  # noqa: F401  (registers models)
 from kdforge.compress.config import CompressStage
+from kdforge.config_terms import (  # noqa: F401  (re-exported: recipes and code name them as kdforge.config.*)
+    LOSS_KINDS, TERM_CLASSES, Auto, DISTTerm, DivergenceTerm, DKDTerm, FeatureTerm, KDTerm, LabelTerm, LayerwiseTerm,
+    LossTerm, Strict,
+)
 from kdforge.errors import KDForgeError
 from kdforge.registry import DATASETS, METHODS, MODELS
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class AugmentConfig(Strict):
@@ -106,91 +106,6 @@ class TrainConfig(Strict):
     eval_every: int | None = Field(None, ge=1, description="Also validate every N optimizer steps (null: per epoch only).")
     tracker: Literal["auto", "none", "tensorboard", "wandb"] = Field(
         "auto", description="Experiment tracker (auto: TensorBoard when installed, W&B when installed and logged in).")
-
-
-Auto = Literal["auto"]
-
-
-class KDTerm(Strict):
-    """α · T² · KL(p_t^T ‖ p_s^T) + (1 − α) · CE(z_s, y).
-
-    `temperature` / `alpha` may be "auto": a short search on a held-out part of the
-    training split picks them before training (see `distill.auto`). `standardize`
-    z-scores both logit vectors first (logit standardization, Sun et al. 2024).
-    """
-
-    kind: Literal["kd"] = "kd"
-    weight: float = Field(1.0, ge=0)
-    temperature: Annotated[float, Field(gt=0)] | Auto = Field(4.0, description="Softmax temperature T, or auto.")
-    alpha: Annotated[float, Field(ge=0, le=1)] | Auto = Field(0.8, description="Weight α of the soft term (1 − α on CE), or auto.")
-    standardize: bool = Field(False, description="z-score student and teacher logits per sample before softening.")
-
-
-class DKDTerm(Strict):
-    """Decoupled KD (Zhao et al. 2022): α · TCKD + β · NCKD (· T²); add a `ce` term for the labels."""
-
-    kind: Literal["dkd"] = "dkd"
-    weight: float = Field(1.0, ge=0)
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(1.0, ge=0, description="Weight of the target-class term (TCKD).")
-    beta: float = Field(8.0, ge=0, description="Weight of the non-target-class term (NCKD).")
-
-
-class DISTTerm(Strict):
-    """DIST (Huang et al. 2022): β · (1 − inter-class Pearson) + γ · (1 − intra-class Pearson); add a `ce` term."""
-
-    kind: Literal["dist"] = "dist"
-    weight: float = Field(1.0, ge=0)
-    temperature: float = Field(1.0, gt=0)
-    beta: float = Field(1.0, ge=0, description="Weight of the inter-class (per-sample) relation.")
-    gamma: float = Field(1.0, ge=0, description="Weight of the intra-class (per-class, across the batch) relation.")
-
-
-class DivergenceTerm(Strict):
-    """Logit divergences for LLM-style distillation; `beta` is used by jsd only."""
-
-    kind: Literal["reverse_kl", "jsd", "tvd"]
-    weight: float = Field(1.0, ge=0)
-    temperature: float = Field(1.0, gt=0)
-    beta: float = Field(0.5, ge=0, le=1)
-
-
-class LabelTerm(Strict):
-    """ce: cross-entropy on the true labels; hard_ce: on the teacher's argmax (no soft targets)."""
-
-    kind: Literal["ce", "hard_ce"]
-    weight: float = Field(1.0, ge=0)
-
-
-class FeatureTerm(Strict):
-    """A term on tapped features; names are submodules of student and teacher.
-
-    hint: MSE (projection added when widths differ); attention: attention transfer
-    on (B, C, H, W) maps; rkd_distance / rkd_angle / similarity: relations between samples.
-    """
-
-    kind: Literal["hint", "attention", "attention_kl", "rkd_distance", "rkd_angle", "similarity"]
-    student_layer: str
-    teacher_layer: str
-    weight: float = Field(1.0, ge=0)
-
-
-class LayerwiseTerm(Strict):
-    """Layer-wise distillation (TinyBERT, Jiao et al. 2020; attention as in MiniLM): every student
-    block's hidden state (through a learned projection) and attention matched to the teacher block
-    the layer map gives, plus the embedding output (hidden.0). HF encoders with `attentions: true`."""
-
-    kind: Literal["layerwise"] = "layerwise"
-    layer_map: Literal["uniform"] = Field("uniform", description="uniform: student block m -> teacher block m·N/M.")
-    weight: float = Field(1.0, ge=0)
-    hidden_weight: float = Field(1.0, ge=0, description="Weight of each hidden-state MSE (projected to the teacher's width).")
-    attention_weight: float = Field(1.0, ge=0, description="Weight of each attention-distribution KL (teacher heads averaged).")
-    embedding_weight: float = Field(1.0, ge=0, description="Weight of the embedding-output MSE (hidden.0).")
-
-
-TERM_CLASSES = (KDTerm, DKDTerm, DISTTerm, DivergenceTerm, LabelTerm, FeatureTerm, LayerwiseTerm)
-LossTerm = Annotated[Union[TERM_CLASSES], Field(discriminator="kind")]
-LOSS_KINDS: tuple[str, ...] = tuple(k for c in TERM_CLASSES for k in get_args(c.model_fields["kind"].annotation))
 
 
 class FilterConfig(Strict):
