@@ -7,13 +7,18 @@ import torch
 from torch.utils.data import default_collate
 
 
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
-    """The batches of one epoch for one rank: a permutation seeded by (seed, epoch), so a
-    resumed run can skip exactly the batches it already did; rank r takes every world-th sample
-    (the n mod world samples left over this epoch are skipped, a different few each epoch)."""
+def epoch_order(n: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """One rank's sample ids for one epoch: a permutation seeded by (seed, epoch), so a resumed run
+    can skip exactly the batches it already did; rank r takes every world-th sample (the n mod world
+    samples left over this epoch are skipped, a different few each epoch)."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     order = torch.randperm(n, generator=g)
-    order = order[: n - n % world][rank::world].tolist()  # equal shares, so every rank steps (and all-reduces) in lockstep
+    return order[: n - n % world][rank::world]  # equal shares, so every rank steps (and all-reduces) in lockstep
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """`epoch_order` cut into batches of `batch_size`, as lists of ids."""
+    order = epoch_order(n, seed, epoch, rank, world).tolist()
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
@@ -34,6 +39,3 @@ def probe_batch(dataset, n: int = 8) -> dict[str, Any]:
     """The first n samples as one batch: methods run it once at construction to learn shapes."""
     return collate_indexed([(i, dataset[i]) for i in range(min(n, len(dataset)))])
 
-
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
-from kdforge.train.batching import collate_indexed
+from kdforge.train.batching import collate_indexed, epoch_order
 
 
 class EpochBatchSampler(Sampler[torch.Tensor]):
-    """Yields the batches of `epoch_batches(n, batch_size, seed, epoch, rank, world)` from `start` on,
-    as index tensors (the same order; computed once per `set_epoch`)."""
+    """Yields one epoch's batches (`batching.epoch_order` cut by `batch_size`) from `start` on, as index
+    tensors (the order `epoch_batches` lists; computed once per `set_epoch`)."""
 
     def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
@@ -28,9 +28,7 @@ class EpochBatchSampler(Sampler[torch.Tensor]):
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
-        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)  # as batching.epoch_batches
-        order = torch.randperm(self.n, generator=g)
-        self._order = order[: self.n - self.n % self.world][self.rank :: self.world]
+        self._order = epoch_order(self.n, self.seed, epoch, self.rank, self.world)
 
     def batches(self) -> list[torch.Tensor]:
         return list(self._order.split(self.batch_size))
