@@ -71,6 +71,30 @@ def test_int8_of_optimized_graph_stays_close(bert_exports):
     assert man["onnx_opt"]["int8_static"]["calibration_batches"] == 4
 
 
+def test_int8_quantizes_attention_products_and_approximates_gelu(bert_exports):
+    _, man = bert_exports
+    info = man["onnx_opt"]
+    assert info["int8"]["activations"] and info["int8_graph"]["gelu_approximation"]
+    ops = ort_opt.op_counts(man["files"]["onnx-opt-int8"])
+    assert "MatMul" not in ops  # every MatMul, QK^T and .V included, is an integer one
+    assert ops.get("MatMulInteger", 0) > 0 and ops.get("FastGelu") == 2 and "BiasGelu" not in ops
+    assert info["int8_graph"]["max_abs_diff"] < 1e-2  # the tanh GELU: close, not exact
+    assert man["onnx_opt_max_abs_diff"] <= 1e-4  # the fp32 artifact stays exact
+
+
+def test_int8_options_off_keep_onnx_runtime_defaults(tmp_path):
+    pytest.importorskip("transformers")
+    from kdforge.models.hf import wrap
+
+    model = wrap(tiny_bert_classifier(num_hidden_layers=1), "classify", pad_id=0, attentions=True)
+    ids = torch.randint(1, 50, (2, 16), generator=torch.Generator().manual_seed(0))
+    man = export(model, tmp_path / "o", ["onnx-opt-int8"], example_inputs=ids, int8_activations=False,
+                 gelu_approximation=False)
+    ops = ort_opt.op_counts(man["files"]["onnx-opt-int8"])
+    assert ops.get("MatMul") == 2 and "FastGelu" not in ops  # the attention products stay fp32, GELU exact
+    assert not man["onnx_opt"]["int8"]["activations"] and "gelu_approximation" not in man["onnx_opt"]["int8_graph"]
+
+
 def test_plain_model_gets_offline_optimizations(tmp_path, digits, digits_cnn):
     calib = [digits.train.x[i:i + 32] for i in range(0, 256, 32)]
     man = export(digits_cnn, tmp_path / "o", ["onnx", "onnx-opt", "onnx-opt-int8-static"],

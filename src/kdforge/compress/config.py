@@ -106,6 +106,10 @@ class ExportStage(_Stage):
         default_factory=lambda: ["safetensors", "onnx"], min_length=1,
         description="Artifacts to write; onnx-opt*: after ONNX Runtime's graph optimizer (transformer fusions).")
     calibration_batches: int = Field(8, ge=1, description="*-int8-static: training batches of 32 used to calibrate.")
+    int8_activations: bool = Field(True, description="onnx-opt-int8: also quantize the activation × activation MatMuls "
+                                   "(attention QKᵀ and ·V; ONNX Runtime leaves them fp32 by default).")
+    gelu_approximation: bool = Field(True, description="onnx-opt-int8*: GELU as ONNX Runtime's tanh approximation "
+                                     "(FastGelu) in transformer INT8 graphs; gated with the INT8 accuracy drop.")
 
 
 CompressStage = Annotated[

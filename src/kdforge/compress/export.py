@@ -54,12 +54,16 @@ def export(
     calibration: Iterable[torch.Tensor] | None = None,
     exporter: str = "auto",
     opset: int = 17,
+    int8_activations: bool = True,
+    gelu_approximation: bool = True,
 ) -> dict:
     """Write `formats` of `model` into `out_dir`; returns (and saves as manifest.json)
     {"files": {format: path}, "onnx_max_abs_diff": float, ...}.
 
     example_inputs: one batch (B, ...) used to trace and to check parity (needed for ONNX).
     calibration: input batches for onnx-int8-static.
+    int8_activations: onnx-opt-int8 also quantizes the activation x activation MatMuls (attention).
+    gelu_approximation: onnx-opt-int8* of a transformer use the tanh GELU (FastGelu); see ort_opt.
     """
     formats = list(formats)
     unknown = [f for f in formats if f not in FORMATS]
@@ -85,7 +89,8 @@ def export(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        manifest = _write(for_inference(model), tmp, formats, example_inputs, calibration, exporter, opset)
+        int8 = {"activations": int8_activations, "gelu_approximation": gelu_approximation}
+        manifest = _write(for_inference(model), tmp, formats, example_inputs, calibration, exporter, opset, int8)
         out_dir.mkdir(parents=True, exist_ok=True)
         for item in tmp.iterdir():
             dest = out_dir / item.name
@@ -99,7 +104,7 @@ def export(
     return manifest
 
 
-def _write(model, tmp: Path, formats, example_inputs, calibration, exporter, opset) -> dict:
+def _write(model, tmp: Path, formats, example_inputs, calibration, exporter, opset, int8: dict) -> dict:
     files: dict[str, str] = {}
     info: dict = {"formats": formats}
     model.eval()
@@ -130,13 +135,13 @@ def _write(model, tmp: Path, formats, example_inputs, calibration, exporter, ops
                 ort_static_int8(fp32, tmp / "model.int8-static.onnx", calibration)
             files["onnx-int8-static"] = "model.int8-static.onnx"
         if not spec and any(f.startswith("onnx-opt") for f in formats):
-            info["onnx_opt"] = _write_optimized(model, tmp, formats, example_inputs, calibration, fp32, None, opset, files)
+            info["onnx_opt"] = _write_optimized(model, tmp, formats, example_inputs, calibration, fp32, None, int8, files)
         if "onnx" not in formats:
             fp32.unlink()
     if spec and any(f.startswith("onnx-opt") for f in formats):
         traced = tmp / "model.traced.onnx"
         ort_opt.trace_transformer(model, example_inputs, traced, opset, _LogitsOnly)
-        info["onnx_opt"] = _write_optimized(model, tmp, formats, example_inputs, calibration, traced, spec, opset, files)
+        info["onnx_opt"] = _write_optimized(model, tmp, formats, example_inputs, calibration, traced, spec, int8, files)
         traced.unlink()
     if "onnx_opt" in info:
         info["onnx_opt_max_abs_diff"] = info["onnx_opt"]["max_abs_diff"]
@@ -144,20 +149,25 @@ def _write(model, tmp: Path, formats, example_inputs, calibration, exporter, ops
     return info
 
 
-def _write_optimized(model, tmp: Path, formats, example, calibration, src: Path, spec, opset, files: dict) -> dict:
+def _write_optimized(model, tmp: Path, formats, example, calibration, src: Path, spec, int8_opts: dict, files: dict) -> dict:
     """onnx-opt* formats from the fp32 graph `src`; every fp32 graph is checked against PyTorch
-    (padded and unpadded rows for text models) before it is quantized."""
+    (padded and unpadded rows for text models) before it is quantized. "max_abs_diff" is the
+    fp32 artifacts' (exact); the INT8 source graph's, when it approximates GELU, is in "int8_graph"."""
     probe = _parity_inputs(model, example)
     out: dict = {"exporter": "torchscript, eager attention" if spec else "as onnx", "transformer_fusions": spec is not None,
                  "cpu": ort_opt.cpu_features(), "max_abs_diff": 0.0}
 
     def checked(path: Path, for_int8: bool) -> dict:
-        stats = ort_opt.optimize(src, path, spec, for_int8=for_int8)
+        approx = for_int8 and int8_opts["gelu_approximation"]
+        stats = ort_opt.optimize(src, path, spec, for_int8=for_int8, gelu_approximation=approx)
         stats["max_abs_diff"] = onnx_parity(model, path, probe)
         if stats["max_abs_diff"] > 1e3 * PARITY_TOL:  # a wrong trace, not rounding
             raise KDForgeError(f"export onnx-opt: the optimized graph differs from the model by {stats['max_abs_diff']:.3g} "
                                f"(expected <= {PARITY_TOL:g}); use format onnx")
-        out["max_abs_diff"] = max(out["max_abs_diff"], stats["max_abs_diff"])
+        if approx:  # approximated on purpose: its effect is gated with the quantization's
+            stats["gelu_approximation"] = bool(stats["fused"].get("FastGelu"))
+        else:
+            out["max_abs_diff"] = max(out["max_abs_diff"], stats["max_abs_diff"])
         return stats
 
     with _quiet_loggers():  # the optimizer and quantizer log shape-inference notes on the root logger
@@ -173,7 +183,7 @@ def _write_optimized(model, tmp: Path, formats, example, calibration, src: Path,
             else:
                 shutil.copyfile(src, base)
             if "onnx-opt-int8" in formats:
-                out["int8"] = ort_opt.quantize_dynamic_int8(base, tmp / "model.opt.int8.onnx")
+                out["int8"] = ort_opt.quantize_dynamic_int8(base, tmp / "model.opt.int8.onnx", activations=int8_opts["activations"])
                 files["onnx-opt-int8"] = "model.opt.int8.onnx"
             if "onnx-opt-int8-static" in formats:
                 out["int8_static"] = ort_opt.quantize_static_int8(base, tmp / "model.opt.int8-static.onnx", calibration,

@@ -207,7 +207,8 @@ def _export_stage(stage, d: Path, model: nn.Module, fp32_model: nn.Module, examp
                      "use onnx-int8 for an INT8 deployment artifact")
     calib = [stack_inputs(data.train, 32 * (k + 1))[32 * k:] for k in range(stage.calibration_batches)] \
         if any(f.endswith("int8-static") for f in stage.formats) else None
-    manifest = export(src, d / "artifacts", stage.formats, example_inputs=example, calibration=calib)
+    manifest = export(src, d / "artifacts", stage.formats, example_inputs=example, calibration=calib,
+                      int8_activations=stage.int8_activations, gelu_approximation=stage.gelu_approximation)
     artifacts = {"torch": _measure(src, data)}
     for fmt, path in manifest["files"].items():
         if fmt.startswith("onnx"):
