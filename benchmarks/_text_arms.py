@@ -16,6 +16,7 @@ by the arms of a seed that start from it.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from kdforge.models.build import build_model
 from kdforge.models.vocab import trim_student
 from kdforge.store import CachedTeacher
 from kdforge.train.batching import probe_batch
+from kdforge.train.checkpoint import load_weights
 from kdforge.train.loop import fit
 
 STUDENTS = {
@@ -151,9 +153,35 @@ class ArmRunner:
         return student.eval()
 
 
+    def load(self, arm: Arm, index: int):
+        """The student `run(arm, index)` saved in this seed's folder of an earlier run (its best checkpoint)."""
+        best = self.out / f"s{self.seed}-arm{index}" / "checkpoints" / "best"
+        if not best.is_dir():
+            raise SystemExit(f"--reuse: {best} is missing (was that run made with these seeds and arms?)")
+        student = self._fresh(arm.student)
+        load_weights(best, student)
+        return student.eval()
+
+
 def visits(runner: ArmRunner, arm: Arm) -> int:
     train, _, epochs = runner.transfer(arm)
     return epochs * len(train)
 
 
-__all__ = ["ALONE", "Arm", "ArmRunner", "BANKING77", "BBC_NEWS", "FULL", "STUDENTS", "build_student", "visits"]
+def trained_seconds(out: Path) -> float:
+    """Training wall time an earlier run recorded in its seed folders (arms and layer-wise phases, every epoch)."""
+    total = 0.0
+    for metrics in out.glob("s*-*/metrics.jsonl"):
+        total += sum(json.loads(line).get("seconds", 0.0) for line in metrics.read_text().splitlines() if line.strip())
+    return total
+
+
+def originals_seen(runner: ArmRunner, arm: Arm) -> int:
+    """How many of an arm's sample visits are original (labelled) texts: all, or, drawn from the
+    augmented pool, the draws of its first len(originals) rows."""
+    train, teacher, epochs = runner.transfer(arm)
+    rows = getattr(teacher, "rows", None)
+    return epochs * len(train) if rows is None else int((rows < len(runner.data.train)).sum())
+
+
+__all__ = ["ALONE", "Arm", "ArmRunner", "BANKING77", "BBC_NEWS", "FULL", "STUDENTS", "build_student", "originals_seen", "trained_seconds", "visits"]

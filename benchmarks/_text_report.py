@@ -70,7 +70,8 @@ def render(r: dict) -> str:
            f"{n_var:,} variants, labelled only by the teacher's logits." if n_var else "")
         + f" Every arm: lr {args.lr:g}, batch 16, linear decay, best epoch on val, "
         f"{r['visits'][arms[0].name]:,} sample visits ({args.epochs} epoch(s) over the original texts; augmented arms draw as "
-        f"many samples from the pool of originals and variants, each once — augmentation compared at equal compute). KD: T = 2, α = 0.7 (cross-entropy on the labelled originals only). Layer-wise "
+        f"many samples from the pool of originals and variants, each once — augmentation compared at equal compute"
+        f"{_originals(r)}). KD: T = 2, α = 0.7 (cross-entropy on the labelled originals only). Layer-wise "
         f"phase (TinyBERT's intermediate-layer distillation, `kind: layerwise`, `layer_map: uniform`): {args.phase1_epochs} "
         f"epoch(s) on the original texts with the live teacher before the prediction phase; hidden-state MSE through a learned "
         f"projection on every student layer and the embedding output, MiniLM attention KL on every layer (teacher heads "
@@ -92,6 +93,17 @@ def render(r: dict) -> str:
     lines += ["", *r["lat"]["lines"], "",
               "Wall time (2 shared cores): " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in r["timings"].items()) + "."]
     return "\n".join(lines)
+
+
+def _originals(r: dict) -> str:
+    """How often an augmented arm sees the original (labelled) texts, against the other arms (last seed's draw)."""
+    aug = [a for a in r["arms"] if a.augment]
+    if not aug:
+        return ""
+    v, o = r["visits"][aug[0].name], r["originals"][aug[0].name]
+    return (f"; so an augmented arm's {v:,} samples hold {o:,} originals ({100 * o / v:.0f}%): it sees each labelled "
+            f"text {o / len(r['data'].train):.2f}× per run, the other arms {r['visits'][r['arms'][0].name] / len(r['data'].train):.0f}×, "
+            f"and its cross-entropy term has that much less to work on")
 
 
 def _gain(xs: list[float], ref: list[float], name: str) -> str:

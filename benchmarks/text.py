@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_section  # noqa: E402
-from _text_arms import BANKING77, BBC_NEWS, ArmRunner, visits  # noqa: E402
+from _text_arms import BANKING77, BBC_NEWS, ArmRunner, originals_seen, trained_seconds, visits  # noqa: E402
 from _text_latency import latency_table  # noqa: E402
 from _text_report import render  # noqa: E402
 from _text_teacher import CACHE, fine_tuned_teacher  # noqa: E402
@@ -87,6 +87,10 @@ def main() -> None:
     ap.add_argument("--teacher-best-so-far", action="store_true", help="a cached fine-tune stopped early: use its best "
                     "epoch so far instead of finishing it (the section says after how many epochs it stopped)")
     ap.add_argument("--teacher-only", action="store_true", help="fine-tune (or load) the teacher, print its test accuracy, stop")
+    ap.add_argument("--reuse", help="the run folder of an earlier run (its teacher store path is printed): re-evaluate its "
+                    "saved students and reuse its store instead of training; refreshes the export and latency part")
+    ap.add_argument("--train-seeds", help="with --reuse: train only these seeds (comma-separated) into its folder and stop "
+                    "(seeds in parallel processes; a final --reuse run evaluates them all)")
     ap.add_argument("--quick", action="store_true", help="tiny subsets and one epoch: a smoke test, printed only")
     ap.add_argument("--threads", type=int, help="torch threads (1 when another job shares the cores)")
     args = ap.parse_args()
@@ -103,7 +107,7 @@ def main() -> None:
             part.x, part.y, part.texts = part.x[:n], part.y[:n], part.texts[:n] if part.texts else None
         args.epochs = args.phase1_epochs = 1
     shape, classes = data.input_shape, data.num_classes
-    out = Path(tempfile.mkdtemp(prefix=f"kdforge-text-{args.dataset}-"))
+    out = Path(args.reuse) if args.reuse else Path(tempfile.mkdtemp(prefix=f"kdforge-text-{args.dataset}-"))
     timings: dict[str, float] = {}
 
     t0 = time.time()
@@ -138,24 +142,35 @@ def main() -> None:
     t0 = time.time()  # the teacher runs once over the (augmented) transfer set; every arm and seed reads the store
     scorer = for_inference(teacher) if not features else teacher
     scorer.trim_padding = trim_padding
-    store = write_store(out / "store", Teacher(scorer, features), augmented, k="all")
+    store = out / "store" if args.reuse else write_store(out / "store", Teacher(scorer, features), augmented, k="all")
     scorer.trim_padding = False
     cached = CachedTeacher(TeacherStore(store))
-    timings["teacher store (one pass)"] = time.time() - t0
+    timings["teacher store" + (" (reused)" if args.reuse else " (one pass)")] = time.time() - t0
 
     acc: dict[str, list[float]] = {a.name: [] for a in arms}
     students, trims, params = {}, {}, {}
     t0 = time.time()
-    for seed in range(args.seeds):
+    train_only = [int(k) for k in args.train_seeds.split(",")] if args.train_seeds else None
+    if train_only and not args.reuse:
+        raise SystemExit("--train-seeds needs --reuse (the folder whose teacher store the seeds read)")
+    for seed in train_only or range(args.seeds):
         runner = ArmRunner(seed, data, augmented, teacher, cached, tokenizer, args, out, trim_padding=trim_padding)
         for i, arm in enumerate(arms):
-            student = runner.run(arm, i)
+            student = runner.load(arm, i) if args.reuse and not train_only else runner.run(arm, i)
             acc[arm.name].append(accuracy(student, data.test, trim=trim_padding))
             students[arm.name], params[arm.name] = student, count_parameters(student)
             print(f"seed {seed} {arm.name}: {acc[arm.name][-1]:.4f} ({time.time() - t0:.0f}s)", flush=True)
         trims.update(runner.trims)
         visits_per_arm = {arm.name: visits(runner, arm) for arm in arms}
-    timings["student arms (all seeds)"] = time.time() - t0
+        originals = {arm.name: originals_seen(runner, arm) for arm in arms}
+    if train_only:
+        print(f"trained seeds {train_only} into {out}")
+        return
+    if args.reuse:  # the arms were trained by the run that made the folder; its epochs' wall time is in their metrics
+        timings["student arms (all seeds, trained by the earlier run)"] = trained_seconds(out)
+        timings["reloading its students"] = time.time() - t0
+    else:
+        timings["student arms (all seeds)"] = time.time() - t0
 
     t0 = time.time()
     best = max(acc, key=lambda n: statistics.mean(acc[n]))
@@ -163,7 +178,7 @@ def main() -> None:
                         length=spec["data"]["max_length"])
     timings["export + latency"] = time.time() - t0
     run = dict(args=args, spec=spec, data=data, augmented=augmented, teacher=teacher, t_acc=t_acc, acc=acc, arms=arms,
-               params=params, trims=trims, visits=visits_per_arm, lat=lat, timings=timings, cached=cached)
+               params=params, trims=trims, visits=visits_per_arm, originals=originals, lat=lat, timings=timings, cached=cached)
     body = render(run)
     print(body)
     if not args.quick:  # a smoke run is printed, not written
