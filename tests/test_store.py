@@ -132,6 +132,24 @@ def test_random_store_layout_reads_and_size_estimate(digits, tmp_path, capsys):
     assert torch.allclose(p.gather(-1, target.indices.long()) * (target.values > 0), target.values.float(), atol=1e-4)
 
 
+def test_priority_store_keeps_k_distinct_ids_with_unbiased_weights(digits, tmp_path):
+    """sampling: priority: k distinct ids per sample, weights max(p, τ) (>= the teacher's probability), read as a sampled target."""
+    t = Teacher(_teacher())
+    store = TeacherStore(write_store(tmp_path / "p", t, digits.train, k=4, sampling="priority", batch_size=64, quiet=True))
+    assert store.sampled and store.sampling == "priority"
+    idx = torch.arange(20)
+    target = CachedTeacher(store).target(idx)
+    p = t(digits.train.x[idx])[0].softmax(-1).gather(-1, target.indices.long())
+    assert all(len(row.unique()) == 4 for row in target.indices)
+    assert torch.all(target.values.float() >= p - 1e-3)
+    u8 = TeacherStore(write_store(tmp_path / "u8", t, digits.train, k=4, sampling="priority", weights="uint8", batch_size=64,
+                                  quiet=True))  # one-byte weight codes: 3 bytes per id instead of 4
+    assert u8.bytes_per_position() < 0.8 * store.bytes_per_position() and u8.rows("values", idx).dtype == torch.uint8
+    coded = CachedTeacher(u8).target(idx)
+    assert torch.equal(coded.indices, target.indices)  # same draws (same seed, first batch), weights within one code step
+    assert torch.allclose(coded.values, target.values.float(), rtol=0.07)
+
+
 def test_fingerprint_hashing_is_cached_by_file_identity(tmp_path, monkeypatch, tiny_llama_dir):  # noqa: F811
     import kdforge.fingerprint as store_mod
     from kdforge.recipe_file import parse_recipe

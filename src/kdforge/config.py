@@ -168,16 +168,19 @@ class StoreConfig(Strict):
     k: Annotated[int, Field(ge=1)] | Literal["all"] | None = Field(None, description="Vocabulary ids kept per position: top-k logits, "
                                                                    "or K draws (sampling: random); all (or k >= classes): dense "
                                                                    "logits; null: 64 (every class of a smaller head).")
-    sampling: Literal["topk", "random", "hybrid"] = Field("random", description="random: K draws from the teacher's softmax, kept as "
-                                                          "ids + weights (unbiased forward KL, Anshumann et al. 2025); hybrid: the k/2 "
-                                                          "most likely ids exactly + k/2 draws from the rest (unbiased, less noise); "
-                                                          "topk: the k largest logits (biased).")
+    sampling: Literal["topk", "random", "hybrid", "ht", "priority"] = Field(
+        "random", description="random: K draws from the teacher's softmax, kept as ids + weights (unbiased forward KL, "
+        "Anshumann et al. 2025); hybrid: the k/2 most likely ids exactly + k/2 draws from the rest (unbiased, less noise); "
+        "ht: the K draws weighted p / (1 - (1 - p)^K) (Horvitz-Thompson); priority: k distinct ids by priority sampling, "
+        "weights max(p, tau) (unbiased, least noise); topk: the k largest logits (biased).")
     temperature: float | None = Field(None, gt=0, description="Temperature the store samples at and is meant for (part of its "
                                       "fingerprint); null: the kd term's temperature, else 1.")
     features: list[str] = Field(default_factory=list, description="Teacher modules whose outputs are stored too.")
     shard_size: int = Field(1024, ge=1, description="Samples per shard file.")
     dtype: Literal["float16", "float32"] = Field("float16", description="Storage type of logits and features.")
 
+    weights: Literal["float16", "uint8"] = Field("float16", description="Storage of a sampled store's weights: uint8 log-grid "
+                                                 "codes, rounded stochastically (still unbiased) at 1 byte instead of 2.")
 
 class TeacherConfig(ModelConfig):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Used when no checkpoint is given.")

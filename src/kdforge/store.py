@@ -3,7 +3,7 @@
 Layout of a store folder (written to a temporary folder, then renamed):
 
     meta.json                 fingerprint, sample count, shapes, k, sampling, vocabulary size
-    shard-00000/values.npy    (n, *positions, k) top-k logits | weights (random, hybrid) | all logits (dense)
+    shard-00000/values.npy    (n, *positions, k) top-k logits | weights (sampled; fp16 or uint8 codes) | all logits (dense)
     shard-00000/indices.npy   (n, *positions, k) their vocabulary ids (uint16 when V <= 65536; absent when dense)
     shard-00000/entropy.npy   (n, *positions) teacher entropy (sampled stores: the KL's constant term)
     shard-00000/feat-NAME.npy (n, *feature shape) chosen teacher features
@@ -12,7 +12,9 @@ Layout of a store folder (written to a temporary folder, then renamed):
 `sampling: random` keeps K = k draws from the teacher's softmax at the store's
 temperature, as unique ids and weights c / K, which makes forward KL and its gradient
 unbiased (kdforge.losses.sparse); `hybrid` keeps the k/2 most likely ids exactly and
-k/2 draws from the rest (unbiased too, with less sampling noise). k >= V stores every logit (dense).
+k/2 draws from the rest (unbiased too, with less sampling noise); `ht` weights the random draws
+p / π (Horvitz–Thompson) and `priority` keeps k distinct ids by priority sampling, weights
+max(p, τ) (unbiased, exact where p ≥ τ). k >= V stores every logit (dense).
 
 Rows are keyed by sample id (`batch["idx"]`, the index into the training set):
 shard = id // shard_size. Shards are numpy files opened memory-mapped, so every
@@ -36,23 +38,26 @@ from torch import Tensor, nn
 from kdforge.errors import KDForgeError
 from kdforge.fingerprint import (FINGERPRINT_FIELDS, cached_hash, compare, file_identity, fingerprint, hash_dataset,
                                  hash_module, model_inputs, recipe_fingerprint, store_k, store_temperature)
-from kdforge.losses.sparse import SparseTarget, sample_target, topk_target
+from kdforge.losses.sparse import ESTIMATORS, SparseTarget, decode_weights, encode_weights, sample_target, topk_target
 from kdforge.teacher import Teacher
 from kdforge.train import distributed as dist
 from kdforge.train.batching import collate_indexed
 
-SAMPLINGS = ("topk", "random", "hybrid")
+SAMPLINGS = ("topk", *ESTIMATORS)
 
 
-def _sparse_rows(logits: Tensor, k: int | str, sampling: str, temperature: float, gen: torch.Generator) -> dict[str, Tensor]:
-    """(B, *P, V) teacher logits -> the arrays one batch adds to the store."""
+def _sparse_rows(logits: Tensor, k: int | str, sampling: str, temperature: float, gen: torch.Generator,
+                 weights: str = "float16") -> dict[str, Tensor]:
+    """(B, *P, V) teacher logits -> the arrays one batch adds to the store (sampled weights as uint8 codes
+    when weights = "uint8")."""
     vocab = logits.shape[-1]
     kk = vocab if k == "all" else min(int(k), vocab)
     if kk == vocab:
         return {"values": logits}
-    if sampling in ("random", "hybrid"):
-        target = sample_target(logits, kk, temperature, generator=gen, head=kk // 2 if sampling == "hybrid" else 0)
-        return {"values": target.values, "indices": target.indices, "entropy": target.entropy}  # weights, sum 1
+    if sampling in ESTIMATORS:
+        target = sample_target(logits, kk, temperature, generator=gen, estimator=sampling)
+        values = encode_weights(target.values, gen) if weights == "uint8" else target.values
+        return {"values": values, "indices": target.indices, "entropy": target.entropy}
     target = topk_target(logits, kk)
     return {"values": target.values, "indices": target.indices}
 
@@ -60,11 +65,13 @@ def _sparse_rows(logits: Tensor, k: int | str, sampling: str, temperature: float
 @torch.no_grad()
 def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = 64, sampling: str = "random",
                 temperature: float = 1.0, seed: int = 0, fp: dict | None = None, shard_size: int = 1024,
-                batch_size: int = 32, dtype: str = "float16", quiet: bool = False) -> Path:
+                batch_size: int = 32, dtype: str = "float16", weights: str = "float16", quiet: bool = False) -> Path:
     """Run `teacher` once over `dataset` (in index order) and write the store at `path`.
 
-    k: ids kept per position ("all" or k >= V: dense); sampling: topk | random | hybrid (K = k draws
-    from softmax(logits / temperature), seeded by `seed`). Prints the store's size before writing."""
+    k: ids kept per position ("all" or k >= V: dense); sampling: topk | random | hybrid | ht | priority (K = k draws
+    from softmax(logits / temperature), seeded by `seed`); weights: float16, or uint8 for a sampled store's
+    weights (log-grid codes, stochastically rounded: still unbiased, 1 byte instead of 2).
+    Prints the store's size before writing."""
     path = Path(path)
     if sampling not in SAMPLINGS:
         raise KDForgeError(f"store.sampling: {sampling!r} is not one of {', '.join(SAMPLINGS)}")
@@ -80,13 +87,16 @@ def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = 6
     for start in range(0, n, batch_size):
         batch = collate_indexed([(i, dataset[i]) for i in range(start, min(start + batch_size, n))])
         logits, feats = teacher(model_inputs(batch), idx=batch["idx"])  # (B, *P, V), {name: (B, ...)}; a CachedTeacher re-sparsifies a store
-        rows = _sparse_rows(logits.cpu(), k, sampling, temperature, gen)
+        rows = _sparse_rows(logits.cpu(), k, sampling, temperature, gen, weights)
         rows.update({f"feat-{name}": f.cpu() for name, f in feats.items()})
         if not files:
             vocab, kk = logits.shape[-1], rows["values"].shape[-1]
             meta.update(vocab=vocab, k=kk, sampling=sampling if kk < vocab else "dense", temperature=float(temperature), values="weights",
                         seed=seed, positions=list(logits.shape[1:-1]), features={name: list(f.shape[1:]) for name, f in feats.items()})
-            types = {name: np.dtype(np.uint16 if vocab <= 65536 else np.int32) if name == "indices" else np_dtype for name in rows}
+            if rows["values"].dtype == torch.uint8:
+                meta["values"] = "weight-codes"
+            types = {name: np.dtype(np.uint16 if vocab <= 65536 else np.int32) if name == "indices"
+                     else np.dtype(np.uint8) if rows[name].dtype == torch.uint8 else np_dtype for name in rows}
             per_sample = sum(int(np.prod(arr.shape[1:])) * types[name].itemsize for name, arr in rows.items())
             if not quiet:
                 print(f"teacher store {path}: {n} samples x {per_sample:,} bytes = {n * per_sample / 1e6:,.2f} MB "
@@ -157,7 +167,7 @@ class TeacherStore:
 
     @property
     def sampled(self) -> bool:
-        return self.sampling in ("random", "hybrid") and not self.dense
+        return self.sampling in ESTIMATORS and not self.dense
 
     def _arr(self, shard: int, name: str) -> np.ndarray:
         key = f"shard-{shard:05d}/{name}.npy"
@@ -246,7 +256,8 @@ class CachedTeacher(Teacher):
             return SparseTarget(torch.arange(self.store.vocab, device=self.device).expand(vals.shape), vals)
         ids = self._read("indices", idx)
         if self.store.sampled:  # stores written before "values": "weights" hold draw counts
-            w = vals.float() if self.store.meta.get("values") == "weights" else vals.float() / self.store.k
+            kind = self.store.meta.get("values")
+            w = decode_weights(vals) if kind == "weight-codes" else vals.float() if kind == "weights" else vals.float() / self.store.k
             return SparseTarget(ids, w, self._read("entropy", idx))
         return SparseTarget(ids, vals)
 
@@ -297,7 +308,7 @@ def open_or_write(recipe, teacher_model: nn.Module, data, *, rewrite: bool = Fal
     if ctx.is_main and (rewrite or not (path / "meta.json").is_file()):  # written once, by rank 0, for every rank
         live = Teacher(teacher_model, cfg.features)
         write_store(path, live, data.train, k=store_k(recipe), sampling=cfg.sampling, temperature=store_temperature(recipe),
-                    seed=recipe.seed, fp=fp, shard_size=cfg.shard_size, batch_size=batch_size, dtype=cfg.dtype)
+                    seed=recipe.seed, fp=fp, shard_size=cfg.shard_size, batch_size=batch_size, dtype=cfg.dtype, weights=cfg.weights)
         written = live.samples
     ctx.barrier()
     cached = CachedTeacher(TeacherStore(path, fp))

@@ -15,6 +15,14 @@ Two ways to choose the k ids (the teacher-output store writes either):
 - sampled (hybrid): the k/2 most likely ids with their exact probabilities, plus k/2
   draws from the rest weighted by its mass: still unbiased, with no sampling noise where
   most of the mass is (a lower-variance control of the same estimator).
+- sampled (ht): the same K draws as random, but each unique id v weighted by Horvitz–Thompson,
+  p_v / π_v with π_v = 1 − (1 − p_v)^K its chance to be drawn at all: E[w_v] = p_v, and an id
+  drawn almost surely (the head) gets its exact probability.
+- sampled (priority): priority sampling (Duffield, Lund & Thorup 2007, JACM): priorities
+  p_v / u_v (u uniform), the k highest kept, τ the (k+1)-th; w_v = max(p_v, τ). Exactly k
+  distinct ids (no padding), E[w_v] = p_v, and ids with p_v ≥ τ exact.
+  For ht and priority Σ w is 1 only in expectation; the loss −Σ w log p_s stays a function
+  of the student's distribution and is unbiased in value and gradient (Σw · p_s − w).
 
 Shapes: student logits (..., V); target indices / values (..., k); entropy (...).
 """
@@ -36,9 +44,9 @@ class SparseTarget:
     """A teacher distribution over k ids per position.
 
     indices (..., k) vocabulary ids. values (..., k): top-k teacher logits, or for a
-    sampled target the weights c / K (summing to 1; 0 marks a padding slot, whose id
-    repeats another slot's). entropy (...): the teacher's entropy at the sampling
-    temperature, present only for sampled targets.
+    sampled target unbiased weights (E[w] = p_t; they sum to 1 for random and hybrid, to 1 in
+    expectation for ht and priority; 0 marks a padding slot, whose id repeats another slot's).
+    entropy (...): the teacher's entropy at the sampling temperature, present only for sampled targets.
     """
 
     indices: Tensor
@@ -59,14 +67,15 @@ class SparseTarget:
 
     def support_logits(self, temperature: float = 1.0) -> Tensor:
         """(..., k) teacher logits on the support: top-k values, or T·log w for a sampled target
-        (softmax(z / T) over the support is then exactly w; padding slots get FILL)."""
+        (softmax(z / T) over the support is then w / Σw, exactly w when Σw = 1; padding slots get FILL)."""
         if not self.sampled:
             return self.values.float()
         w = self.values.float()
         return torch.where(w > 0, temperature * w.clamp_min(1e-30).log(), torch.full_like(w, FILL))
 
     def dense(self, vocab: int, temperature: float = 1.0) -> Tensor:
-        """(..., V) logits whose softmax at `temperature` is the stored distribution (0 off the support)."""
+        """(..., V) logits whose softmax at `temperature` is the stored distribution (0 off the support;
+        sampled weights renormalised to sum 1, which biases ht and priority targets: prefer sparse_kl)."""
         if self.sampled:  # weights summed per id (padding slots add 0), then T·log w
             w = self.values.new_zeros(*self.values.shape[:-1], vocab, dtype=torch.float32)
             w.scatter_add_(-1, self.indices.long(), self.values.float())
@@ -94,20 +103,59 @@ def _unique_draws(p: Tensor, k: int, generator: torch.Generator | None) -> tuple
     return torch.where(count > 0, ids, ids[:, :1]), count
 
 
+def _inclusion(p: Tensor, k: int) -> Tensor:
+    """π = 1 − (1 − p)^k: the chance that id of probability p is among k draws with replacement."""
+    return -torch.expm1(k * torch.log1p(-p.clamp(max=1 - 1e-7)))
+
+
+def _by_probability(ids: Tensor, w: Tensor, p_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Slots reordered most likely id first (so indices[..., 0] is the teacher's best kept id),
+    padding slots (w = 0) last."""
+    order = torch.where(w > 0, p_ids, -1.0).argsort(dim=-1, descending=True, stable=True)
+    return ids.gather(-1, order), w.gather(-1, order)
+
+
+def _ht_draws(p: Tensor, k: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """k draws with replacement per row of p (N, V), unique ids weighted p / π (Horvitz–Thompson)."""
+    ids, count = _unique_draws(p, k, generator)
+    p_ids = p.gather(-1, ids)
+    w = torch.where(count > 0, p_ids / _inclusion(p_ids, k).clamp_min(1e-30), 0.0)
+    return _by_probability(ids, w, p_ids)
+
+
+def _priority_draws(p: Tensor, k: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+    """Priority sampling of k distinct ids per row of p (N, V), weights max(p, τ)."""
+    u = 1.0 - torch.rand(p.shape, generator=generator)  # (0, 1]
+    prio, ids = (p / u).topk(k + 1, dim=-1)  # (N, k + 1)
+    tau, ids = prio[:, k:], ids[:, :k]  # the (k+1)-th priority is the threshold
+    p_ids = p.gather(-1, ids)
+    w = torch.where(p_ids > 0, torch.maximum(p_ids, tau), 0.0)  # p = 0 (underflow): weight 0, a padding slot
+    return _by_probability(ids, w, p_ids)
+
+
+ESTIMATORS = ("random", "hybrid", "ht", "priority")
+
+
 def sample_target(logits: Tensor, k: int, temperature: float = 1.0, generator: torch.Generator | None = None,
-                  head: int = 0) -> SparseTarget:
+                  head: int = 0, estimator: str = "random") -> SparseTarget:
     """A sampled teacher of k slots per position, from softmax(logits / T), plus its entropy.
 
-    head = 0 (`sampling: random`): K = k draws with replacement -> unique ids, weights c / K.
-    head = h > 0 (`sampling: hybrid`): the h most likely ids with their exact probabilities,
-    then k − h draws from the rest of the distribution weighted by its mass (tail mass · c / (k − h)).
-    Both are unbiased (E[w] = p_t); the hybrid has no variance on the head, where most of the
-    mass is. Padding slots have weight 0."""
+    estimator (the store's `sampling`; all unbiased, E[w] = p_t, see the module docstring):
+    random: K = k draws with replacement -> unique ids, weights c / K. hybrid (or head = h > 0):
+    the h (default k/2) most likely ids with their exact probabilities, then k − h draws from the
+    rest weighted by its mass (tail mass · c / (k − h)). ht: the random draws weighted p / π.
+    priority: k distinct ids by priority sampling, weights max(p, τ). Padding slots have weight 0."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator {estimator!r} is not one of {', '.join(ESTIMATORS)}")
+    if estimator == "hybrid" and head <= 0:
+        head = k // 2
     shape, vocab = logits.shape[:-1], logits.shape[-1]
     log_p = F.log_softmax(logits.float().reshape(-1, vocab) / temperature, dim=-1)  # (N, V)
     p = log_p.exp()
     entropy = -(p * log_p).sum(-1)  # (N,)
-    if head <= 0:
+    if estimator in ("ht", "priority"):
+        ids, w = (_ht_draws if estimator == "ht" else _priority_draws)(p, k, generator)
+    elif head <= 0:
         ids, count = _unique_draws(p, k, generator)
         w = count.float() / k
     else:
@@ -118,6 +166,26 @@ def sample_target(logits: Tensor, k: int, temperature: float = 1.0, generator: t
         ids = torch.cat([head_ids, tail_ids], -1)
         w = torch.cat([head_p, mass * count.float() / (k - head)], -1)
     return SparseTarget(ids.reshape(*shape, k), w.reshape(*shape, k), entropy.reshape(shape))
+
+
+CODE_STEP = 1 / 16  # uint8 weight code c means w = exp(−c / 16) (steps of 6.5%); code 255 means 0
+
+
+def encode_weights(w: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Sampled weights in [0, 1] -> uint8 codes on a log grid, rounded stochastically to one of the
+    two grid points around w with the probabilities that keep E[decode(code)] = w (so a sampled
+    target stays unbiased at 1 byte per weight instead of 2)."""
+    w = w.float().clamp(0.0, 1.0)
+    lo = (-w.clamp_min(1e-30).log() / CODE_STEP).floor().clamp(0, 254)  # grid point at or above w
+    g_lo, g_hi = decode_weights(lo), decode_weights(lo + 1)  # g_hi <= w <= g_lo (g = 0 past the last code)
+    up = torch.rand(w.shape, generator=generator) * (g_lo - g_hi) < (w - g_hi)
+    return torch.where(w > 0, torch.where(up, lo, lo + 1), 255.0).to(torch.uint8)
+
+
+def decode_weights(code: Tensor) -> Tensor:
+    """uint8 (or float) codes -> fp32 weights: exp(−code / 16), 0 for code 255."""
+    c = code.float()
+    return torch.where(c >= 255, 0.0, torch.exp(-c * CODE_STEP))
 
 
 def _masked_mean(per_pos: Tensor, mask: Tensor | None) -> Tensor:
@@ -163,4 +231,4 @@ def sparse_restricted(kind: str, student_logits: Tensor, target: SparseTarget, m
     return divergence(kind, gathered, target.values, mask, chunk_size=None, **kwargs)
 
 
-__all__ = ["FILL", "SparseTarget", "sample_target", "sparse_kl", "sparse_restricted", "sparse_topk_kl", "topk_target"]
+__all__ = ["ESTIMATORS", "FILL", "SparseTarget", "decode_weights", "encode_weights", "sample_target", "sparse_kl", "sparse_restricted", "sparse_topk_kl", "topk_target"]
