@@ -97,6 +97,7 @@ class TrainConfig(Strict):
     grad_accum: int = Field(1, ge=1, description="Micro-batches accumulated per optimizer step.")
     max_grad_norm: float | None = Field(5.0, gt=0, description="Gradient clipping norm (null: off).")
     checkpoint_every: int = Field(0, ge=0, description="Also save a resumable checkpoint every N optimizer steps (0: per epoch only).")
+    checkpoint_interval: float = Field(10.0, ge=0, description="Seconds between per-epoch checkpoints: an epoch ending sooner skips its save (the last epoch always saves; 0: every epoch).")
     on_nonfinite: Literal["stop", "skip"] = Field("stop", description="NaN/inf loss: stop (keep last good checkpoint) or skip the step.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="Autocast dtype (auto: bf16 on GPU, fp32 on CPU).")
     parallel: Literal["auto", "ddp", "fsdp"] = Field("auto", description="Several processes: DDP (auto) or FSDP2 sharding.")

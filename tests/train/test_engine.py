@@ -16,7 +16,7 @@ from kdforge.methods.supervised import Supervised
 from kdforge.models import MLP
 from kdforge.train.batching import collate_indexed, epoch_batches
 from kdforge.train.data import EpochBatchSampler, fetch_batch
-from kdforge.train.engine import resolve_parallel, resolve_precision
+from kdforge.train.engine import Engine, resolve_parallel, resolve_precision
 from kdforge.train.evaluate import classification_metrics
 from kdforge.train.loop import fit
 from kdforge.train.trackers import NoTracker, choose, open_tracker
@@ -149,3 +149,29 @@ def test_dataloader_workers_do_not_change_the_result(digits, tmp_path):
         fit(Supervised(model), digits.train, digits.val, cfg, tmp_path / str(workers), seed=0, quiet=True, device="cpu")
         out.append(model.state_dict())
     assert all(torch.equal(out[0][k], out[1][k]) for k in out[0])
+
+
+def test_step_clips_exactly_like_clip_grad_norm_and_skips_a_non_finite_loss():
+    eng = Engine.from_config(DistillConfig(precision="fp32", tracker="none"), "cpu")
+    torch.manual_seed(0)
+    ours, ref = MLP((1, 8, 8), 10, hidden=[16]), MLP((1, 8, 8), 10, hidden=[16])
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(32, 1, 8, 8) * 50  # large inputs: the gradient norm is far above the limit
+    for m in (ours, ref):
+        m(x).pow(2).mean().backward()
+    norm = torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.5)
+    assert norm > 0.5
+    sgd = torch.optim.SGD(ours.parameters(), lr=0.0)  # lr 0: the step leaves the clipped gradients to compare
+    assert eng.step(sgd, list(ours.parameters()), 0.5, torch.tensor(1.0))
+    for p, q in zip(ours.parameters(), ref.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-7)
+    before = [p.detach().clone() for p in ours.parameters()]
+    assert not eng.step(torch.optim.SGD(ours.parameters(), lr=1.0), list(ours.parameters()), 0.5,
+                        torch.tensor(float("nan")))
+    assert all(torch.equal(p, b) for p, b in zip(ours.parameters(), before))  # no step was taken
+
+
+def test_a_contiguous_range_is_fetched_as_a_view_equal_to_the_gathered_batch(digits):
+    got, want = fetch_batch(digits.train, range(10, 42)), fetch_batch(digits.train, list(range(10, 42)))
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert got["x"].data_ptr() == digits.train.x[10:].data_ptr()  # a view: nothing copied

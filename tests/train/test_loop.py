@@ -9,7 +9,7 @@ from kdforge.data import load_data
 from kdforge.errors import NonFiniteLoss
 from kdforge.methods.supervised import Supervised
 from kdforge.models import MLP
-from kdforge.train.checkpoint import load_checkpoint, save_checkpoint, verify
+from kdforge.train.checkpoint import CheckpointWriter, load_checkpoint, save_checkpoint, verify
 from kdforge.train.loop import fit
 
 
@@ -70,3 +70,49 @@ def test_ranks_get_equal_disjoint_shares_that_change_each_epoch():
     assert len(epoch_batches(1025, 32, 0, 0, 0, 2)) == len(epoch_batches(1025, 32, 0, 0, 1, 2))
     assert sum(epoch_batches(1025, 32, 0, 0), []) != sum(epoch_batches(1025, 32, 0, 1), [])
     assert sorted(sum(epoch_batches(1025, 32, 0, 0), [])) == list(range(1025))  # one process sees everything
+
+
+def _count_last_saves(monkeypatch, data, tmp, **cfg) -> tuple[int, object]:
+    saves = []
+    original = CheckpointWriter.submit
+
+    def counted(self, dir_, *a, **k):
+        saves.append(dir_.name)
+        return original(self, dir_, *a, **k)
+
+    monkeypatch.setattr(CheckpointWriter, "submit", counted)
+    _, res = train(data, tmp, epochs=3, **cfg)
+    monkeypatch.undo()
+    return saves.count("last"), res
+
+
+def test_checkpoint_interval_skips_early_epoch_saves_but_the_last_epoch_always_saves(monkeypatch, data, tmp_path):
+    every, _ = _count_last_saves(monkeypatch, data, tmp_path / "a", checkpoint_interval=0)
+    rare, res = _count_last_saves(monkeypatch, data, tmp_path / "b", checkpoint_interval=1e9)
+    assert every == 3 and rare == 1
+    state = load_checkpoint(tmp_path / "b/checkpoints/last", Supervised(MLP((1, 8, 8), 10, hidden=[16])))
+    assert state["loop"]["epoch"] == 3  # resumable, and says the run is complete
+    assert verify(tmp_path / "b/checkpoints/best") and res.best["val/accuracy"] == max(r["val/accuracy"] for r in res.history)
+
+
+class _Recording(Supervised):
+    """Supervised, keeping every batch's (loss, samples) to check the loop's running means against."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.seen: list[tuple[float, int]] = []
+
+    def forward(self, batch):
+        out = super().forward(batch)
+        self.seen.append((float(out["ce"]), len(batch["y"])))
+        return out
+
+
+@pytest.mark.parametrize("log_every", [1, 3, 1000])
+def test_epoch_train_loss_is_the_sample_weighted_mean_of_the_batch_losses(data, tmp_path, log_every):
+    torch.manual_seed(0)
+    method = _Recording(MLP((1, 8, 8), 10, hidden=[16]))
+    res = fit(method, data.train, data.val, DistillConfig(epochs=1, batch_size=10, log_every=log_every, tracker="none"),
+              tmp_path, seed=1, quiet=True)
+    want = sum(loss * n for loss, n in method.seen) / sum(n for _, n in method.seen)
+    assert res.history[0]["train/ce"] == pytest.approx(want, rel=1e-6)

@@ -30,8 +30,8 @@ class ArrayDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.x[i], self.y[i]
 
-    def get_batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Samples `idx` as one batch {"x": (B, ...), "y": (B,)}: one slice, no per-sample loop."""
+    def get_batch(self, idx: torch.Tensor | slice) -> dict[str, torch.Tensor]:
+        """Samples `idx` (ids, or a slice: views) as one batch {"x": (B, ...), "y": (B,)}: no per-sample loop."""
         return {"x": self.x[idx], "y": self.y[idx]}
 
     def subset(self, keep: np.ndarray) -> "ArrayDataset":

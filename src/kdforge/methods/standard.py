@@ -7,7 +7,7 @@ from torch import Tensor, nn
 from kdforge.data.base import UNLABELLED
 from kdforge.errors import KDForgeError
 from kdforge.methods.base import Method
-from kdforge.methods.terms import TERMS, StepContext, expand_layer_maps, make_projections, term_names
+from kdforge.methods.terms import TERMS, StepContext, expand_layer_maps, make_projections, term_names, weighted
 from kdforge.registry import METHODS
 from kdforge.taps import FeatureTaps
 from kdforge.teacher import Teacher
@@ -85,4 +85,4 @@ class StandardKD(Method):
             projections=self.projections,
             sample_weight=self.sample_weight(t_logits, y),
         )
-        return {name: term.weight * TERMS.get(term.kind)(term, ctx) for name, term in zip(self.names, self.terms)}
+        return {name: weighted(term.weight, TERMS.get(term.kind)(term, ctx)) for name, term in zip(self.names, self.terms)}

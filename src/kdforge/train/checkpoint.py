@@ -32,9 +32,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def snapshot(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def snapshot(model: nn.Module, copy: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The model's weights as CPU copies (tied names kept once, as safetensors' save_model does) and the
-    metadata naming each dropped alias: safe to write from another thread while training goes on."""
+    metadata naming each dropped alias: safe to write from another thread while training goes on.
+    `copy=False` keeps CPU tensors as they are (for weights that no longer change, e.g. after the last step)."""
     tensors, kept, aliases = {}, {}, {}
     for name, t in model.state_dict().items():
         key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype) if t.device.type != "meta" else name
@@ -42,18 +43,18 @@ def snapshot(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]
             aliases[name] = kept[key]
             continue
         kept[key] = name
-        tensors[name] = t.detach().to("cpu", copy=True).contiguous()
+        tensors[name] = t.detach().to("cpu", copy=copy).contiguous()
     return tensors, aliases
 
 
-def _copy_state(state: Any) -> Any:
+def _copy_state(state: Any, copy: bool = True) -> Any:
     """Plain data as is, every tensor copied to the CPU (optimizer moments are updated in place)."""
     if isinstance(state, torch.Tensor):
-        return state.detach().to("cpu", copy=True)
+        return state.detach().to("cpu", copy=copy)
     if isinstance(state, dict):
-        return {k: _copy_state(v) for k, v in state.items()}
+        return {k: _copy_state(v, copy) for k, v in state.items()}
     if isinstance(state, (list, tuple)):
-        return type(state)(_copy_state(v) for v in state)
+        return type(state)(_copy_state(v, copy) for v in state)
     return state
 
 
@@ -96,9 +97,17 @@ class CheckpointWriter:
         self._thread = threading.Thread(target=self._work, name="kdforge-checkpoint", daemon=True)
         self._thread.start()
 
-    def submit(self, dir_: Path, model: nn.Module, state: dict[str, Any], keep_previous: bool = True) -> None:
+    def submit(self, dir_: Path, model: nn.Module, state: dict[str, Any], keep_previous: bool = True,
+               copy: bool = True) -> None:
+        """`copy=False`: the caller changes neither the weights nor the state until `wait()` (the last checkpoint
+        of a run: nothing trains after it, so the copy would only cost time and memory)."""
+        self.submit_snapshot(dir_, snapshot(model, copy), state, keep_previous, copy)
+
+    def submit_snapshot(self, dir_: Path, weights: tuple[dict, dict], state: dict[str, Any],
+                        keep_previous: bool = True, copy: bool = True) -> None:
+        """As `submit`, for weights already taken by `snapshot` (e.g. a best epoch kept in memory)."""
         self._raise()
-        job = (Path(dir_), *snapshot(model), _copy_state(state), keep_previous)
+        job = (Path(dir_), *weights, _copy_state(state, copy), keep_previous)
         with self._cond:
             self._pending.pop(job[0], None)  # a newer checkpoint of the same folder supersedes the waiting one
             self._pending[job[0]] = job

@@ -41,7 +41,12 @@ class EpochBatchSampler(Sampler[torch.Tensor]):
 
 
 def fetch_batch(dataset: Dataset, idx) -> dict[str, Any]:
-    """One batch dict {"x", "y", ..., "idx"} for sample ids `idx` (list or tensor), sliced at once when the dataset can."""
+    """One batch dict {"x", "y", ..., "idx"} for sample ids `idx` (list, tensor, or a `range`), sliced at once
+    when the dataset can; a contiguous range of a dataset that slices is a view, not a gathered copy."""
+    if isinstance(idx, range) and idx.step == 1 and hasattr(dataset, "get_batch"):
+        batch = dataset.get_batch(slice(idx.start, idx.stop))
+        batch["idx"] = torch.arange(idx.start, idx.stop)
+        return batch
     idx = torch.as_tensor(idx)
     base, ids = dataset, idx
     while isinstance(base, Subset):  # map through subsets down to a dataset that may slice

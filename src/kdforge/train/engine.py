@@ -161,18 +161,24 @@ class Engine:
             self.scaler.update()
             return True
         grads = [p.grad for p in params if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
-        if hasattr(norm, "full_tensor"):  # FSDP: the norm of the sharded gradients
-            norm = norm.full_tensor()
-        check = norm.float() if loss_sum is None else torch.stack([norm.float(), loss_sum.float().to(norm.device)])
-        if self.ctx.world > 1:  # the ranks' flags ANDed (min) in the same read; the norm is equal on every rank
-            both = torch.stack([torch.isfinite(check).all().float(), norm.float()]).to(self.device)
+        if self.parallel == "fsdp":  # the norm of the sharded gradients, as one full tensor
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros((), device=self.device)
+            parts = [norm.full_tensor() if hasattr(norm, "full_tensor") else norm]
+        else:  # one norm per gradient, combined on the host below: no extra kernels for the total
+            parts = list(torch._foreach_norm(grads)) if grads else []
+        if loss_sum is not None:
+            parts.append(loss_sum.to(self.device))
+        check = torch.stack([t.float() for t in parts]) if parts else torch.zeros(1, device=self.device)
+        if self.ctx.world > 1:  # the ranks' flags ANDed (min) in the same read; the norms are equal on every rank
+            both = torch.cat([torch.isfinite(check).all().float().reshape(1), check])
             tdist.all_reduce(both, op=tdist.ReduceOp.MIN)
-            flag, value = both.tolist()
+            flag, *values = both.tolist()
             finite = flag == 1.0
         else:
-            values = check.reshape(-1).tolist()  # the one host read
-            value, finite = values[0], all(math.isfinite(v) for v in values)
+            values = check.tolist()  # the one host read
+            finite = all(math.isfinite(v) for v in values)
+        n_norms = len(values) - (loss_sum is not None)
+        value = math.sqrt(sum(v * v for v in values[:n_norms]))
         if not finite:
             return False
         if max_grad_norm and value > max_grad_norm:

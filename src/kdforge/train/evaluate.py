@@ -25,7 +25,7 @@ def predict(model: nn.Module, dataset: Dataset, batch_size: int = 256,
     model.eval()
     logits, labels = [], []
     for start in range(0, len(dataset), batch_size):  # whole batches fetched at once where the dataset can
-        batch = fetch_batch(dataset, list(range(start, min(start + batch_size, len(dataset)))))
+        batch = fetch_batch(dataset, range(start, min(start + batch_size, len(dataset))))
         out = model(batch["x"].to(device))
         logits.append((out.logits if hasattr(out, "logits") else out).float().cpu())
         labels.append(batch["y"])

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from kdforge.errors import NonFiniteLoss
 from kdforge.methods.base import Method
 from kdforge.rundir import append_jsonl, read_jsonl, write_jsonl
-from kdforge.train.checkpoint import CheckpointWriter, load_checkpoint, load_weights, restore_rng, rng_state
+from kdforge.train.checkpoint import CheckpointWriter, load_checkpoint, load_weights, restore_rng, rng_state, snapshot
 from kdforge.train.data import EpochBatchSampler, make_loader, to_device
 from kdforge.train.engine import Engine
 from kdforge.train.evaluate import classification_metrics
@@ -61,6 +61,19 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg, total_steps: int):
 
 def _floats(values: dict) -> dict[str, float]:
     return {k: float(v) for k, v in values.items()}
+
+
+def _total(losses: dict):
+    """The terms' sum (no `0 +` for a single term)."""
+    values = iter(losses.values())
+    total = next(values)
+    for v in values:
+        total = total + v
+    return total
+
+
+def _keys(pairs: list) -> list[str]:
+    return list(dict.fromkeys(k for d, _ in pairs for k in d))
 
 
 def fit(
@@ -117,15 +130,45 @@ def fit(
         write_jsonl(log_path, history)  # drop lines logged after the checkpoint we resume from
     tracker = open_tracker(getattr(cfg, "tracker", "none"), out_dir, desc, enabled=eng.is_main)
 
-    def checkpoint() -> None:
+    window: list = []  # the good steps' (detached losses, samples) not yet added to state["sums"]
+    best_pending: list = []  # [weights snapshot, state] of a new best epoch not yet handed to the writer
+    saved_at = [time.monotonic()]
+
+    def fold() -> None:
+        """Add the good steps' losses to the float64 running sums: one stack per term, not one op per step.
+        Folds happen at steps fixed by the step count (logging, checkpoints, epoch ends), so a resumed
+        run adds its sums up in the same groups as an uninterrupted one."""
+        if not window:
+            return
+        ns = torch.tensor([n for _, n in window], dtype=torch.float64, device=eng.device)
+        for k in _keys(window):
+            vals = torch.stack([d[k] if k in d else torch.zeros((), device=eng.device) for d, _ in window])
+            state["sums"][k] = state["sums"].get(k, 0.0) + (vals.double() * ns).sum()
+        window.clear()
+
+    def flush_best() -> None:
+        if best_pending:
+            writer.submit_snapshot(ckpt_best, *best_pending, keep_previous=False)
+            best_pending.clear()
+
+    def checkpoint_due() -> bool:
+        """An epoch's end saves when `checkpoint_interval` seconds have passed since the last save (rank 0's
+        clock decides for every rank), so a loop of millisecond epochs does not spend its time on disk."""
+        due = time.monotonic() - saved_at[0] >= getattr(cfg, "checkpoint_interval", 0.0)
+        return eng.sum_dict({"due": float(due and eng.is_main)})["due"] > 0 if eng.ctx.world > 1 else due
+
+    def checkpoint(copy: bool = True) -> None:
+        fold()
         eng.sync_to(model, method)  # FSDP: gathers full weights on every rank
         opt_state = eng.optimizer_state(model, optimizer)
+        saved_at[0] = time.monotonic()
         if eng.is_main:
+            flush_best()  # the best weights on disk no later than the state that names them
             writer.submit(ckpt_last, method, {
                 "loop": {**state, "sums": _floats(state["sums"]), "count": int(state["count"])},
                 "optimizer": opt_state, "scheduler": scheduler.state_dict(), "method": core.counter_state(),
                 "rng": rng_state(), **({"scaler": eng.scaler.state_dict()} if eng.scaler is not None else {}),
-            })
+            }, copy=copy)
         eng.barrier()
 
     def validate() -> dict[str, float]:
@@ -147,8 +190,8 @@ def fit(
             model.train()
             post["epoch"] = f"{epoch + 1}/{cfg.epochs}"
             t0 = time.perf_counter()
-            pending: dict = {}  # this optimizer step's loss sums (device tensors) until the step is known good
-            count = 0
+            step_losses: list = []  # this optimizer step's (detached losses, samples) until the step is known good
+            step_total, count = None, 0
             for b, batch in enumerate(loader, start=state["batch"]):
                 batch = to_device(batch, eng.device)
                 throughput.add(batch)
@@ -157,23 +200,24 @@ def fit(
                 with eng.no_sync(model, accumulating=not boundary):
                     with eng.autocast():
                         losses = model(batch)
-                    total = sum(losses.values())
-                    eng.backward(total.float() / cfg.grad_accum)
-                for k, v in losses.items():
-                    pending[k] = pending.get(k, 0.0) + v.detach().double() * n  # float64: a resumed sum adds up alike
+                    total = _total(losses)
+                    eng.backward(total.float() if cfg.grad_accum == 1 else total.float() / cfg.grad_accum)
+                step_losses.append(({k: v.detach() for k, v in losses.items()}, n))
+                step_total = total.detach() if step_total is None else step_total + total.detach()
                 count += n
                 bar.update(1)  # redraws at most every 0.1 s
                 if not boundary:
                     continue
-                if eng.step(optimizer, params, cfg.max_grad_norm, sum(pending.values())):  # the step's one host sync
+                if eng.step(optimizer, params, cfg.max_grad_norm, step_total):  # the step's one host sync
                     scheduler.step()
-                    for k, v in pending.items():
-                        state["sums"][k] = state["sums"].get(k, 0.0) + v
+                    window.extend(step_losses)
                     state["count"] += count
                     state["step"] += 1
                 else:
-                    bad = ", ".join(k for k, v in pending.items() if not torch.isfinite(v)) or "gradient"
+                    bad = ", ".join(k for k in _keys(step_losses)
+                                    if not all(torch.isfinite(d[k]).all() for d, _ in step_losses if k in d)) or "gradient"
                     if cfg.on_nonfinite == "stop":
+                        flush_best()
                         writer.wait()  # the last good checkpoint on disk before saying so
                         kept = f"last good checkpoint kept in {ckpt_last}" if ckpt_last.exists() else "no checkpoint written yet"
                         raise NonFiniteLoss(
@@ -183,9 +227,10 @@ def fit(
                     warnings.warn(f"non-finite loss ({bad}) at epoch {epoch + 1}, batch {b + 1}: step skipped")
                     state["sums"]["skipped"] = state["sums"].get("skipped", 0.0) + 1
                 optimizer.zero_grad(set_to_none=True)
-                pending, count = {}, 0
+                step_losses, step_total, count = [], None, 0
                 state["batch"] = b + 1
                 if state["step"] % log_every == 0 and state["count"]:  # reading the running mean is a host sync
+                    fold()
                     running = {k: float(v) / state["count"] for k, v in state["sums"].items() if k != "skipped"}
                     post.update(loss=f"{sum(running.values()):.4f}", **throughput.postfix())
                     bar.set_postfix(post, refresh=False)
@@ -201,6 +246,7 @@ def fit(
                 if state["step"] >= total_steps:
                     break
 
+            fold()
             sums = eng.sum_dict({**_floats(state["sums"]), "_count": state["count"]})
             n_seen = max(sums.pop("_count"), 1)
             record = {"epoch": epoch, "step": state["step"], "lr": scheduler.get_last_lr()[0]}
@@ -211,10 +257,11 @@ def fit(
             record.update({f"val/{k}": v for k, v in validate().items()})
             record["seconds"] = time.perf_counter() - t0
             history.append(record)
+            final = epoch + 1 == cfg.epochs or state["step"] >= total_steps  # nothing trains after this epoch
             if record[f"val/{select}"] > state["best"]:
                 state["best"], state["best_epoch"] = record[f"val/{select}"], epoch
-                if eng.is_main:
-                    writer.submit(ckpt_best, method.student, {"epoch": epoch, select: state["best"]}, keep_previous=False)
+                if eng.is_main:  # kept in memory (a copy unless final); written with the next resumable checkpoint
+                    best_pending[:] = [snapshot(method.student, copy=not final), {"epoch": epoch, select: state["best"]}]
             state.update(epoch=epoch + 1, batch=0, sums={}, count=0)
             core.reset_stats()
             train_loss = sum(v for k, v in record.items() if k.startswith("train/") and k[6:] in sums)
@@ -227,7 +274,8 @@ def fit(
                 if not quiet:  # one line per epoch, printed only under --verbose (kdforge.train.progress)
                     line = {k: round(v, 4) for k, v in record.items() if k.startswith(("val/", "train/"))}
                     EPOCH_LOG.info(f"{desc} epoch {epoch + 1}/{cfg.epochs} {line}")
-            checkpoint()
+            if final or on_epoch_end is not None or checkpoint_due():
+                checkpoint(copy=not final)
             if on_epoch_end is not None:
                 writer.wait()  # the hook sees the epoch with its checkpoint on disk
                 on_epoch_end(record)
@@ -235,6 +283,7 @@ def fit(
     writer = CheckpointWriter()  # rank 0 writes checkpoints on a worker thread while training goes on
     try:
         run_epochs()
+        flush_best()
     finally:
         writer.close()  # every checkpoint on disk before anything reads it back (or an error propagates)
     bar.close()
