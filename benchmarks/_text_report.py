@@ -46,6 +46,11 @@ def render(r: dict) -> str:
     if spec.get("teacher_stopped_after"):
         tuned += (f" — **stopped after {spec['teacher_stopped_after']} of the {spec['teacher_epochs']} scheduled epochs** to "
                   f"leave the shared cores time for the student arms (learning rate not yet decayed to 0)")
+        mins = spec.get("teacher_epoch_minutes") or []
+        if mins:
+            left = spec["teacher_epochs"] - spec["teacher_stopped_after"]
+            tuned += (f"; its epochs took {', '.join(f'{m:.1f}' for m in mins)} min on the shared cores, so the {left} left "
+                      f"would take about {left * statistics.mean(mins):.0f} min")
     keys = sorted({a.student for a in arms})
     trims = r["trims"]
     trim_text = "".join(

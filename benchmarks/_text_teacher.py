@@ -58,8 +58,9 @@ def fine_tuned_teacher(teacher: nn.Module, data, dataset: str, data_cfg: dict, t
     best = folder / "run/checkpoints/best"
     if best_so_far and best.is_dir():
         load_weights(best, TrimPadding(teacher))
-        done = sum(1 for _ in open(folder / "run/metrics.jsonl"))  # one line per finished epoch
-        return {"path": best, "cached": True, "stopped_after": done}
+        epochs = [json.loads(line) for line in open(folder / "run/metrics.jsonl") if line.strip()]  # one per finished epoch
+        return {"path": best, "cached": True, "stopped_after": len(epochs),
+                "epoch_minutes": [e.get("seconds", 0.0) / 60 for e in epochs]}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "settings.json").write_text(json.dumps({"dataset": dataset, "data": data_cfg, "train": train_cfg}, indent=1))
     cfg = TrainConfig(**train_cfg, checkpoint_every=CHECKPOINT_EVERY)

@@ -120,6 +120,7 @@ def main() -> None:
         root = Path(args.teacher_cache) if args.teacher_cache else CACHE
         got = fine_tuned_teacher(teacher, data, args.dataset, spec["data"], tcfg, root, best_so_far=args.teacher_best_so_far)
         cached_teacher, spec["teacher_stopped_after"] = got["cached"], got["stopped_after"]
+        spec["teacher_epoch_minutes"] = got.get("epoch_minutes")
         print(f"teacher weights: {got['path']}{' (cached)' if cached_teacher else ''}", flush=True)
     teacher.eval()
     t_acc = accuracy(teacher, data.test, trim=not FEATURES[args.dataset])
