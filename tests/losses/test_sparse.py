@@ -57,9 +57,9 @@ def test_sampled_target_layout():
     assert torch.allclose(target.dense(50).softmax(-1).gather(-1, ids) * (w > 0), w, atol=1e-6)
 
 
-@pytest.mark.parametrize("estimator", ["random", "ht", "priority"])
+@pytest.mark.parametrize("estimator,power", [("random", 1.0), ("ht", 1.0), ("priority", 1.0), ("priority", 0.5)])
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
-def test_sampled_kl_is_unbiased_in_value_and_gradient(temperature, estimator):
+def test_sampled_kl_is_unbiased_in_value_and_gradient(temperature, estimator, power):
     """Mean over many independent samples -> the dense KL and its gradient; top-k stays off."""
     torch.manual_seed(0)
     teacher = _logits(2, 3, 40, seed=11)  # a spread-out teacher: top-8 misses real mass
@@ -69,7 +69,7 @@ def test_sampled_kl_is_unbiased_in_value_and_gradient(temperature, estimator):
     (g_dense,) = torch.autograd.grad(dense, student)
 
     gen, n, k = torch.Generator().manual_seed(1), 4000, 8
-    draws = sample_target(teacher.expand(n, *teacher.shape), k, temperature, generator=gen, estimator=estimator)  # n stores
+    draws = sample_target(teacher.expand(n, *teacher.shape), k, temperature, generator=gen, estimator=estimator, power=power)
     groups = 20  # n stores in 20 groups: each group's loss is the mean of its stores' losses (equal masks)
     g = n // groups
     s = student.expand(g, *student.shape)

@@ -123,13 +123,16 @@ def _ht_draws(p: Tensor, k: int, generator: torch.Generator | None) -> tuple[Ten
     return _by_probability(ids, w, p_ids)
 
 
-def _priority_draws(p: Tensor, k: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """Priority sampling of k distinct ids per row of p (N, V), weights max(p, τ)."""
+def _priority_draws(p: Tensor, k: int, generator: torch.Generator | None, power: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Priority sampling of k distinct ids per row of p (N, V) by sizes s = p^power (power < 1: flatter,
+    more of the tail kept): inclusion min(1, s / τ) given the threshold, weights p · max(1, τ / s)
+    (= max(p, τ) at power 1)."""
+    size = p if power == 1.0 else p.pow(power)
     u = 1.0 - torch.rand(p.shape, generator=generator)  # (0, 1]
-    prio, ids = (p / u).topk(k + 1, dim=-1)  # (N, k + 1)
+    prio, ids = (size / u).topk(k + 1, dim=-1)  # (N, k + 1)
     tau, ids = prio[:, k:], ids[:, :k]  # the (k+1)-th priority is the threshold
-    p_ids = p.gather(-1, ids)
-    w = torch.where(p_ids > 0, torch.maximum(p_ids, tau), 0.0)  # p = 0 (underflow): weight 0, a padding slot
+    p_ids, s_ids = p.gather(-1, ids), size.gather(-1, ids)
+    w = torch.where(s_ids > 0, p_ids * torch.clamp(tau / s_ids.clamp_min(1e-30), min=1.0), 0.0)  # p = 0: a padding slot
     return _by_probability(ids, w, p_ids)
 
 
@@ -137,14 +140,15 @@ ESTIMATORS = ("random", "hybrid", "ht", "priority")
 
 
 def sample_target(logits: Tensor, k: int, temperature: float = 1.0, generator: torch.Generator | None = None,
-                  head: int = 0, estimator: str = "random") -> SparseTarget:
+                  head: int = 0, estimator: str = "random", power: float = 1.0) -> SparseTarget:
     """A sampled teacher of k slots per position, from softmax(logits / T), plus its entropy.
 
     estimator (the store's `sampling`; all unbiased, E[w] = p_t, see the module docstring):
     random: K = k draws with replacement -> unique ids, weights c / K. hybrid (or head = h > 0):
     the h (default k/2) most likely ids with their exact probabilities, then k − h draws from the
     rest weighted by its mass (tail mass · c / (k − h)). ht: the random draws weighted p / π.
-    priority: k distinct ids by priority sampling, weights max(p, τ). Padding slots have weight 0."""
+    priority: k distinct ids by priority sampling, weights max(p, τ) (sizes p^power when power < 1:
+    a flatter proposal, as the tempering of Anshumann et al. 2025). Padding slots have weight 0."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator {estimator!r} is not one of {', '.join(ESTIMATORS)}")
     if estimator == "hybrid" and head <= 0:
@@ -154,7 +158,7 @@ def sample_target(logits: Tensor, k: int, temperature: float = 1.0, generator: t
     p = log_p.exp()
     entropy = -(p * log_p).sum(-1)  # (N,)
     if estimator in ("ht", "priority"):
-        ids, w = (_ht_draws if estimator == "ht" else _priority_draws)(p, k, generator)
+        ids, w = _ht_draws(p, k, generator) if estimator == "ht" else _priority_draws(p, k, generator, power)
     elif head <= 0:
         ids, count = _unique_draws(p, k, generator)
         w = count.float() / k
