@@ -84,5 +84,6 @@ class StandardKD(Method):
             t_feats=t_feats,
             projections=self.projections,
             sample_weight=self.sample_weight(t_logits, y),
+            n_labelled=batch.get("n_labelled"),
         )
         return {name: weighted(term.weight, TERMS.get(term.kind)(term, ctx)) for name, term in zip(self.names, self.terms)}

@@ -19,4 +19,4 @@ class Supervised(Method):
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         logits = self.student(batch["x"])  # (B, C)
-        return {"ce": labelled_ce(logits, batch["y"])}
+        return {"ce": labelled_ce(logits, batch["y"], batch.get("n_labelled"))}

@@ -27,6 +27,7 @@ class StepContext:
     t_feats: dict[str, Tensor] = field(default_factory=dict)
     projections: nn.ModuleDict | None = None
     sample_weight: Tensor | None = None  # (B,) from confidence filtering, None = all 1
+    n_labelled: int | None = None  # labelled samples in the batch, when the batch says (fetch_batch counts them)
 
 
 def weighted_kl(ctx: StepContext, temperature: float, standardize: bool = False) -> Tensor:
@@ -45,7 +46,7 @@ def _kd(term, ctx: StepContext) -> Tensor:
     kd = weighted_kl(ctx, term.temperature, term.standardize)
     if term.alpha == 1.0:
         return kd
-    return mix(kd, labelled_ce(ctx.s_logits, ctx.labels), term.alpha)
+    return mix(kd, labelled_ce(ctx.s_logits, ctx.labels, ctx.n_labelled), term.alpha)
 
 
 def mix(kd: Tensor, ce: Tensor, alpha: float) -> Tensor:
@@ -85,16 +86,21 @@ def _tvd(term, ctx):
     return L.tvd(ctx.s_logits, ctx.t_logits, term.temperature, mask=ctx.sample_weight)
 
 
-def labelled_ce(logits: Tensor, labels: Tensor) -> Tensor:
+def labelled_ce(logits: Tensor, labels: Tensor, n_labelled: int | None = None) -> Tensor:
     """Mean cross-entropy over the labelled samples of a batch; 0 (with a graph) when none is labelled.
-    Divides on the device: no host sync to count them."""
-    total = F.cross_entropy(logits, labels, ignore_index=UNLABELLED, reduction="sum")
-    return total / (labels != UNLABELLED).sum().clamp_min(1)
+    `n_labelled` (the batch's count, taken on the host before the batch moved: `train.data.fetch_batch`)
+    picks torch's own mean; without it the count is divided on the device (no host sync either way)."""
+    if n_labelled is None:
+        total = F.cross_entropy(logits, labels, ignore_index=UNLABELLED, reduction="sum")
+        return total / (labels != UNLABELLED).sum().clamp_min(1)
+    if n_labelled == 0:
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, labels, ignore_index=UNLABELLED)  # divides by the labelled count
 
 
 @TERMS.register("ce")
 def _ce(term, ctx):
-    return labelled_ce(ctx.s_logits, ctx.labels)
+    return labelled_ce(ctx.s_logits, ctx.labels, ctx.n_labelled)
 
 
 @TERMS.register("hard_ce")

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from kdforge.data.base import UNLABELLED
 from kdforge.train.batching import collate_indexed, epoch_order
 
 
@@ -46,17 +47,24 @@ def fetch_batch(dataset: Dataset, idx) -> dict[str, Any]:
     if isinstance(idx, range) and idx.step == 1 and hasattr(dataset, "get_batch"):
         batch = dataset.get_batch(slice(idx.start, idx.stop))
         batch["idx"] = torch.arange(idx.start, idx.stop)
-        return batch
+        return _count_labels(batch)
     idx = torch.as_tensor(idx)
     base, ids = dataset, idx
     while isinstance(base, Subset):  # map through subsets down to a dataset that may slice
         ids = torch.as_tensor(base.indices)[ids]
         base = base.dataset
     get_batch = getattr(base, "get_batch", None)
-    if get_batch is None:
-        return collate_indexed([(i, dataset[i]) for i in idx.tolist()])
-    batch = get_batch(ids)
+    batch = collate_indexed([(i, dataset[i]) for i in idx.tolist()]) if get_batch is None else get_batch(ids)
     batch["idx"] = idx
+    return _count_labels(batch)
+
+
+def _count_labels(batch: dict[str, Any]) -> dict[str, Any]:
+    """`n_labelled`: the batch's labelled samples (class labels other than UNLABELLED), counted here on the
+    host where the labels are, so the loss can use torch's mean without a device-side count."""
+    y = batch.get("y")
+    if isinstance(y, torch.Tensor) and y.dim() == 1 and not y.is_floating_point() and y.device.type == "cpu":
+        batch["n_labelled"] = int(y.ne(UNLABELLED).sum())
     return batch
 
 
