@@ -172,7 +172,7 @@ def test_fingerprint_hashing_is_cached_by_file_identity(tmp_path, monkeypatch, t
     (tmp_path / "t.txt").write_text("a different text entirely, of some length. " * 40)
     store_mod.recipe_fingerprint(recipe, teacher, data)
     assert calls[2:] == ["hash_dataset"]  # the data file changed: only the data is hashed again
-    assert first["sampling"] == "random" and first["k"] == "64"  # the default store is sparse
+    assert first["sampling"] == "priority" and first["k"] == "64"  # the default store is sparse, priority-sampled
 
 
 def test_store_written_before_sampling_existed_still_opens(digits, tmp_path):

@@ -167,13 +167,13 @@ class StoreConfig(Strict):
 
     path: str = Field(..., description="Folder of the store.")
     k: Annotated[int, Field(ge=1)] | Literal["all"] | None = Field(None, description="Vocabulary ids kept per position: top-k logits, "
-                                                                   "or K draws (sampling: random); all (or k >= classes): dense "
+                                                                   "or k sampled ids (sampling: priority, random...); all (or k >= classes): dense "
                                                                    "logits; null: 64 (every class of a smaller head).")
     sampling: Literal["topk", "random", "hybrid", "ht", "priority"] = Field(
-        "random", description="random: K draws from the teacher's softmax, kept as ids + weights (unbiased forward KL, "
-        "Anshumann et al. 2025); hybrid: the k/2 most likely ids exactly + k/2 draws from the rest (unbiased, less noise); "
-        "ht: the K draws weighted p / (1 - (1 - p)^K) (Horvitz-Thompson); priority: k distinct ids by priority sampling, "
-        "weights max(p, tau) (unbiased, least noise); topk: the k largest logits (biased).")
+        "priority", description="priority: k distinct ids by priority sampling, weights max(p, tau) (unbiased forward KL, "
+        "the least noise per id: the default); random: K draws from the teacher's softmax, kept as ids + weights (unbiased, "
+        "Anshumann et al. 2025); hybrid: the k/2 most likely ids exactly + k/2 draws from the rest (unbiased); "
+        "ht: the K draws weighted p / (1 - (1 - p)^K) (Horvitz-Thompson); topk: the k largest logits (biased).")
     temperature: float | None = Field(None, gt=0, description="Temperature the store samples at and is meant for (part of its "
                                       "fingerprint); null: the kd term's temperature, else 1.")
     features: list[str] = Field(default_factory=list, description="Teacher modules whose outputs are stored too.")

@@ -63,7 +63,7 @@ def _sparse_rows(logits: Tensor, k: int | str, sampling: str, temperature: float
 
 
 @torch.no_grad()
-def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = 64, sampling: str = "random",
+def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = 64, sampling: str = "priority",
                 temperature: float = 1.0, seed: int = 0, fp: dict | None = None, shard_size: int = 1024,
                 batch_size: int = 32, dtype: str = "float16", weights: str = "float16", power: float = 1.0,
                 quiet: bool = False) -> Path:
