@@ -179,9 +179,9 @@ class StoreConfig(Strict):
     features: list[str] = Field(default_factory=list, description="Teacher modules whose outputs are stored too.")
     shard_size: int = Field(1024, ge=1, description="Samples per shard file.")
     dtype: Literal["float16", "float32"] = Field("float16", description="Storage type of logits and features.")
-
     weights: Literal["float16", "uint8"] = Field("float16", description="Storage of a sampled store's weights: uint8 log-grid "
                                                  "codes, rounded stochastically (still unbiased) at 1 byte instead of 2.")
+
 
 class TeacherConfig(ModelConfig):
     train: TrainConfig = Field(default_factory=TrainConfig, description="Used when no checkpoint is given.")
