@@ -66,6 +66,7 @@ ARMS = {  # name -> (store: "dense" | (sampling, k[, weight storage[, priority p
     "priority-64": (("priority", 64), "kd"),
     "priority-21 u8": (("priority", 21, "uint8"), "kd"),  # 21 ids at 3 bytes: the bytes of 16 ids at 4
     "tempered-21 u8": (("priority", 21, "uint8", 0.5), "kd"),  # sizes p^0.5: a flatter proposal
+    "priority-32 u8": (("priority", 32, "uint8"), "kd"),
     "no KD (cross-entropy)": ("dense", "ce"),
 }
 DEFAULT_ARMS = ["dense", "random-16", "hybrid-16", "top-16", "random-64", "hybrid-64", "top-64"]  # run order: the target first
