@@ -264,15 +264,23 @@ class CachedTeacher(Teacher):
         return SparseTarget(ids, vals)
 
     def __call__(self, inputs=None, idx: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        logits, _, feats = self.read(idx)
+        return logits, feats
+
+    def read(self, idx: Tensor | None) -> tuple[Tensor, SparseTarget | None, dict[str, Tensor]]:
+        """(dense logits (B, *P, V), the sparse target as stored (None for a dense store), features):
+        one read, for methods whose KD term takes ids + values and whose other terms need every logit."""
         if idx is None:
             raise KDForgeError("a cached teacher needs the batch's sample ids (idx)")
+        target = None
         if self.store.dense:
             self.calls += 1
             logits = self._read("values", idx).float()
         else:
-            logits = self.target(idx).dense(self.store.vocab, self.store.temperature)  # scattered on the device
+            target = self.target(idx)
+            logits = target.dense(self.store.vocab, self.store.temperature)  # scattered on the device
         feats = {name: self._read(f"feat-{name}", idx).float() for name in self.store.meta.get("features", {})}
-        return logits, feats
+        return logits, target, feats
 
     def parameters(self):
         return iter(())

@@ -5,8 +5,12 @@ import torch.nn.functional as F
 
 from kdforge.config import DistillConfig
 from kdforge.losses import distillation_loss, hint_loss, rkd_distance, soft_target_kl
+from kdforge.data.base import ArrayDataset
+from kdforge.losses.sparse import sparse_kl
 from kdforge.methods.standard import StandardKD
 from kdforge.models import MLP
+from kdforge.store import CachedTeacher, TeacherStore, write_store
+from kdforge.teacher import Teacher
 
 
 def setup(losses, filter=None, seed=0):
@@ -58,3 +62,30 @@ def test_hard_ce_uses_teacher_argmax():
     m, x, y = setup([{"kind": "hard_ce"}])
     expected = F.cross_entropy(m.student(x), m.teacher.model(x).argmax(-1))
     assert m.step({"x": x, "y": y})["hard_ce"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("sampling", ["topk", "priority"])
+def test_kd_from_a_sparse_store_reads_ids_and_values(tmp_path, sampling):
+    """kd against a sparse classification store is computed on the stored k ids: for a top-k store it
+    equals KL against the scattered logits (value and gradient), for a sampled store it is sparse_kl's
+    unbiased estimate (not the renormalised scatter); at a kd temperature other than the sampled store's,
+    kd takes the scattered logits."""
+    torch.manual_seed(0)
+    teacher, student = MLP((6,), 12, hidden=[16]), MLP((6,), 12, hidden=[5])
+    x, y = torch.randn(20, 6), torch.randint(0, 12, (20,))
+    path = write_store(tmp_path / sampling, Teacher(teacher), ArrayDataset(x, y), k=5, sampling=sampling, temperature=2.0,
+                       dtype="float32", quiet=True)
+    cached = CachedTeacher(TeacherStore(path))
+    cfg = DistillConfig(losses=[{"kind": "kd", "temperature": 2.0, "alpha": 1.0}])
+    idx = torch.arange(20)
+    m = StandardKD(student, cached, cfg, {"x": x[:4], "idx": idx[:4]})
+    out = m.step({"x": x, "y": y, "idx": idx})["kd"]
+    (g,) = torch.autograd.grad(out, student.head.weight)
+    logits, target, _ = cached.read(idx)
+    s = student(x)
+    expected = soft_target_kl(s, logits, 2.0) if sampling == "topk" else sparse_kl(s, target, 2.0)
+    (g_expected,) = torch.autograd.grad(expected, student.head.weight)
+    assert out.item() == pytest.approx(expected.item(), rel=1e-5) and torch.allclose(g, g_expected, atol=1e-6)
+    m4 = StandardKD(student, cached, DistillConfig(losses=[{"kind": "kd", "temperature": 4.0, "alpha": 1.0}]), {"x": x[:4], "idx": idx[:4]})
+    assert m4.sparse_kd == (sampling == "topk")
+    assert m4.step({"x": x, "y": y, "idx": idx})["kd"].item() == pytest.approx(soft_target_kl(s, logits, 4.0).item(), rel=1e-5)

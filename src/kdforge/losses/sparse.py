@@ -199,8 +199,10 @@ def _masked_mean(per_pos: Tensor, mask: Tensor | None) -> Tensor:
     return (per_pos * m).sum() / m.sum().clamp_min(1.0)
 
 
-def sparse_kl(student_logits: Tensor, target: SparseTarget, temperature: float = 1.0, mask: Tensor | None = None) -> Tensor:
-    """T² · forward KL(p_t ‖ p_s) against a sparse teacher, masked mean over positions.
+def sparse_kl(student_logits: Tensor, target: SparseTarget, temperature: float = 1.0, mask: Tensor | None = None,
+              reduction: str = "mean") -> Tensor:
+    """T² · forward KL(p_t ‖ p_s) against a sparse teacher, masked mean over positions
+    (reduction "none": the (...) values per position, unmasked).
 
     top-k: KL from the teacher renormalised over its k ids (biased; equals `soft_target_kl`
     at k = V). sampled: −Σ w log p_s − H(p_t), an unbiased estimate of the dense KL and of
@@ -216,6 +218,8 @@ def sparse_kl(student_logits: Tensor, target: SparseTarget, temperature: float =
     else:
         log_p_t = F.log_softmax(target.values.float() / temperature, dim=-1)  # (..., k)
         per_pos = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
+    if reduction == "none":
+        return per_pos * temperature**2
     return _masked_mean(per_pos, mask) * temperature**2
 
 

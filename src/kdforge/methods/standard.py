@@ -53,6 +53,10 @@ class StandardKD(Method):
         if getattr(self.teacher, "sparse", False) and any(getattr(t, "standardize", False) for t in self.terms):
             raise KDForgeError(f"store.k: kd with standardize: true z-scores the teacher's logits over every class, but the store "
                                f"keeps {self.teacher.store.k} of {self.teacher.vocab_size}; set store.k: all")
+        # kd reads a sparse store's ids + values, unless sampled weights (unbiased at the store's own temperature only)
+        # meet another kd temperature: then it takes the scattered logits, re-tempered
+        self.sparse_kd = getattr(self.teacher, "sparse", False) and not (getattr(self.teacher, "sampled", False) and any(
+            t.kind == "kd" and t.temperature != self.teacher.temperature for t in self.terms))
         self.projections = make_projections(self.terms, s_feats, t_feats)
 
     def sample_weight(self, t_logits: Tensor, labels: Tensor) -> Tensor | None:
@@ -74,7 +78,11 @@ class StandardKD(Method):
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         x, y = batch["x"], batch["y"]
-        t_logits, t_feats = self.teacher(x, idx=batch.get("idx"))  # (B, C), frozen, no graph; idx for a cached teacher
+        t_target = None
+        if self.sparse_kd:  # kd reads the store's ids + values; other terms and the filter take the scattered logits
+            t_logits, t_target, t_feats = self.teacher.read(batch.get("idx"))
+        else:
+            t_logits, t_feats = self.teacher(x, idx=batch.get("idx"))  # (B, C), frozen, no graph; idx for a cached teacher
         s_logits = self.student(x)  # (B, C)
         ctx = StepContext(
             s_logits=s_logits,
@@ -85,5 +93,6 @@ class StandardKD(Method):
             projections=self.projections,
             sample_weight=self.sample_weight(t_logits, y),
             n_labelled=batch.get("n_labelled"),
+            t_target=t_target,
         )
         return {name: weighted(term.weight, TERMS.get(term.kind)(term, ctx)) for name, term in zip(self.names, self.terms)}

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdforge import losses as L
+from kdforge.losses.sparse import SparseTarget, sparse_kl
 from kdforge.data.base import UNLABELLED
 from kdforge.registry import Registry
 
@@ -28,12 +29,16 @@ class StepContext:
     projections: nn.ModuleDict | None = None
     sample_weight: Tensor | None = None  # (B,) from confidence filtering, None = all 1
     n_labelled: int | None = None  # labelled samples in the batch, when the batch says (fetch_batch counts them)
+    t_target: SparseTarget | None = None  # (B, k) a sparse store's ids + values: the kd term reads them, not t_logits
 
 
 def weighted_kl(ctx: StepContext, temperature: float, standardize: bool = False) -> Tensor:
     if standardize:  # logit standardization (Sun et al. 2024): match relations, not magnitudes
         return L.standardized_kl(ctx.s_logits, ctx.t_logits, temperature, weight=ctx.sample_weight)
-    per = L.soft_target_kl(ctx.s_logits, ctx.t_logits, temperature, reduction="none")  # (B,), T² included
+    if ctx.t_target is not None:  # KL over the stored k ids (top-k: equal to the scattered logits' KL; sampled: unbiased)
+        per = sparse_kl(ctx.s_logits, ctx.t_target, temperature, reduction="none")  # (B,), T² included
+    else:
+        per = L.soft_target_kl(ctx.s_logits, ctx.t_logits, temperature, reduction="none")  # (B,), T² included
     if ctx.sample_weight is None:
         return per.mean()
     return (per * ctx.sample_weight).sum() / ctx.sample_weight.sum().clamp_min(1e-12)
