@@ -216,7 +216,7 @@ class CachedTeacher(Teacher):
     `teacher(x, idx=batch["idx"])` -> (logits (B, *P, V), {feature: tensor}): the stored
     rows move to the device as stored (fp16, sparse) and become dense there, with every
     token off the stored support far below the rest (probability 0 after softmax; for a
-    sampled store softmax at the store's temperature gives the draw frequencies).
+    sampled store softmax at the store's temperature gives the weights, renormalised).
     Sequence methods call `target(idx)` instead and keep the teacher sparse into the loss.
     """
 
@@ -251,7 +251,8 @@ class CachedTeacher(Teacher):
 
     def target(self, idx: Tensor) -> SparseTarget:
         """The sparse teacher (B, *P, k) on the device, as stored: top-k logits, or for a sampled
-        store the weights c / K and the per-position entropy. Dense stores give all V ids."""
+        store the unbiased weights (decoded from uint8 codes if so stored) and the per-position entropy.
+        Dense stores give all V ids."""
         self.calls += 1
         vals = self._read("values", idx)
         if self.store.dense:
