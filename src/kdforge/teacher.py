@@ -36,7 +36,7 @@ class Teacher:
         logits = out.logits if hasattr(out, "logits") else out
         self.samples += logits.shape[0]
         feats = dict(self.taps.outputs) if self.taps else {}
-        return logits.detach(), {k: v.detach() for k, v in feats.items()}
+        return logits, feats  # made under no_grad: no graph to detach from
 
     def probe(self, inputs: Any, idx: Any = None) -> tuple[Tensor, dict[str, Tensor]]:
         """One call that is not counted: methods use it to learn shapes before training."""

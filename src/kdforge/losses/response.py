@@ -11,6 +11,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def _f32(t: Tensor) -> Tensor:
+    """float32 (the losses' precision under autocast too), without a no-op cast call when it already is."""
+    return t if t.dtype == torch.float32 else t.float()
+
+
 def _reduce(per_pos: Tensor, mask: Tensor | None, reduction: str) -> Tensor:
     """per_pos: (B,) or (B, T) per-position loss -> scalar mean over kept positions."""
     if reduction == "none":
@@ -35,8 +40,8 @@ def soft_target_kl(
     The T² keeps gradient magnitudes comparable across temperatures.
     """
     _check_pair(student_logits, teacher_logits)
-    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    log_p_s = F.log_softmax(_f32(student_logits) / temperature, dim=-1)
+    log_p_t = F.log_softmax(_f32(teacher_logits) / temperature, dim=-1)
     per_pos = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)  # (B,) or (B, T)
     return _reduce(per_pos, mask, reduction) * temperature**2
 
@@ -62,8 +67,8 @@ def reverse_kl(
 ) -> Tensor:
     """KL(p_s ‖ p_t), mode-seeking (MiniLLM, Gu et al. 2024). Shapes as above."""
     _check_pair(student_logits, teacher_logits)
-    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    log_p_s = F.log_softmax(_f32(student_logits) / temperature, dim=-1)
+    log_p_t = F.log_softmax(_f32(teacher_logits) / temperature, dim=-1)
     return _reduce((log_p_s.exp() * (log_p_s - log_p_t)).sum(-1), mask, "mean")
 
 
@@ -80,8 +85,8 @@ def jsd(
     generalized_jsd_loss; 0 < β < 1 is the symmetric, bounded family.
     """
     _check_pair(student_logits, teacher_logits)
-    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    log_p_s = F.log_softmax(_f32(student_logits) / temperature, dim=-1)
+    log_p_t = F.log_softmax(_f32(teacher_logits) / temperature, dim=-1)
     if beta == 0.0:
         per_pos = (log_p_t.exp() * (log_p_t - log_p_s)).sum(-1)
     elif beta == 1.0:
@@ -100,8 +105,8 @@ def tvd(
 ) -> Tensor:
     """Total variation distance ½·Σ|p_t − p_s| (Wen et al. 2023, f-divergence KD). In [0, 1]."""
     _check_pair(student_logits, teacher_logits)
-    p_s = F.softmax(student_logits.float() / temperature, dim=-1)
-    p_t = F.softmax(teacher_logits.float() / temperature, dim=-1)
+    p_s = F.softmax(_f32(student_logits) / temperature, dim=-1)
+    p_t = F.softmax(_f32(teacher_logits) / temperature, dim=-1)
     return _reduce(0.5 * (p_t - p_s).abs().sum(-1), mask, "mean")
 
 

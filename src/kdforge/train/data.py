@@ -110,5 +110,7 @@ class _Batches:
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Tensors to `device`; non-blocking (the loader pinned them) when it is a GPU."""
+    if device.type == "cpu":  # the loop's batches come from the CPU-side pipeline: nothing to move
+        return batch
     nb = device.type == "cuda"
     return {k: v.to(device, non_blocking=nb) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -167,8 +167,9 @@ class Engine:
         else:  # one norm per gradient, combined on the host below: no extra kernels for the total
             parts = list(torch._foreach_norm(grads)) if grads else []
         if loss_sum is not None:
-            parts.append(loss_sum.to(self.device))
-        check = torch.stack([t.float() for t in parts]) if parts else torch.zeros(1, device=self.device)
+            parts.append(loss_sum if loss_sum.device == self.device else loss_sum.to(self.device))
+        check = torch.stack([t if t.dtype == torch.float32 else t.float() for t in parts]) if parts \
+            else torch.zeros(1, device=self.device)
         if self.ctx.world > 1:  # the ranks' flags ANDed (min) in the same read; the norms are equal on every rank
             both = torch.cat([torch.isfinite(check).all().float().reshape(1), check])
             tdist.all_reduce(both, op=tdist.ReduceOp.MIN)

@@ -201,7 +201,9 @@ def fit(
                     with eng.autocast():
                         losses = model(batch)
                     total = _total(losses)
-                    eng.backward(total.float() if cfg.grad_accum == 1 else total.float() / cfg.grad_accum)
+                    if total.dtype != torch.float32:
+                        total = total.float()
+                    eng.backward(total if cfg.grad_accum == 1 else total / cfg.grad_accum)
                 step_losses.append(({k: v.detach() for k, v in losses.items()}, n))
                 step_total = total.detach() if step_total is None else step_total + total.detach()
                 count += n
