@@ -10,6 +10,7 @@ from kdforge.errors import NonFiniteLoss
 from kdforge.methods.supervised import Supervised
 from kdforge.models import MLP
 from kdforge.train.checkpoint import CheckpointWriter, load_checkpoint, save_checkpoint, verify
+from kdforge.train.evaluate import classification_metrics
 from kdforge.train.loop import fit
 
 
@@ -32,11 +33,13 @@ def test_grad_accumulation_equals_larger_batch(data, tmp_path):
         assert torch.allclose(p, q, atol=1e-5)
 
 
-def test_metrics_jsonl_has_one_line_per_epoch_and_best_is_restored(data, tmp_path):
-    model, res = train(data, tmp_path, epochs=3)
+@pytest.mark.parametrize("lr", [0.03, 0.3])  # here: best = last epoch (weights kept), and best = first (reloaded)
+def test_metrics_jsonl_has_one_line_per_epoch_and_best_is_restored(data, tmp_path, lr):
+    model, res = train(data, tmp_path, epochs=3, lr=lr)
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [0, 1, 2]
     assert res.best["val/accuracy"] == max(r["val/accuracy"] for r in lines)
+    assert classification_metrics(model, data.val)["accuracy"] == res.best["val/accuracy"]  # the best weights came back
     assert verify(tmp_path / "checkpoints/last") and verify(tmp_path / "checkpoints/best")
 
 

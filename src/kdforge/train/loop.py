@@ -292,7 +292,8 @@ def fit(
     tracker.finish()
 
     eng.barrier()
-    load_weights(ckpt_best, method.student)  # the run's answer is its best epoch on val
+    if state["best_epoch"] != history[-1]["epoch"]:  # the run's answer is its best epoch on val (when it is the
+        load_weights(ckpt_best, method.student)  # last one, the method already holds those weights)
     best = next(r for r in history if r["epoch"] == state["best_epoch"])
     totals = {k: sum(r.get(k, 0) for r in history) for k in ("train/filtered", "train/seen") if any(k in r for r in history)}
     return FitResult(history=history, best=best, steps=state["step"], stats=totals)
