@@ -23,6 +23,8 @@ class ArrayDataset(Dataset):
         self.y = y.long() if isinstance(y, torch.Tensor) else torch.from_numpy(np.array(y, dtype=np.int64))
         if len(self.x) != len(self.y):
             raise ValueError("x and y differ in length")
+        # labels are fixed from here on (with_labels makes a new dataset): a fully labelled set says so per batch
+        self.all_labelled = bool((self.y != UNLABELLED).all())
 
     def __len__(self) -> int:
         return len(self.y)
@@ -31,8 +33,12 @@ class ArrayDataset(Dataset):
         return self.x[i], self.y[i]
 
     def get_batch(self, idx: torch.Tensor | slice) -> dict[str, torch.Tensor]:
-        """Samples `idx` (ids, or a slice: views) as one batch {"x": (B, ...), "y": (B,)}: no per-sample loop."""
-        return {"x": self.x[idx], "y": self.y[idx]}
+        """Samples `idx` (ids, or a slice: views) as one batch {"x": (B, ...), "y": (B,)}: no per-sample loop;
+        with "n_labelled" (their labelled count) when every sample of the dataset is labelled."""
+        batch = {"x": self.x[idx], "y": self.y[idx]}
+        if self.all_labelled:
+            batch["n_labelled"] = len(batch["y"])
+        return batch
 
     def subset(self, keep: np.ndarray) -> "ArrayDataset":
         return ArrayDataset(self.x[torch.as_tensor(keep)], self.y[torch.as_tensor(keep)])
