@@ -168,8 +168,7 @@ class Engine:
             parts = list(torch._foreach_norm(grads)) if grads else []
         if loss_sum is not None:
             parts.append(loss_sum if loss_sum.device == self.device else loss_sum.to(self.device))
-        check = torch.stack([t if t.dtype == torch.float32 else t.float() for t in parts]) if parts \
-            else torch.zeros(1, device=self.device)
+        check = torch.stack(parts).float() if parts else torch.zeros(1, device=self.device)
         if self.ctx.world > 1:  # the ranks' flags ANDed (min) in the same read; the norms are equal on every rank
             both = torch.cat([torch.isfinite(check).all().float().reshape(1), check])
             tdist.all_reduce(both, op=tdist.ReduceOp.MIN)
@@ -177,9 +176,8 @@ class Engine:
             finite = flag == 1.0
         else:
             values = check.tolist()  # the one host read
-            finite = all(math.isfinite(v) for v in values)
-        n_norms = len(values) - (loss_sum is not None)
-        value = math.sqrt(sum(v * v for v in values[:n_norms]))
+            finite = math.isfinite(sum(values))  # a nan or inf anywhere makes the sum one
+        value = math.hypot(*values[:len(values) - (loss_sum is not None)])  # the total norm
         if not finite:
             return False
         if max_grad_norm and value > max_grad_norm:
