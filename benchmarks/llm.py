@@ -67,6 +67,7 @@ ARMS = {  # name -> (store: "dense" | (sampling, k[, weight storage[, priority p
     "priority-21 u8": (("priority", 21, "uint8"), "kd"),  # 21 ids at 3 bytes: the bytes of 16 ids at 4
     "tempered-21 u8": (("priority", 21, "uint8", 0.5), "kd"),  # sizes p^0.5: a flatter proposal
     "priority-32 u8": (("priority", 32, "uint8"), "kd"),
+    "priority-21 u8 sn": (("priority", 21, "uint8", 1.0, True), "kd"),  # weights / their sum: Σw = 1 as for random
     "no KD (cross-entropy)": ("dense", "ce"),
 }
 DEFAULT_ARMS = ["dense", "random-16", "hybrid-16", "top-16", "random-64", "hybrid-64", "top-64"]  # run order: the target first
@@ -213,11 +214,11 @@ def run_seeds(args, seeds, settings, cache, results, results_file, n_train, epoc
             if store_spec == "dense":
                 store = dense
             else:
-                sampling, k, weights, power = (*store_spec, *("float16", 1.0)[len(store_spec) - 2:])
-                path = cache / f"{sampling}{k}{'-u8' if weights == 'uint8' else ''}{f'-p{power:g}' if power != 1 else ''}-s{seed}"
+                sampling, k, weights, power, norm = (*store_spec, *("float16", 1.0, False)[len(store_spec) - 2:])
+                path = cache / f"{sampling}{k}{'-u8' if weights == 'uint8' else ''}{f'-p{power:g}' if power != 1 else ''}{'-sn' if norm else ''}-s{seed}"
                 if not (path / "meta.json").exists():
                     write_store(path, CachedTeacher(dense), data.train, k=k, sampling=sampling, seed=seed, batch_size=8,
-                                weights=weights, power=power, quiet=True)
+                                weights=weights, power=power, normalise=norm, quiet=True)
                 store = TeacherStore(path)
             student = copy.deepcopy(student0)
             student.load_state_dict(warm_state)
@@ -278,7 +279,7 @@ def render(results: dict, settings: dict) -> str:
             ratio = [r["perplexity"] / dense_ppl[r["seed"]] for r in rs if r["seed"] in dense_ppl]
             lines.append(f"| {name} | {bpt:,.0f} | 1/{dense_bytes / bpt:,.0f} | {ms([r['perplexity'] for r in rs], '.1f')} | "
                          f"{ms(ratio, '.3f')} | {ms([r['ece'] for r in rs], '.3f')} | {len(rs)} | {ms([r['minutes'] for r in rs], '.1f')} |")
-        for arm in ("random-16", "hybrid-16", "ht-16", "priority-16", "priority-21 u8", "tempered-21 u8"):
+        for arm in ("random-16", "hybrid-16", "ht-16", "priority-16", "priority-21 u8", "tempered-21 u8", "priority-21 u8 sn"):
             r16 = [r["perplexity"] / dense_ppl[r["seed"]] for r in by_arm.get(arm, []) if r["seed"] in dense_ppl]
             if r16:
                 m = statistics.mean(r16)
@@ -289,7 +290,8 @@ def render(results: dict, settings: dict) -> str:
                       "k fp16 logits + k uint16 ids; random-K, hybrid-K, ht-K and priority-K = K fp16 weights + K uint16 ids (unique ids, then padding) + "
                       "one fp16 teacher entropy per token (the KL's constant term), so they cost 2 bytes per token more than top-K; "
                       "priority-21 u8 = 21 uint16 ids + 21 one-byte weight codes (log grid, stochastically rounded: unbiased) "
-                      "+ the entropy, 65 bytes: between top-16 and random-16; tempered-21 u8 the same, priority-sampled by p^0.5."]
+                      "+ the entropy, 65 bytes: between top-16 and random-16; tempered-21 u8 the same, priority-sampled by p^0.5; "
+                      "priority-21 u8 sn the same, weights divided by their sum per token."]
         if "teacher_pass_s" in info:
             lines += ["", f"The teacher ran once ({info['teacher_passes']} forward passes of 8 windows, {info['teacher_pass_s'] / 60:.1f} min) "
                           "to write the dense store; every arm read a store and never called the teacher."]

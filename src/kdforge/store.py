@@ -47,7 +47,7 @@ SAMPLINGS = ("topk", *ESTIMATORS)
 
 
 def _sparse_rows(logits: Tensor, k: int | str, sampling: str, temperature: float, gen: torch.Generator,
-                 weights: str = "float16", power: float = 1.0) -> dict[str, Tensor]:
+                 weights: str = "float16", power: float = 1.0, normalise: bool = False) -> dict[str, Tensor]:
     """(B, *P, V) teacher logits -> the arrays one batch adds to the store (sampled weights as uint8 codes
     when weights = "uint8")."""
     vocab = logits.shape[-1]
@@ -55,7 +55,7 @@ def _sparse_rows(logits: Tensor, k: int | str, sampling: str, temperature: float
     if kk == vocab:
         return {"values": logits}
     if sampling in ESTIMATORS:
-        target = sample_target(logits, kk, temperature, generator=gen, estimator=sampling, power=power)
+        target = sample_target(logits, kk, temperature, generator=gen, estimator=sampling, power=power, normalise=normalise)
         values = encode_weights(target.values, gen) if weights == "uint8" else target.values
         return {"values": values, "indices": target.indices, "entropy": target.entropy}
     target = topk_target(logits, kk)
@@ -66,7 +66,7 @@ def _sparse_rows(logits: Tensor, k: int | str, sampling: str, temperature: float
 def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = 64, sampling: str = "priority",
                 temperature: float = 1.0, seed: int = 0, fp: dict | None = None, shard_size: int = 1024,
                 batch_size: int = 32, dtype: str = "float16", weights: str = "float16", power: float = 1.0,
-                quiet: bool = False) -> Path:
+                normalise: bool = False, quiet: bool = False) -> Path:
     """Run `teacher` once over `dataset` (in index order) and write the store at `path`.
 
     k: ids kept per position ("all" or k >= V: dense); sampling: topk | random | hybrid | ht | priority (K = k draws
@@ -89,12 +89,12 @@ def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = 6
     for start in range(0, n, batch_size):
         batch = collate_indexed([(i, dataset[i]) for i in range(start, min(start + batch_size, n))])
         logits, feats = teacher(model_inputs(batch), idx=batch["idx"])  # (B, *P, V), {name: (B, ...)}; a CachedTeacher re-sparsifies a store
-        rows = _sparse_rows(logits.cpu(), k, sampling, temperature, gen, weights, power)
+        rows = _sparse_rows(logits.cpu(), k, sampling, temperature, gen, weights, power, normalise)
         rows.update({f"feat-{name}": f.cpu() for name, f in feats.items()})
         if not files:
             vocab, kk = logits.shape[-1], rows["values"].shape[-1]
             meta.update(vocab=vocab, k=kk, sampling=sampling if kk < vocab else "dense", temperature=float(temperature), values="weights",
-                        seed=seed, power=power, positions=list(logits.shape[1:-1]), features={name: list(f.shape[1:]) for name, f in feats.items()})
+                        seed=seed, power=power, normalise=normalise, positions=list(logits.shape[1:-1]), features={name: list(f.shape[1:]) for name, f in feats.items()})
             if rows["values"].dtype == torch.uint8:
                 meta["values"] = "weight-codes"
             types = {name: np.dtype(np.uint16 if vocab <= 65536 else np.int32) if name == "indices"

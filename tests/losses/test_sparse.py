@@ -145,6 +145,8 @@ def test_ht_and_priority_layout():
     for target in (ht, pr):  # most likely kept id first
         p_kept = torch.where(target.values > 0, p.gather(-1, target.indices), -1.0)
         assert torch.all(p_kept[..., :-1] >= p_kept[..., 1:])
+    sn = sample_target(t, 16, generator=torch.Generator().manual_seed(0), estimator="priority", normalise=True)
+    assert torch.equal(sn.indices, pr.indices) and torch.allclose(sn.values, pr.values / pr.values.sum(-1, keepdim=True))
     with pytest.raises(ValueError, match="not one of"):
         sample_target(t, 4, estimator="poisson")
 

@@ -123,16 +123,20 @@ def _ht_draws(p: Tensor, k: int, generator: torch.Generator | None) -> tuple[Ten
     return _by_probability(ids, w, p_ids)
 
 
-def _priority_draws(p: Tensor, k: int, generator: torch.Generator | None, power: float = 1.0) -> tuple[Tensor, Tensor]:
+def _priority_draws(p: Tensor, k: int, generator: torch.Generator | None, power: float = 1.0,
+                    normalise: bool = False) -> tuple[Tensor, Tensor]:
     """Priority sampling of k distinct ids per row of p (N, V) by sizes s = p^power (power < 1: flatter,
     more of the tail kept): inclusion min(1, s / τ) given the threshold, weights p · max(1, τ / s)
-    (= max(p, τ) at power 1)."""
+    (= max(p, τ) at power 1). normalise: weights divided by their sum (Σw = 1 exactly, a ratio estimator:
+    biased by O(1/k))."""
     size = p if power == 1.0 else p.pow(power)
     u = 1.0 - torch.rand(p.shape, generator=generator)  # (0, 1]
     prio, ids = (size / u).topk(k + 1, dim=-1)  # (N, k + 1)
     tau, ids = prio[:, k:], ids[:, :k]  # the (k+1)-th priority is the threshold
     p_ids, s_ids = p.gather(-1, ids), size.gather(-1, ids)
     w = torch.where(s_ids > 0, p_ids * torch.clamp(tau / s_ids.clamp_min(1e-30), min=1.0), 0.0)  # p = 0: a padding slot
+    if normalise:
+        w = w / w.sum(-1, keepdim=True).clamp_min(1e-30)
     return _by_probability(ids, w, p_ids)
 
 
@@ -140,7 +144,7 @@ ESTIMATORS = ("random", "hybrid", "ht", "priority")
 
 
 def sample_target(logits: Tensor, k: int, temperature: float = 1.0, generator: torch.Generator | None = None,
-                  head: int = 0, estimator: str = "random", power: float = 1.0) -> SparseTarget:
+                  head: int = 0, estimator: str = "random", power: float = 1.0, normalise: bool = False) -> SparseTarget:
     """A sampled teacher of k slots per position, from softmax(logits / T), plus its entropy.
 
     estimator (the store's `sampling`; all unbiased, E[w] = p_t, see the module docstring):
@@ -158,7 +162,7 @@ def sample_target(logits: Tensor, k: int, temperature: float = 1.0, generator: t
     p = log_p.exp()
     entropy = -(p * log_p).sum(-1)  # (N,)
     if estimator in ("ht", "priority"):
-        ids, w = _ht_draws(p, k, generator) if estimator == "ht" else _priority_draws(p, k, generator, power)
+        ids, w = _ht_draws(p, k, generator) if estimator == "ht" else _priority_draws(p, k, generator, power, normalise)
     elif head <= 0:
         ids, count = _unique_draws(p, k, generator)
         w = count.float() / k
