@@ -168,7 +168,7 @@ def main() -> None:
         print(f"trained seeds {train_only} into {out}")
         return
     if args.reuse:  # the arms were trained by the run that made the folder; its epochs' wall time is in their metrics
-        timings["student arms (all seeds, trained by the earlier run)"] = trained_seconds(out)
+        timings["student arms (all seeds, trained by the earlier run)"] = trained_seconds(out, args.seeds)
         timings["reloading its students"] = time.time() - t0
     else:
         timings["student arms (all seeds)"] = time.time() - t0
