@@ -17,7 +17,7 @@ Jobs:
       student alone (what reading the store costs on top of student-only training)
 Targets (issue 10): (a) >= 0.85x, (b) >= 0.97x, (c) >= 0.9x.
 
-    python benchmarks/loop.py [--rounds 3] [--epochs 3] [--threads 1]
+    python benchmarks/loop.py [--rounds 10] [--epochs 3] [--threads 1]
 """
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def run_job(name: str, rounds: int, epochs: int, work: Path) -> dict[str, list[f
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -153,7 +153,8 @@ def main() -> None:
         f"wall {time.time() - t0:.0f} s. Written by `benchmarks/loop.py`.", "",
         "| job | median ratio | range over rounds | target | |", "|---|---:|---:|---:|---|", *rows, "",
         "kdforge's side includes what the plain loop does not do: a cosine schedule, gradient clipping, a finiteness check "
-        "of every step, a resumable checkpoint (per epoch at most every `checkpoint_interval` = 10 s, and after the last "
+        "of every step, a resumable checkpoint (per epoch at most every `checkpoint_interval` = "
+        f"{DistillConfig.model_fields['checkpoint_interval'].default:g} s, and after the last "
         "epoch) and the best epoch's weights on disk, validation loss beside accuracy, and metrics.jsonl.", "", machine_line(),
     ])
     write_section("loop", body)
