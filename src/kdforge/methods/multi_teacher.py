@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from kdforge.errors import KDForgeError
 from kdforge.losses.multi import ensemble_soft_targets, kl_to_targets
 from kdforge.methods.base import Method
+from kdforge.methods.terms import mix, weighted
 from kdforge.registry import METHODS
 from kdforge.teacher import Teacher
 
@@ -66,8 +67,8 @@ class MultiTeacherKD(Method):
         out = {}
         for term in self.cfg.losses:
             if term.kind == "ce":
-                out["ce"] = term.weight * F.cross_entropy(s_logits, y)
+                out["ce"] = weighted(term.weight, F.cross_entropy(s_logits, y))
                 continue
             kd = kl_to_targets(s_logits, self.soft_targets(t_logits, term.temperature), term.temperature)
-            out["kd"] = term.weight * (term.alpha * kd + (1 - term.alpha) * F.cross_entropy(s_logits, y))
+            out["kd"] = weighted(term.weight, mix(kd, F.cross_entropy(s_logits, y), term.alpha))
         return out

@@ -62,9 +62,9 @@ def fetch_batch(dataset: Dataset, idx) -> dict[str, Any]:
 def _count_labels(batch: dict[str, Any]) -> dict[str, Any]:
     """`n_labelled`: the batch's labelled samples (class labels other than UNLABELLED), counted here on the
     host where the labels are, so the loss can use torch's mean without a device-side count."""
-    y = batch.get("y")
     if "n_labelled" in batch:  # the dataset knew (every sample labelled)
         return batch
+    y = batch.get("y")
     if isinstance(y, torch.Tensor) and y.dim() == 1 and not y.is_floating_point() and y.device.type == "cpu":
         batch["n_labelled"] = int(y.ne(UNLABELLED).sum())
     return batch
