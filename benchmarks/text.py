@@ -72,6 +72,16 @@ def accuracy(model, part, *, trim: bool) -> float:
         model.trim_padding = False
 
 
+def parse_arms(text: str | None, n: int) -> list[int]:
+    """--arms "0,2,4" -> [0, 2, 4] (sorted, each checked against the n arms); None -> all."""
+    if not text:
+        return list(range(n))
+    picked = sorted({int(k) for k in text.split(",")})
+    if not picked or picked[0] < 0 or picked[-1] >= n:
+        raise SystemExit(f"--arms {text}: indices must lie in 0..{n - 1}")
+    return picked
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", choices=sorted(DATASETS), default="bbc-news")
@@ -91,6 +101,8 @@ def main() -> None:
                     "saved students and reuse its store instead of training; refreshes the export and latency part")
     ap.add_argument("--train-seeds", help="with --reuse: train only these seeds (comma-separated) into its folder and stop "
                     "(seeds in parallel processes; a final --reuse run evaluates them all)")
+    ap.add_argument("--arms", help="only these arms (comma-separated indices into the dataset's arm list, default all); "
+                    "their folders keep the full list's index, so runs of different subsets share a --reuse folder")
     ap.add_argument("--quick", action="store_true", help="tiny subsets and one epoch: a smoke test, printed only")
     ap.add_argument("--threads", type=int, help="torch threads (1 when another job shares the cores)")
     args = ap.parse_args()
@@ -129,7 +141,8 @@ def main() -> None:
     if args.teacher_only:
         return
 
-    arms = spec["arms"]
+    arms = spec["arms"]  # all of them shape the transfer set (augmentation, trimmed vocabulary); --arms picks which train
+    picked = [(i, arms[i]) for i in parse_arms(args.arms, len(arms))]
     features = FEATURES[args.dataset]
     trim_padding = not features  # stored features have the full length; logits do not care
     tokenizer = load_tokenizer("minilm-l6")
@@ -148,7 +161,7 @@ def main() -> None:
     cached = CachedTeacher(TeacherStore(store))
     timings["teacher store" + (" (reused)" if args.reuse else " (one pass)")] = time.time() - t0
 
-    acc: dict[str, list[float]] = {a.name: [] for a in arms}
+    acc: dict[str, list[float]] = {a.name: [] for _, a in picked}
     students, trims, params = {}, {}, {}
     t0 = time.time()
     train_only = [int(k) for k in args.train_seeds.split(",")] if args.train_seeds else None
@@ -156,14 +169,14 @@ def main() -> None:
         raise SystemExit("--train-seeds needs --reuse (the folder whose teacher store the seeds read)")
     for seed in train_only or range(args.seeds):
         runner = ArmRunner(seed, data, augmented, teacher, cached, tokenizer, args, out, trim_padding=trim_padding)
-        for i, arm in enumerate(arms):
+        for i, arm in picked:
             student = runner.load(arm, i) if args.reuse and not train_only else runner.run(arm, i)
             acc[arm.name].append(accuracy(student, data.test, trim=trim_padding))
             students[arm.name], params[arm.name] = student, count_parameters(student)
             print(f"seed {seed} {arm.name}: {acc[arm.name][-1]:.4f} ({time.time() - t0:.0f}s)", flush=True)
         trims.update(runner.trims)
-        visits_per_arm = {arm.name: visits(runner, arm) for arm in arms}
-        originals = {arm.name: originals_seen(runner, arm) for arm in arms}
+        visits_per_arm = {arm.name: visits(runner, arm) for _, arm in picked}
+        originals = {arm.name: originals_seen(runner, arm) for _, arm in picked}
     if train_only:
         print(f"trained seeds {train_only} into {out}")
         return
@@ -178,7 +191,7 @@ def main() -> None:
     lat = latency_table(teacher, students[best], best, data.test, data.train, out / "onnx", quick=args.quick,
                         length=spec["data"]["max_length"])
     timings["export + latency"] = time.time() - t0
-    run = dict(args=args, spec=spec, data=data, augmented=augmented, teacher=teacher, t_acc=t_acc, acc=acc, arms=arms,
+    run = dict(args=args, spec=spec, data=data, augmented=augmented, teacher=teacher, t_acc=t_acc, acc=acc, arms=[a for _, a in picked],
                params=params, trims=trims, visits=visits_per_arm, originals=originals, lat=lat, timings=timings, cached=cached)
     body = render(run)
     print(body)
