@@ -11,7 +11,8 @@ replacement, fixed per seed) from the pool of originals and variants, so augment
 compared at equal compute. `layerwise` arms first run a phase of
 layer-wise distillation alone (TinyBERT's intermediate-layer phase, uniform layer map, live
 teacher, original texts), then the prediction phase of `losses`; the phase-1 student is shared
-by the arms of a seed that start from it.
+by the arms of a seed that start from it, and saved in the run folder: a later process training
+other arms of that seed into the same folder reloads it.
 """
 from __future__ import annotations
 
@@ -132,10 +133,15 @@ class ArmRunner:
     def _after_phase1(self, key: str):
         if key not in self.phase1:
             student = self._fresh(key)
+            run = self.out / f"s{self.seed}-{key}-layerwise"
+            if phase_done(run, self.args.phase1_epochs):  # another process of this folder ran it (--train-seeds / --arms)
+                load_weights(run / "checkpoints" / "best", student)
+                self.phase1[key] = student
+                return copy.deepcopy(student)
             student.trim_padding = self.teacher.trim_padding = self.trim_padding  # teacher and student cut a batch alike
             cfg = _cfg(self.args.phase1_epochs, self.args, LAYERWISE)
             method = StandardKD(student, self.teacher, cfg, probe_batch(self.data.train))  # live teacher, its taps
-            fit(method, self.data.train, self.data.val, cfg, self.out / f"s{self.seed}-{key}-layerwise", self.seed,
+            fit(method, self.data.train, self.data.val, cfg, run, self.seed,
                 desc=f"s{self.seed} layer-wise", quiet=True)
             self.teacher.trim_padding = False
             self.phase1[key] = student
@@ -163,6 +169,14 @@ class ArmRunner:
         return student.eval()
 
 
+def phase_done(run: Path, epochs: int) -> bool:
+    """Whether `run` holds a finished layer-wise phase of `epochs` epochs (one metrics line per epoch, its weights saved)."""
+    metrics = run / "metrics.jsonl"
+    if not metrics.is_file() or not (run / "checkpoints" / "best").is_dir():
+        return False
+    return sum(1 for line in metrics.read_text().splitlines() if line.strip()) == epochs
+
+
 def visits(runner: ArmRunner, arm: Arm) -> int:
     train, _, epochs = runner.transfer(arm)
     return epochs * len(train)
@@ -184,4 +198,4 @@ def originals_seen(runner: ArmRunner, arm: Arm) -> int:
     return epochs * len(train) if rows is None else int((rows < len(runner.data.train)).sum())
 
 
-__all__ = ["ALONE", "Arm", "ArmRunner", "BANKING77", "BBC_NEWS", "FULL", "STUDENTS", "build_student", "originals_seen", "trained_seconds", "visits"]
+__all__ = ["ALONE", "Arm", "ArmRunner", "BANKING77", "BBC_NEWS", "FULL", "STUDENTS", "build_student", "originals_seen", "phase_done", "trained_seconds", "visits"]
