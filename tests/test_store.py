@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import kdforge.store as store_module
 from kdforge.config import DistillConfig
 from kdforge.data import load_data
 from kdforge.config import DataConfig
@@ -203,3 +204,20 @@ def test_standardized_kd_refuses_a_store_that_dropped_classes(digits, tmp_path):
     sparse = CachedTeacher(TeacherStore(write_store(tmp_path / "s", t, digits.train, k=3, quiet=True)))
     with pytest.raises(KDForgeError, match=r"store.k: .* keeps 3 of 10; set store.k: all"):
         StandardKD(MLP((1, 8, 8), 10, hidden=[8]), sparse, cfg, probe_batch(digits.train))
+
+
+@pytest.mark.parametrize("in_memory", [0, 2**30])
+def test_multi_shard_rows_equal_the_written_rows_from_memory_or_per_shard(digits, tmp_path, monkeypatch, in_memory):
+    monkeypatch.setattr(store_module, "IN_MEMORY", in_memory)  # 0: routed per memory-mapped shard; 1 GiB: one array
+    t = Teacher(_teacher())
+    write_store(tmp_path / "s", t, digits.train, k=3, sampling="topk", shard_size=200, dtype="float32")
+    store = TeacherStore(tmp_path / "s")
+    idx = torch.tensor([5, 799, 0, 201, 200, len(digits.train) - 1, 5])  # several shards, repeats, both ends
+    with torch.no_grad():
+        logits = t(digits.train.x[idx])[0]
+    top = logits.topk(3, -1)
+    torch.testing.assert_close(store.rows("values", idx), top.values)
+    assert store.rows("indices", idx).dtype == torch.int32
+    assert torch.equal(store.rows("indices", idx).long().sort(-1).values, top.indices.sort(-1).values)
+    with pytest.raises(KDForgeError, match="holds samples 0"):
+        store.rows("values", torch.tensor([0, len(digits.train)]))

@@ -18,8 +18,8 @@ max(p, τ) (unbiased, exact where p ≥ τ). k >= V stores every logit (dense).
 
 Rows are keyed by sample id (`batch["idx"]`, the index into the training set):
 shard = id // shard_size. Shards are numpy files opened memory-mapped, so every
-process or rank reads only the rows it needs; a batch is read with one fancy
-index per shard and stays fp16 and sparse until the device (the loss up-casts).
+process or rank reads only the rows it needs (a small store, up to IN_MEMORY bytes per
+part, is read into memory once); a batch is read with one fancy index per shard and stays fp16 and sparse until the device (the loss up-casts).
 The fingerprint is (teacher weights, data, tokenizer, k, temperature, sampling);
 opening a store whose fingerprint differs from the current one is an error naming
 every field that differs (kdforge.fingerprint; hashes cached by file identity).
@@ -44,6 +44,7 @@ from kdforge.train import distributed as dist
 from kdforge.train.batching import collate_indexed
 
 SAMPLINGS = ("topk", *ESTIMATORS)
+IN_MEMORY = 256 * 2**20  # a multi-shard store part up to this size is read into memory once, then indexed there
 
 
 def _sparse_rows(logits: Tensor, k: int | str, sampling: str, temperature: float, gen: torch.Generator,
@@ -147,7 +148,7 @@ class TeacherStore:
                                "rerun `kdforge cache-teacher`") from None
         if expected is not None:
             compare(fp, expected, self.path)
-        self._open: dict[str, np.ndarray] = {}
+        self._open: dict[str, np.ndarray | None] = {}
         self._check_shards(positions, features)
 
     def _check_shards(self, positions: list[int], features: dict[str, list[int]]) -> None:
@@ -175,7 +176,7 @@ class TeacherStore:
         key = f"shard-{shard:05d}/{name}.npy"
         if key not in self._open:
             try:
-                self._open[key] = np.load(self.path / key, mmap_mode="r")
+                self._open[key] = np.asarray(np.load(self.path / key, mmap_mode="r"))  # a plain view of the map: cheaper to index
             except FileNotFoundError:
                 raise KDForgeError(f"teacher store {self.path}: {key} is missing; rerun `kdforge cache-teacher`") from None
             except (ValueError, OSError, EOFError) as e:  # a truncated or overwritten file
@@ -183,13 +184,27 @@ class TeacherStore:
                                    "rerun `kdforge cache-teacher`") from None
         return self._open[key]
 
+    def _whole(self, name: str) -> np.ndarray | None:
+        """Every row of `name` as one array: the memory map of a single shard, or the shards read into
+        memory once when they are small (IN_MEMORY bytes); None for a large multi-shard store."""
+        key = f"whole/{name}"
+        if key not in self._open:
+            shards = [self._arr(i, name) for i in range((self.n + self.shard_size - 1) // self.shard_size)]
+            small = sum(a.nbytes for a in shards) <= IN_MEMORY
+            self._open[key] = shards[0] if len(shards) == 1 else np.concatenate(shards) if small else None
+        return self._open[key]
+
     def rows(self, name: str, idx: Tensor) -> Tensor:
         """The rows of sample ids idx (B,), as stored (fp16 stays fp16; uint16 ids become int32):
         one fancy-indexed read per shard the batch touches."""
-        ids = idx.detach().cpu().numpy().astype(np.int64).reshape(-1)
-        bad = ids[(ids < 0) | (ids >= self.n)]
-        if len(bad):
+        ids = idx.detach().cpu().numpy().astype(np.int64, copy=False).reshape(-1)
+        if len(ids) and (ids.min() < 0 or ids.max() >= self.n):
+            bad = ids[(ids < 0) | (ids >= self.n)]
             raise KDForgeError(f"teacher store {self.path} holds samples 0..{self.n - 1}; asked for {bad[:3].tolist()} (was it written for this dataset?)")
+        whole = self._whole(name)
+        if whole is not None:  # one array: one fancy-indexed read, nothing to route
+            part = whole[ids]
+            return torch.from_numpy(part.astype(np.int32) if part.dtype == np.uint16 else part)
         shards, rows = np.divmod(ids, self.shard_size)
         out = None
         for shard in np.unique(shards):

@@ -179,3 +179,21 @@ def test_a_contiguous_range_is_fetched_as_a_view_equal_to_the_gathered_batch(dig
     assert got.keys() == want.keys() and got.pop("n_labelled") == want.pop("n_labelled") == 32
     assert all(torch.equal(got[k], want[k]) for k in want)
     assert got["x"].data_ptr() == digits.train.x[10:].data_ptr()  # a view: nothing copied
+
+
+def test_the_optimizer_is_fused_adamw_on_cpu_and_steps_like_torch_adamw():
+    eng = Engine.from_config(DistillConfig(precision="fp32", tracker="none"), "cpu")
+    torch.manual_seed(0)
+    ours, ref = MLP((1, 8, 8), 10, hidden=[16]), MLP((1, 8, 8), 10, hidden=[16])
+    ref.load_state_dict(ours.state_dict())
+    opt = eng.optimizer(list(ours.parameters()), 1e-2, 1e-4)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2, weight_decay=1e-4, foreach=False)
+    assert opt.defaults["fused"] and not ref_opt.defaults["fused"]
+    x = torch.randn(32, 1, 8, 8)
+    for _ in range(5):
+        for m, o in ((ours, opt), (ref, ref_opt)):
+            o.zero_grad()
+            m(x).pow(2).mean().backward()
+            o.step()
+    for p, q in zip(ours.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdforge import losses as L
+from kdforge.losses.fused import can_fuse, kd_objective
 from kdforge.losses.sparse import SparseTarget, sparse_kl
 from kdforge.data.base import UNLABELLED
 from kdforge.registry import Registry
@@ -48,6 +49,9 @@ def weighted_kl(ctx: StepContext, temperature: float, standardize: bool = False)
 def _kd(term, ctx: StepContext) -> Tensor:
     if "auto" in (term.temperature, term.alpha):
         raise ValueError("kd term: temperature/alpha 'auto' must be resolved (kdforge.search.resolve_auto) before training")
+    if (not term.standardize and ctx.t_target is None and ctx.sample_weight is None
+            and can_fuse(ctx.s_logits, ctx.t_logits, ctx.n_labelled, term.alpha)):
+        return kd_objective(ctx.s_logits, ctx.t_logits, ctx.labels, term.temperature, term.alpha, ctx.n_labelled)
     kd = weighted_kl(ctx, term.temperature, term.standardize)
     if term.alpha == 1.0:
         return kd

@@ -115,7 +115,7 @@ def fit(
     model = eng.prepare(method)  # DDP-wrapped, an FSDP-sharded copy, or the method itself
     core = eng.unwrap(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = eng.optimizer(params, cfg.lr, cfg.weight_decay)
     scheduler = make_scheduler(optimizer, cfg, total_steps)
     if restored is not None:
         eng.load_optimizer_state(model, optimizer, restored["optimizer"])
