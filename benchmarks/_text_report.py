@@ -61,7 +61,8 @@ def render(r: dict) -> str:
     aug = r["augmented"]
     n_var = len(aug) - len(data.train)
     lines = [
-        f"## Text classification: MiniLM-L6 → small BERT students ({spec['title']}; `benchmarks/text.py --dataset {args.dataset}`)",
+        f"## Text classification: MiniLM-L6 → small BERT students ({spec['title']}; "
+        f"`benchmarks/text.py --dataset {args.dataset}{f' --arms {args.arms}' if args.arms else ''}`)",
         "",
         machine_line(),
         "",
@@ -145,8 +146,10 @@ def _targets(r: dict, p_t: int) -> list[str]:
         parts = [f"{name[len('full − '):].split(' (')[0]} {100 * (full - statistics.mean(acc[name])):+.2f} points "
                  f"({100 * full:.2f} with it, {100 * statistics.mean(acc[name]):.2f} without)"
                  for name in acc if name.startswith("full − ")]
+        skipped = [a.name for a in r.get("all_arms", arms) if a.name.startswith("full − ") and a.name not in names]
         out += ["", f"What each ingredient gives (the full recipe minus the arm without it, "
-                    f"{'mean over seeds' if len(acc[FULL]) > 1 else 'one seed'}): " + "; ".join(parts) + "."]
+                    f"{'mean over seeds' if len(acc[FULL]) > 1 else 'one seed'}): " + "; ".join(parts) + "."
+                + (f" Not run with this schedule (`--arms`): {', '.join(f'“{n}”' for n in skipped)}." if skipped else "")]
     return out
 
 

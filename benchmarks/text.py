@@ -181,8 +181,9 @@ def main() -> None:
     if train_only:
         print(f"trained seeds {train_only} into {out}")
         return
-    if args.reuse:  # the arms were trained by the run that made the folder; its epochs' wall time is in their metrics
-        timings["student arms (all seeds, trained by the earlier run)"] = trained_seconds(out, args.seeds)
+    if args.reuse:  # the arms were trained by earlier runs into the folder; their epochs' wall time is in their metrics
+        trained = "student arms (all seeds, trained by earlier runs into the folder; their epochs summed over processes)"
+        timings[trained] = trained_seconds(out, args.seeds)
         timings["reloading its students"] = time.time() - t0
     else:
         timings["student arms (all seeds)"] = time.time() - t0
@@ -192,7 +193,8 @@ def main() -> None:
     lat = latency_table(teacher, students[best], best, data.test, data.train, out / "onnx", quick=args.quick,
                         length=spec["data"]["max_length"])
     timings["export + latency"] = time.time() - t0
-    run = dict(args=args, spec=spec, data=data, augmented=augmented, teacher=teacher, t_acc=t_acc, acc=acc, arms=[a for _, a in picked],
+    run = dict(args=args, spec=spec, data=data, augmented=augmented, teacher=teacher, t_acc=t_acc, acc=acc,
+               arms=[a for _, a in picked], all_arms=arms,
                params=params, trims=trims, visits=visits_per_arm, originals=originals, lat=lat, timings=timings, cached=cached)
     body = render(run)
     print(body)
