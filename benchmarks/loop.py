@@ -7,7 +7,8 @@ tensors, teacher under no_grad, no schedule, no clipping, no checkpoints, no log
 kdforge runs `fit` with its defaults (cosine schedule, clipping, a resumable
 checkpoint at an epoch's end at most every `checkpoint_interval` seconds (10) and always
 after the last epoch, the best epoch's weights, metrics.jsonl, validation accuracy and loss). Rounds alternate
-(plain, kdforge, plain, ...) so machine noise hits both; the figure is the ratio of
+(which side runs first alternates by round), with the garbage collector off inside each timed run
+(as timeit does), so machine noise hits both; the figure is the ratio of
 training throughputs per round, median and spread over rounds.
 
 Jobs:
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import statistics
 import sys
 import tempfile
@@ -80,10 +82,26 @@ def cfg(epochs: int, kd: bool) -> DistillConfig:
 
 def timed(fn) -> float:
     """CPU seconds of this process (all its threads): on a machine shared with other jobs, wall time
-    swings by 5x between identical rounds, CPU time by a few percent (1 torch thread, no workers)."""
-    t0 = time.process_time()
-    fn()
-    return time.process_time() - t0
+    swings by 5x between identical rounds, CPU time by a few percent (1 torch thread, no workers).
+    As timeit does, the garbage left by earlier rounds is collected first and the collector is off
+    while `fn` runs, so neither side pays for a collection the other caused."""
+    gc.collect()
+    gc.disable()
+    try:
+        t0 = time.process_time()
+        fn()
+        return time.process_time() - t0
+    finally:
+        gc.enable()
+
+
+def pair(r: int, first, second) -> tuple[float, float]:
+    """CPU seconds of both sides of a comparison; which runs first alternates by round."""
+    if r % 2:
+        b = timed(second)
+        return timed(first), b
+    a = timed(first)
+    return a, timed(second)
 
 
 def run_job(name: str, rounds: int, epochs: int, work: Path) -> dict[str, list[float]]:
@@ -103,21 +121,21 @@ def run_job(name: str, rounds: int, epochs: int, work: Path) -> dict[str, list[f
     epochs *= EPOCH_SCALE[name]
     for r in range(-1, rounds):  # round -1 warms up caches and allocators and is not counted
         torch.manual_seed(r)
-        plain = timed(lambda: plain_kd(teacher, copy.deepcopy(student0), data.train, data.val, epochs))
-        torch.manual_seed(r)
-        method = StandardKD(copy.deepcopy(student0), copy.deepcopy(teacher), cfg(epochs, True), probe)
-        ours = timed(lambda: fit(method, data.train, data.val, cfg(epochs, True), work / f"{name}{r}", r,
-                                 quiet=True, resume=False, device="cpu"))
+        students = [copy.deepcopy(student0) for _ in range(2)]
+        method = StandardKD(students[1], copy.deepcopy(teacher), cfg(epochs, True), probe)
+        plain, ours = pair(r, lambda: plain_kd(teacher, students[0], data.train, data.val, epochs),
+                           lambda: fit(method, data.train, data.val, cfg(epochs, True), work / f"{name}{r}", r,
+                                       quiet=True, resume=False, device="cpu"))
         if r >= 0:
             ratios["kdforge / plain"].append(plain / ours)  # throughput ratio: > 1 means kdforge is faster
         print(f"job {name} round {r}: plain {n * epochs / plain:,.0f} samples/CPU-s, kdforge {n * epochs / ours:,.0f}", flush=True)
         if store is not None:
             cached = StandardKD(copy.deepcopy(student0), CachedTeacher(TeacherStore(store)), cfg(epochs, True), probe)
-            kd_store = timed(lambda: fit(cached, data.train, data.val, cfg(epochs, True), work / f"s{r}", r,
-                                         quiet=True, resume=False, device="cpu"))
             alone = Supervised(copy.deepcopy(student0))
-            solo = timed(lambda: fit(alone, data.train, data.val, cfg(epochs, False), work / f"a{r}", r,
-                                     quiet=True, resume=False, device="cpu"))
+            kd_store, solo = pair(r, lambda: fit(cached, data.train, data.val, cfg(epochs, True), work / f"s{r}", r,
+                                                 quiet=True, resume=False, device="cpu"),
+                                  lambda: fit(alone, data.train, data.val, cfg(epochs, False), work / f"a{r}", r,
+                                              quiet=True, resume=False, device="cpu"))
             if r >= 0:
                 ratios["store KD / student alone"].append(solo / kd_store)
             print(f"job {name} round {r}: store KD {n * epochs / kd_store:,.0f} samples/CPU-s, alone {n * epochs / solo:,.0f}", flush=True)
@@ -148,7 +166,8 @@ def main() -> None:
         "Training throughput ratios (samples per CPU-second ÷ samples per CPU-second, > 1 = kdforge faster; CPU time of the "
         "process, all threads, because wall time on this shared machine swings by several times between identical rounds), "
         "same job, one process, "
-        f"rounds alternating after one uncounted warm-up round; {args.rounds} rounds × {args.epochs} epochs "
+        f"rounds after one uncounted warm-up round, which side runs first alternating by round, the garbage collector "
+        "off inside each timed run (as timeit does); {args.rounds} rounds × {args.epochs} epochs "
         f"(job (a) {args.epochs * EPOCH_SCALE['a']}), batch {BATCH}, {args.threads} thread(s), "
         f"wall {time.time() - t0:.0f} s. Written by `benchmarks/loop.py`.", "",
         "| job | median ratio | range over rounds | target | |", "|---|---:|---:|---:|---|", *rows, "",

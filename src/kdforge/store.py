@@ -197,8 +197,8 @@ class TeacherStore:
     def rows(self, name: str, idx: Tensor) -> Tensor:
         """The rows of sample ids idx (B,), as stored (fp16 stays fp16; uint16 ids become int32):
         one fancy-indexed read per shard the batch touches."""
-        ids = idx.detach().cpu().numpy().astype(np.int64, copy=False).reshape(-1)
-        if len(ids) and (ids.min() < 0 or ids.max() >= self.n):
+        ids = idx.numpy(force=True).astype(np.int64, copy=False).reshape(-1)
+        if len(ids) and ids.view(np.uint64).max() >= self.n:  # one reduction: a negative id reads as a huge one
             bad = ids[(ids < 0) | (ids >= self.n)]
             raise KDForgeError(f"teacher store {self.path} holds samples 0..{self.n - 1}; asked for {bad[:3].tolist()} (was it written for this dataset?)")
         whole = self._whole(name)
@@ -244,6 +244,7 @@ class CachedTeacher(Teacher):
         self.calls = 0  # store reads
         self.samples = 0  # teacher forward work only: set by open_or_write when it wrote the store, never by reads
         self.device = torch.device("cpu")
+        self.features = tuple(store.meta.get("features", {}))  # the stored feature names
 
     @property
     def sparse(self) -> bool:
@@ -262,7 +263,8 @@ class CachedTeacher(Teacher):
         return self.store.vocab
 
     def _read(self, name: str, idx: Tensor) -> Tensor:
-        return self.store.rows(name, idx).to(self.device, non_blocking=True)
+        rows = self.store.rows(name, idx)
+        return rows if self.device.type == "cpu" else rows.to(self.device, non_blocking=True)
 
     def target(self, idx: Tensor) -> SparseTarget:
         """The sparse teacher (B, *P, k) on the device, as stored: top-k logits, or for a sampled
@@ -291,11 +293,12 @@ class CachedTeacher(Teacher):
         target = None
         if self.store.dense:
             self.calls += 1
-            logits = self._read("values", idx).float()
+            logits = self._read("values", idx)
+            logits = logits if logits.dtype == torch.float32 else logits.float()
         else:
             target = self.target(idx)
             logits = target.dense(self.store.vocab, self.store.temperature)  # scattered on the device
-        feats = {name: self._read(f"feat-{name}", idx).float() for name in self.store.meta.get("features", {})}
+        feats = {name: self._read(f"feat-{name}", idx).float() for name in self.features}
         return logits, target, feats
 
     def parameters(self):
