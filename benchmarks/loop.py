@@ -18,7 +18,7 @@ Jobs:
       student alone (what reading the store costs on top of student-only training)
 Targets (issue 10): (a) >= 0.85x, (b) >= 0.97x, (c) >= 0.9x.
 
-    python benchmarks/loop.py [--rounds 10] [--epochs 3] [--threads 1]
+    python benchmarks/loop.py [--rounds 20] [--epochs 3] [--threads 1]
 """
 from __future__ import annotations
 
@@ -144,7 +144,7 @@ def run_job(name: str, rounds: int, epochs: int, work: Path) -> dict[str, list[f
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()

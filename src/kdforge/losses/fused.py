@@ -25,27 +25,26 @@ IGNORE = -100  # torch's cross-entropy ignore_index: a row with this label has n
 class _KDObjective(torch.autograd.Function):
     @staticmethod
     def forward(ctx, s: Tensor, t: Tensor, labels: Tensor, temperature: float, alpha: float, n_labelled: int) -> Tensor:
-        n = s.shape[0]
-        log_q = F.log_softmax(s / temperature, -1)
-        log_p = F.log_softmax(t / temperature, -1)
-        p = log_p.exp()
-        kl = torch.dot(p.reshape(-1), (log_p - log_q).reshape(-1))  # Σ_i KL_i
-        ctx.temperature, ctx.alpha, ctx.n, ctx.n_labelled = temperature, alpha, n, n_labelled
+        # torch's methods, not the functional wrappers: a small job pays for every Python-level call
+        n, inv_t = s.shape[0], 1.0 / temperature
+        log_q = s.mul(inv_t).log_softmax(-1)
+        log_p = t.mul(inv_t).log_softmax(-1)
+        kl = torch.kl_div(log_q, log_p, 2, log_target=True)  # Σ_i KL_i (reduction 2 = sum)
+        ctx.consts = temperature, alpha, n, n_labelled
         kd_scale = alpha * temperature * temperature / n
         if alpha == 1.0:
-            ctx.save_for_backward(log_q, p)
-            return kl * kd_scale
-        log_r = F.log_softmax(s, -1)
+            ctx.save_for_backward(log_q, log_p)
+            return kl.mul_(kd_scale)
+        log_r = s.log_softmax(-1)
         ce = F.nll_loss(log_r, labels, ignore_index=IGNORE, reduction="sum")  # Σ over labelled rows
-        ctx.save_for_backward(log_q, p, log_r, labels)
-        ce_scale = (1.0 - alpha) / n_labelled
-        return torch.add(ce, kl, alpha=kd_scale / ce_scale).mul_(ce_scale)
+        ctx.save_for_backward(log_q, log_p, log_r, labels)
+        return kl.mul_(kd_scale).add_(ce, alpha=(1.0 - alpha) / n_labelled)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        temperature, alpha, n, n_labelled = ctx.temperature, ctx.alpha, ctx.n, ctx.n_labelled
-        log_q, p = ctx.saved_tensors[:2]
-        out = log_q.exp().sub_(p).mul_(alpha * temperature / n)  # α·T/N · (q − p)
+        temperature, alpha, n, n_labelled = ctx.consts
+        log_q, log_p = ctx.saved_tensors[:2]
+        out = log_q.exp().sub_(log_p.exp()).mul_(alpha * temperature / n)  # α·T/N · (q − p)
         if alpha != 1.0:
             log_r, labels = ctx.saved_tensors[2:]
             ce_scale = (1.0 - alpha) / n_labelled
