@@ -142,7 +142,7 @@ class ArmRunner:
             cfg = _cfg(self.args.phase1_epochs, self.args, LAYERWISE)
             method = StandardKD(student, self.teacher, cfg, probe_batch(self.data.train))  # live teacher, its taps
             fit(method, self.data.train, self.data.val, cfg, run, self.seed,
-                desc=f"s{self.seed} layer-wise", quiet=True)
+                desc=f"s{self.seed} layer-wise", quiet=True, select=None)  # the head is untrained: keep the last epoch
             self.teacher.trim_padding = False
             self.phase1[key] = student
         return copy.deepcopy(self.phase1[key])

@@ -18,7 +18,7 @@ from kdforge.train.loop import fit
 
 
 def train_stage(name: str, run_dir: Path, method, data, cfg, seed: int, *, quiet: bool = False, train=None,
-                metric_fn=None, select: str = "accuracy", on_done: Callable[[Path], None] | None = None) -> dict:
+                metric_fn=None, select: str | None = "accuracy", on_done: Callable[[Path], None] | None = None) -> dict:
     """Fit `method` on `train` (default `data.train`), select on `data.val`, in RUN/name.
 
     `metric_fn`/`select` as in `fit`; `on_done(stage_dir)` reloads extra state

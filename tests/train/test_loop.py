@@ -119,3 +119,14 @@ def test_epoch_train_loss_is_the_sample_weighted_mean_of_the_batch_losses(data, 
               tmp_path, seed=1, quiet=True)
     want = sum(loss * n for loss, n in method.seen) / sum(n for _, n in method.seen)
     assert res.history[0]["train/ce"] == pytest.approx(want, rel=1e-6)
+
+
+def test_select_none_keeps_the_last_epoch_even_when_an_earlier_one_scored_better(data, tmp_path):
+    torch.manual_seed(0)
+    model = MLP((1, 8, 8), 10, hidden=[16])
+    res = fit(Supervised(model), data.train, data.val, DistillConfig(epochs=3, lr=0.3), tmp_path, seed=1, quiet=True,
+              select=None)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["val/accuracy"] for r in lines) > lines[-1]["val/accuracy"]  # lr 0.3: an earlier epoch was better
+    assert res.best["epoch"] == 2
+    assert classification_metrics(model, data.val)["accuracy"] == lines[-1]["val/accuracy"]  # the last weights stay

@@ -85,7 +85,7 @@ def fit(
     seed: int,
     *,
     metric_fn: MetricFn = classification_metrics,
-    select: str = "accuracy",
+    select: str | None = "accuracy",
     desc: str = "train",
     resume: bool = True,
     quiet: bool = False,
@@ -93,6 +93,9 @@ def fit(
     device: str = "auto",
 ) -> FitResult:
     """Train `method` on `train`, select on `val`[select], write into `out_dir`.
+
+    `select=None` keeps the last epoch (a phase whose val metric says nothing yet, e.g. features
+    distilled before the head is trained).
 
     `on_epoch_end(record)` sees each epoch's metrics line after its checkpoint is
     written (hyperparameter search reports to its pruner there; it may raise to stop).
@@ -261,15 +264,16 @@ def fit(
             record["seconds"] = time.perf_counter() - t0
             history.append(record)
             final = epoch + 1 == cfg.epochs or state["step"] >= total_steps  # nothing trains after this epoch
-            if record[f"val/{select}"] > state["best"]:
-                state["best"], state["best_epoch"] = record[f"val/{select}"], epoch
+            score = record[f"val/{select}"] if select else epoch  # select None: the latest epoch is the best
+            if score > state["best"]:
+                state["best"], state["best_epoch"] = score, epoch
                 if eng.is_main:  # kept in memory (a copy unless final); written with the next resumable checkpoint
-                    best_pending[:] = [snapshot(method.student, copy=not final), {"epoch": epoch, select: state["best"]}]
+                    best_pending[:] = [snapshot(method.student, copy=not final), {"epoch": epoch, select or "epoch": score}]
             state.update(epoch=epoch + 1, batch=0, sums={}, count=0)
             core.reset_stats()
             train_loss = sum(v for k, v in record.items() if k.startswith("train/") and k[6:] in sums)
             post.update({"epoch": f"{epoch + 1}/{cfg.epochs}", "loss": f"{train_loss:.4f}", **throughput.postfix(),
-                         f"val {select}": f"{record[f'val/{select}']:.4f}"})
+                         **({f"val {select}": f"{record[f'val/{select}']:.4f}"} if select else {})})
             bar.set_postfix(post)
             tracker.log({k: v for k, v in record.items() if k.startswith(("train/", "val/"))}, state["step"])
             if eng.is_main:

@@ -58,7 +58,7 @@ def run_standard(recipe, *, resume: bool = False, force: bool = False, quiet: bo
     if intermediate is not None:  # TinyBERT's two phases: the feature terms alone first (live teacher, original texts)
         first = METHODS.build(recipe.method, student, teacher, intermediate, probe)
         results["intermediate_stage"] = train_stage("student-intermediate", run.dir, first, data, intermediate, recipe.seed,
-                                                    quiet=quiet, train=originals)
+                                                    quiet=quiet, train=originals, select=None)  # the head is untrained yet
     method = METHODS.build(recipe.method, student, source, cfg, probe)
     results["student_stage"] = train_stage("student", run.dir, method, data, cfg, recipe.seed, quiet=quiet)
     if needs_teacher:  # teacher work, all ranks and all invocations (a resumed run adds to it): not a metric
