@@ -44,7 +44,7 @@ from kdforge.train import distributed as dist
 from kdforge.train.batching import collate_indexed
 
 SAMPLINGS = ("topk", *ESTIMATORS)
-IN_MEMORY = 256 * 2**20  # a multi-shard store part up to this size is read into memory once, then indexed there
+IN_MEMORY = 256 * 2**20  # a store part up to this size is read into memory once, then indexed there
 
 
 def _sparse_rows(logits: Tensor, k: int | str, sampling: str, temperature: float, gen: torch.Generator,
@@ -148,7 +148,7 @@ class TeacherStore:
                                "rerun `kdforge cache-teacher`") from None
         if expected is not None:
             compare(fp, expected, self.path)
-        self._open: dict[str, np.ndarray | None] = {}
+        self._open: dict[str, Tensor | np.ndarray | None] = {}
         self._check_shards(positions, features)
 
     def _check_shards(self, positions: list[int], features: dict[str, list[int]]) -> None:
@@ -184,25 +184,37 @@ class TeacherStore:
                                    "rerun `kdforge cache-teacher`") from None
         return self._open[key]
 
-    def _whole(self, name: str) -> np.ndarray | None:
-        """Every row of `name` as one array: the memory map of a single shard, or the shards read into
-        memory once when they are small (IN_MEMORY bytes); None for a large multi-shard store."""
+    def _whole(self, name: str) -> Tensor | np.ndarray | None:
+        """Every row of `name` at once: a small part (IN_MEMORY bytes) as one in-memory tensor (uint16 ids
+        widened to int32 once), a large single shard as its memory map, a large multi-shard part None."""
         key = f"whole/{name}"
         if key not in self._open:
             shards = [self._arr(i, name) for i in range((self.n + self.shard_size - 1) // self.shard_size)]
-            small = sum(a.nbytes for a in shards) <= IN_MEMORY
-            self._open[key] = shards[0] if len(shards) == 1 else np.concatenate(shards) if small else None
+            if sum(a.nbytes for a in shards) <= IN_MEMORY:
+                whole = np.concatenate(shards)
+                self._open[key] = torch.from_numpy(whole.astype(np.int32) if whole.dtype == np.uint16 else whole)
+            else:
+                self._open[key] = shards[0] if len(shards) == 1 else None
         return self._open[key]
 
+    def _out_of_range(self, ids: np.ndarray) -> KDForgeError:
+        bad = ids[(ids < 0) | (ids >= self.n)]
+        return KDForgeError(f"teacher store {self.path} holds samples 0..{self.n - 1}; asked for {bad[:3].tolist()} "
+                            "(was it written for this dataset?)")
+
     def rows(self, name: str, idx: Tensor) -> Tensor:
-        """The rows of sample ids idx (B,), as stored (fp16 stays fp16; uint16 ids become int32):
-        one fancy-indexed read per shard the batch touches."""
+        """The rows of sample ids idx (B,), as stored (fp16 stays fp16; uint16 ids become int32): one
+        index_select from memory, or one fancy-indexed read per memory-mapped shard the batch touches."""
+        whole = self._whole(name)
+        if isinstance(whole, Tensor):  # in memory: one call per read (a small job pays for every call)
+            try:
+                return whole.index_select(0, idx if idx.device.type == "cpu" else idx.cpu())
+            except IndexError:
+                raise self._out_of_range(idx.numpy(force=True).reshape(-1)) from None
         ids = idx.numpy(force=True).astype(np.int64, copy=False).reshape(-1)
         if len(ids) and ids.view(np.uint64).max() >= self.n:  # one reduction: a negative id reads as a huge one
-            bad = ids[(ids < 0) | (ids >= self.n)]
-            raise KDForgeError(f"teacher store {self.path} holds samples 0..{self.n - 1}; asked for {bad[:3].tolist()} (was it written for this dataset?)")
-        whole = self._whole(name)
-        if whole is not None:  # one array: one fancy-indexed read, nothing to route
+            raise self._out_of_range(ids)
+        if whole is not None:  # one memory-mapped shard: one fancy-indexed read, nothing to route
             part = whole[ids]
             return torch.from_numpy(part.astype(np.int32) if part.dtype == np.uint16 else part)
         shards, rows = np.divmod(ids, self.shard_size)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdforge import losses as L
-from kdforge.losses.fused import can_fuse, kd_objective
+from kdforge.losses.fused import can_fuse, fused_soft_target_kl
 from kdforge.losses.sparse import SparseTarget, sparse_kl
 from kdforge.data.base import UNLABELLED
 from kdforge.registry import Registry
@@ -49,10 +49,10 @@ def weighted_kl(ctx: StepContext, temperature: float, standardize: bool = False)
 def _kd(term, ctx: StepContext) -> Tensor:
     if "auto" in (term.temperature, term.alpha):
         raise ValueError("kd term: temperature/alpha 'auto' must be resolved (kdforge.search.resolve_auto) before training")
-    if (not term.standardize and ctx.t_target is None and ctx.sample_weight is None
-            and can_fuse(ctx.s_logits, ctx.t_logits, ctx.n_labelled, term.alpha)):
-        return kd_objective(ctx.s_logits, ctx.t_logits, ctx.labels, term.temperature, term.alpha, ctx.n_labelled)
-    kd = weighted_kl(ctx, term.temperature, term.standardize)
+    if not term.standardize and ctx.t_target is None and ctx.sample_weight is None and can_fuse(ctx.s_logits, ctx.t_logits):
+        kd = fused_soft_target_kl(ctx.s_logits, ctx.t_logits, term.temperature)  # one node, closed-form gradient
+    else:
+        kd = weighted_kl(ctx, term.temperature, term.standardize)
     if term.alpha == 1.0:
         return kd
     return mix(kd, labelled_ce(ctx.s_logits, ctx.labels, ctx.n_labelled), term.alpha)
