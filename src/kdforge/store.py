@@ -18,8 +18,9 @@ max(p, τ) (unbiased, exact where p ≥ τ). k >= V stores every logit (dense).
 
 Rows are keyed by sample id (`batch["idx"]`, the index into the training set):
 shard = id // shard_size. Shards are numpy files opened memory-mapped, so every
-process or rank reads only the rows it needs (a small store, up to IN_MEMORY bytes per
-part, is read into memory once); a batch is read with one fancy index per shard and stays fp16 and sparse until the device (the loss up-casts).
+process or rank reads only the rows it needs; a small part (up to IN_MEMORY bytes) is read
+into memory once and a batch is one index_select there, a large one is one fancy index per
+shard. Rows stay fp16 and sparse until the device (the loss up-casts).
 The fingerprint is (teacher weights, data, tokenizer, k, temperature, sampling);
 opening a store whose fingerprint differs from the current one is an error naming
 every field that differs (kdforge.fingerprint; hashes cached by file identity).

@@ -38,6 +38,8 @@ def weighted_kl(ctx: StepContext, temperature: float, standardize: bool = False)
         return L.standardized_kl(ctx.s_logits, ctx.t_logits, temperature, weight=ctx.sample_weight)
     if ctx.t_target is not None:  # KL over the stored k ids (top-k: equal to the scattered logits' KL; sampled: unbiased)
         per = sparse_kl(ctx.s_logits, ctx.t_target, temperature, reduction="none")  # (B,), T² included
+    elif ctx.sample_weight is None and can_fuse(ctx.s_logits, ctx.t_logits):
+        return fused_soft_target_kl(ctx.s_logits, ctx.t_logits, temperature)  # one node, closed-form gradient
     else:
         per = L.soft_target_kl(ctx.s_logits, ctx.t_logits, temperature, reduction="none")  # (B,), T² included
     if ctx.sample_weight is None:
@@ -49,10 +51,7 @@ def weighted_kl(ctx: StepContext, temperature: float, standardize: bool = False)
 def _kd(term, ctx: StepContext) -> Tensor:
     if "auto" in (term.temperature, term.alpha):
         raise ValueError("kd term: temperature/alpha 'auto' must be resolved (kdforge.search.resolve_auto) before training")
-    if not term.standardize and ctx.t_target is None and ctx.sample_weight is None and can_fuse(ctx.s_logits, ctx.t_logits):
-        kd = fused_soft_target_kl(ctx.s_logits, ctx.t_logits, term.temperature)  # one node, closed-form gradient
-    else:
-        kd = weighted_kl(ctx, term.temperature, term.standardize)
+    kd = weighted_kl(ctx, term.temperature, term.standardize)
     if term.alpha == 1.0:
         return kd
     return mix(kd, labelled_ce(ctx.s_logits, ctx.labels, ctx.n_labelled), term.alpha)
