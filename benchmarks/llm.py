@@ -68,8 +68,11 @@ ARMS = {  # name -> (store: "dense" | (sampling, k[, weight storage[, priority p
     "tempered-21 u8": (("priority", 21, "uint8", 0.5), "kd"),  # sizes p^0.5: a flatter proposal
     "priority-32 u8": (("priority", 32, "uint8"), "kd"),
     "priority-21 u8 sn": (("priority", 21, "uint8", 1.0, True), "kd"),  # weights / their sum: Σw = 1 as for random
+    "random-64 packed": (("random", 64, "packed"), "kd"),  # the random-64 draws packed losslessly: under top-16's bytes
+    "random-72 packed": (("random", 72, "packed"), "kd"),  # as many draws as fit in top-16's 64 bytes
     "no KD (cross-entropy)": ("dense", "ce"),
 }
+PACKED_ARMS = ["random-64 packed", "random-72 packed"]  # random draws at no more than top-16's bytes
 DEFAULT_ARMS = ["dense", "random-16", "hybrid-16", "top-16", "random-64", "hybrid-64", "top-64"]  # run order: the target first
 
 
@@ -215,7 +218,7 @@ def run_seeds(args, seeds, settings, cache, results, results_file, n_train, epoc
                 store = dense
             else:
                 sampling, k, weights, power, norm = (*store_spec, *("float16", 1.0, False)[len(store_spec) - 2:])
-                path = cache / f"{sampling}{k}{'-u8' if weights == 'uint8' else ''}{f'-p{power:g}' if power != 1 else ''}{'-sn' if norm else ''}-s{seed}"
+                path = cache / f"{sampling}{k}{'-u8' if weights == 'uint8' else '-packed' if weights == 'packed' else ''}{f'-p{power:g}' if power != 1 else ''}{'-sn' if norm else ''}-s{seed}"
                 if not (path / "meta.json").exists():
                     write_store(path, CachedTeacher(dense), data.train, k=k, sampling=sampling, seed=seed, batch_size=8,
                                 weights=weights, power=power, normalise=norm, quiet=True)
@@ -226,12 +229,22 @@ def run_seeds(args, seeds, settings, cache, results, results_file, n_train, epoc
             torch.manual_seed(seed)
             reads = train(name, student, store, kd if loss == "kd" else [{"kind": "ce"}], cache / f"run-{name}-{seed}", epochs, seed)
             m = perplexity_metrics(student, test)
+            if results_file.exists():  # other invocations may have added results meanwhile (arms run in parallel)
+                results["runs"] = merge_runs(json.loads(results_file.read_text())["runs"], results["runs"])
             results["runs"].append({"arm": name, "seed": seed, "settings": settings, "perplexity": m["perplexity"],
                                     "ece": m["ece"], "accuracy": m["accuracy"], "store_reads": reads,
                                     "bytes_per_token": store.bytes_per_position(), "minutes": (time.time() - t2) / 60})
             results_file.write_text(json.dumps(results, indent=1))
             print(f"seed {seed} {name}: test ppl {m['perplexity']:.2f}, ECE {m['ece']:.3f} ({(time.time() - t2) / 60:.1f} min)", flush=True)
             publish()
+
+
+def merge_runs(*lists: list[dict]) -> list[dict]:
+    """Every run of the lists once, keyed by (arm, seed, settings)."""
+    seen: dict[str, dict] = {}
+    for r in (r for runs in lists for r in runs):
+        seen.setdefault(json.dumps([r["arm"], r["seed"], r["settings"]], sort_keys=True), r)
+    return list(seen.values())
 
 
 def render(results: dict, settings: dict) -> str:
@@ -271,7 +284,8 @@ def render(results: dict, settings: dict) -> str:
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         dense_bytes = statistics.mean(r["bytes_per_token"] for r in by_arm["dense"]) if "dense" in by_arm else float("nan")
-        for name in [*DEFAULT_ARMS, *[a for a in by_arm if a not in DEFAULT_ARMS]]:
+        order = [*DEFAULT_ARMS[:2], *PACKED_ARMS, *DEFAULT_ARMS[2:]]
+        for name in [*order, *[a for a in by_arm if a not in order]]:
             rs = by_arm.get(name)
             if not rs:
                 continue
@@ -279,19 +293,26 @@ def render(results: dict, settings: dict) -> str:
             ratio = [r["perplexity"] / dense_ppl[r["seed"]] for r in rs if r["seed"] in dense_ppl]
             lines.append(f"| {name} | {bpt:,.0f} | 1/{dense_bytes / bpt:,.0f} | {ms([r['perplexity'] for r in rs], '.1f')} | "
                          f"{ms(ratio, '.3f')} | {ms([r['ece'] for r in rs], '.3f')} | {len(rs)} | {ms([r['minutes'] for r in rs], '.1f')} |")
-        for arm in ("random-16", "hybrid-16", "ht-16", "priority-16", "priority-21 u8", "tempered-21 u8", "priority-21 u8 sn"):
+        top16 = statistics.mean(r["bytes_per_token"] for r in by_arm["top-16"]) if "top-16" in by_arm else float("nan")
+        for arm in ("random-16", *PACKED_ARMS, "hybrid-16", "ht-16", "priority-16", "priority-21 u8", "tempered-21 u8", "priority-21 u8 sn"):
             r16 = [r["perplexity"] / dense_ppl[r["seed"]] for r in by_arm.get(arm, []) if r["seed"] in dense_ppl]
             if r16:
                 m = statistics.mean(r16)
-                lines += ["", f"{arm} vs dense: perplexity × {m:.3f} ({(m - 1) * 100:+.1f}%, {len(r16)} seed{'s' if len(r16) > 1 else ''}) — "
-                              + ("the issue's target for 16 sampled ids" if arm.endswith("-16") else "at the bytes of 16 sampled ids, the issue's target")
+                bpt = statistics.mean(r["bytes_per_token"] for r in by_arm[arm])
+                where = ("the issue's target for 16 sampled ids" if arm.endswith("-16") else
+                         f"at {bpt:.1f} bytes per token ({'no more than' if bpt <= top16 else 'more than'} top-16's {top16:.0f}), the issue's target"
+                         if arm in PACKED_ARMS else "at the bytes of 16 sampled ids, the issue's target")
+                lines += ["", f"{arm} vs dense: perplexity × {m:.3f} ({(m - 1) * 100:+.1f}%, {len(r16)} seed{'s' if len(r16) > 1 else ''}) — " + where
                               + " (within 3% of dense) is " + ("**met**." if m - 1 <= 0.03 else "**not met**.")]
         lines += ["", "Bytes per token are the store's files (logits part) ÷ (windows × tokens): dense = every fp16 logit; top-k = "
                       "k fp16 logits + k uint16 ids; random-K, hybrid-K, ht-K and priority-K = K fp16 weights + K uint16 ids (unique ids, then padding) + "
                       "one fp16 teacher entropy per token (the KL's constant term), so they cost 2 bytes per token more than top-K; "
                       "priority-21 u8 = 21 uint16 ids + 21 one-byte weight codes (log grid, stochastically rounded: unbiased) "
                       "+ the entropy, 65 bytes: between top-16 and random-16; tempered-21 u8 the same, priority-sampled by p^0.5; "
-                      "priority-21 u8 sn the same, weights divided by their sum per token."]
+                      "priority-21 u8 sn the same, weights divided by their sum per token; random-K packed = the random-K store's draws "
+                      "(the same ids and counts: the same estimator) packed losslessly per window: each position's unique ids "
+                      "Elias–Fano coded, their counts in unary, one byte of unique-id count, + the fp16 entropy and an 8-byte offset per "
+                      "window (kdforge.packing; random-64 packed reads exactly the random-64 store's draws)."]
         if "teacher_pass_s" in info:
             lines += ["", f"The teacher ran once ({info['teacher_passes']} forward passes of 8 windows, {info['teacher_pass_s'] / 60:.1f} min) "
                           "to write the dense store; every arm read a store and never called the teacher."]

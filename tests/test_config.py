@@ -36,6 +36,7 @@ def test_override_sets_nested_fields_with_yaml_types():
         (["distill.colour=red"], "distill.colour: unknown field"),
         (["distill.losses.7.weight=1"], "--set distill.losses.7.weight"),
         (["noequals"], "expected FIELD=VALUE"),
+        (["store={path: s, sampling: priority, weights: packed}"], "store: weights: packed keeps draw counts"),
     ],
 )
 def test_bad_values_name_the_field(overrides, needle):

@@ -179,8 +179,16 @@ class StoreConfig(Strict):
     features: list[str] = Field(default_factory=list, description="Teacher modules whose outputs are stored too.")
     shard_size: int = Field(1024, ge=1, description="Samples per shard file.")
     dtype: Literal["float16", "float32"] = Field("float16", description="Storage type of logits and features.")
-    weights: Literal["float16", "uint8"] = Field("float16", description="Storage of a sampled store's weights: uint8 log-grid "
-                                                 "codes, rounded stochastically (still unbiased) at 1 byte instead of 2.")
+    weights: Literal["float16", "uint8", "packed"] = Field(
+        "float16", description="Storage of a sampled store's weights: uint8 log-grid codes, rounded stochastically (still "
+        "unbiased) at 1 byte instead of 2; packed (sampling: random only): ids and draw counts packed losslessly "
+        "(Elias-Fano), about 2 bytes per id - 64 draws fit in the bytes of top-16.")
+
+    @model_validator(mode="after")
+    def _packed_needs_random(self) -> "StoreConfig":
+        if self.weights == "packed" and self.sampling != "random":
+            raise ValueError(f"weights: packed keeps draw counts, so it needs sampling: random (got sampling: {self.sampling})")
+        return self
 
 
 class TeacherConfig(ModelConfig):

@@ -6,6 +6,8 @@ Layout of a store folder (written to a temporary folder, then renamed):
     shard-00000/values.npy    (n, *positions, k) top-k logits | weights (sampled; fp16 or uint8 codes) | all logits (dense)
     shard-00000/indices.npy   (n, *positions, k) their vocabulary ids (uint16 when V <= 65536; absent when dense)
     shard-00000/entropy.npy   (n, *positions) teacher entropy (sampled stores: the KL's constant term)
+    shard-00000/packed.npy    `weights: packed` (random draws): every sample's packed row (kdforge.packing), bytes;
+    shard-00000/offsets.npy   (rows + 1,) where each sample's row starts in packed.npy (instead of values + indices)
     shard-00000/feat-NAME.npy (n, *feature shape) chosen teacher features
 
 `sampling: topk` keeps the k largest logits (a biased, renormalised teacher);
@@ -28,8 +30,6 @@ every field that differs (kdforge.fingerprint; hashes cached by file identity).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -38,94 +38,14 @@ from torch import Tensor, nn
 
 from kdforge.errors import KDForgeError
 from kdforge.fingerprint import (FINGERPRINT_FIELDS, cached_hash, compare, file_identity, fingerprint, hash_dataset,
-                                 hash_module, model_inputs, recipe_fingerprint, store_k, store_temperature)
-from kdforge.losses.sparse import ESTIMATORS, SparseTarget, decode_weights, encode_weights, sample_target, topk_target
+                                 hash_module, recipe_fingerprint, store_k, store_temperature)
+from kdforge.losses.sparse import ESTIMATORS, SparseTarget, decode_weights
+from kdforge.packing import unpack_rows
+from kdforge.store_write import write_store
 from kdforge.teacher import Teacher
 from kdforge.train import distributed as dist
-from kdforge.train.batching import collate_indexed
 
-SAMPLINGS = ("topk", *ESTIMATORS)
 IN_MEMORY = 256 * 2**20  # a store part up to this size is read into memory once, then indexed there
-
-
-def _sparse_rows(logits: Tensor, k: int | str, sampling: str, temperature: float, gen: torch.Generator,
-                 weights: str = "float16", power: float = 1.0, normalise: bool = False) -> dict[str, Tensor]:
-    """(B, *P, V) teacher logits -> the arrays one batch adds to the store (sampled weights as uint8 codes
-    when weights = "uint8")."""
-    vocab = logits.shape[-1]
-    kk = vocab if k == "all" else min(int(k), vocab)
-    if kk == vocab:
-        return {"values": logits}
-    if sampling in ESTIMATORS:
-        target = sample_target(logits, kk, temperature, generator=gen, estimator=sampling, power=power, normalise=normalise)
-        values = encode_weights(target.values, gen) if weights == "uint8" else target.values
-        return {"values": values, "indices": target.indices, "entropy": target.entropy}
-    target = topk_target(logits, kk)
-    return {"values": target.values, "indices": target.indices}
-
-
-@torch.no_grad()
-def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = 64, sampling: str = "priority",
-                temperature: float = 1.0, seed: int = 0, fp: dict | None = None, shard_size: int = 1024,
-                batch_size: int = 32, dtype: str = "float16", weights: str = "float16", power: float = 1.0,
-                normalise: bool = False, quiet: bool = False) -> Path:
-    """Run `teacher` once over `dataset` (in index order) and write the store at `path`.
-
-    k: ids kept per position ("all" or k >= V: dense); sampling: topk | random | hybrid | ht | priority (K = k draws
-    from softmax(logits / temperature), seeded by `seed`); weights: float16, or uint8 for a sampled store's
-    weights (log-grid codes, stochastically rounded: still unbiased, 1 byte instead of 2); power < 1:
-    priority sampling by sizes p^power (a flatter proposal, importance-weighted).
-    Prints the store's size before writing."""
-    path = Path(path)
-    if sampling not in SAMPLINGS:
-        raise KDForgeError(f"store.sampling: {sampling!r} is not one of {', '.join(SAMPLINGS)}")
-    if len(dataset) == 0:
-        raise KDForgeError("cache-teacher: the training set is empty")
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    n, np_dtype = len(dataset), np.dtype(dtype)
-    gen = torch.Generator().manual_seed(seed)
-    meta: dict = {"fingerprint": fp or {}, "n": n, "shard_size": shard_size, "dtype": dtype}
-    files: dict[str, np.ndarray] = {}
-    for start in range(0, n, batch_size):
-        batch = collate_indexed([(i, dataset[i]) for i in range(start, min(start + batch_size, n))])
-        logits, feats = teacher(model_inputs(batch), idx=batch["idx"])  # (B, *P, V), {name: (B, ...)}; a CachedTeacher re-sparsifies a store
-        rows = _sparse_rows(logits.cpu(), k, sampling, temperature, gen, weights, power, normalise)
-        rows.update({f"feat-{name}": f.cpu() for name, f in feats.items()})
-        if not files:
-            vocab, kk = logits.shape[-1], rows["values"].shape[-1]
-            meta.update(vocab=vocab, k=kk, sampling=sampling if kk < vocab else "dense", temperature=float(temperature), values="weights",
-                        seed=seed, power=power, normalise=normalise, positions=list(logits.shape[1:-1]), features={name: list(f.shape[1:]) for name, f in feats.items()})
-            if rows["values"].dtype == torch.uint8:
-                meta["values"] = "weight-codes"
-            types = {name: np.dtype(np.uint16 if vocab <= 65536 else np.int32) if name == "indices"
-                     else np.dtype(np.uint8) if rows[name].dtype == torch.uint8 else np_dtype for name in rows}
-            per_sample = sum(int(np.prod(arr.shape[1:])) * types[name].itemsize for name, arr in rows.items())
-            if not quiet:
-                print(f"teacher store {path}: {n} samples x {per_sample:,} bytes = {n * per_sample / 1e6:,.2f} MB "
-                      f"({'dense' if kk == vocab else f'{sampling} k={kk} of {vocab}'}, {dtype})", flush=True)
-        lo, b = 0, len(batch["idx"])
-        while lo < b:  # the batch's rows, one contiguous slice per shard it touches
-            shard, row = divmod(start + lo, shard_size)
-            m = min(b - lo, shard_size - row)
-            for name, arr in rows.items():
-                key = f"shard-{shard:05d}/{name}.npy"
-                if key not in files:
-                    (tmp / key).parent.mkdir(exist_ok=True)
-                    shape = (min(shard_size, n - shard * shard_size), *arr.shape[1:])
-                    files[key] = np.lib.format.open_memmap(tmp / key, mode="w+", dtype=types[name], shape=shape)
-                files[key][row : row + m] = arr[lo : lo + m].float().numpy().astype(types[name]) \
-                    if arr.is_floating_point() else arr[lo : lo + m].numpy().astype(types[name])
-            lo += m
-    for arr in files.values():
-        arr.flush()
-    files.clear()
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
-    return path
 
 
 class TeacherStore:
@@ -150,11 +70,14 @@ class TeacherStore:
         if expected is not None:
             compare(fp, expected, self.path)
         self._open: dict[str, Tensor | np.ndarray | None] = {}
+        self.packed = self.meta.get("values") == "packed-draws"
+        self.positions = int(np.prod(positions or [1]))
         self._check_shards(positions, features)
 
     def _check_shards(self, positions: list[int], features: dict[str, list[int]]) -> None:
         """Every shard file present, with the row count and shape meta.json promises (headers only: memory-mapped)."""
-        shapes = {"values": [*positions, self.k], **({} if self.dense else {"indices": [*positions, self.k]}),
+        shapes = {**({} if self.packed else {"values": [*positions, self.k]}),
+                  **({} if self.dense or self.packed else {"indices": [*positions, self.k]}),
                   **({"entropy": positions} if self.sampled else {}),
                   **{f"feat-{name}": list(shape) for name, shape in features.items()}}
         for shard in range((self.n + self.shard_size - 1) // self.shard_size):
@@ -164,6 +87,9 @@ class TeacherStore:
                 if list(arr.shape) != [rows, *shape]:
                     raise KDForgeError(f"teacher store {self.path}: shard-{shard:05d}/{name}.npy has shape {list(arr.shape)}, "
                                        f"meta.json says {[rows, *shape]}; rerun `kdforge cache-teacher`")
+            if self.packed and (self._arr(shard, "offsets").shape != (rows + 1,) or self._arr(shard, "offsets")[-1] != len(self._arr(shard, "packed"))):
+                raise KDForgeError(f"teacher store {self.path}: shard-{shard:05d}/offsets.npy does not match packed.npy "
+                                   f"({rows} rows); rerun `kdforge cache-teacher`")
 
     @property
     def dense(self) -> bool:
@@ -228,6 +154,20 @@ class TeacherStore:
             out[sel] = part
         return torch.from_numpy(out)
 
+    def draws(self, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """A packed store's rows of sample ids idx (B,): (ids, weights c / K), each (B, *positions, k) with k the
+        batch's most unique ids at a position (padding slots weigh 0)."""
+        ids = idx.numpy(force=True).astype(np.int64, copy=False).reshape(-1)
+        if len(ids) and ids.view(np.uint64).max() >= self.n:
+            raise self._out_of_range(ids)
+        blobs = []
+        for shard, row in zip(*np.divmod(ids, self.shard_size)):
+            off = self._arr(int(shard), "offsets")
+            blobs.append(self._arr(int(shard), "packed")[off[row] : off[row + 1]])
+        out_ids, counts = unpack_rows(blobs, self.positions, self.vocab, self.k, int(self.meta["low_bits"]))
+        shape = (len(ids), *self.meta.get("positions", []), out_ids.shape[-1])
+        return torch.from_numpy(out_ids).view(shape), torch.from_numpy(counts).float().div_(self.k).view(shape)
+
     def nbytes(self) -> int:
         return sum(f.stat().st_size for f in self.path.rglob("*.npy"))
 
@@ -284,6 +224,10 @@ class CachedTeacher(Teacher):
         store the unbiased weights (decoded from uint8 codes if so stored) and the per-position entropy.
         Dense stores give all V ids."""
         self.calls += 1
+        if self.store.packed:
+            ids, w = self.store.draws(idx)
+            dev = self.device.type != "cpu"
+            return SparseTarget(ids.to(self.device) if dev else ids, w.to(self.device) if dev else w, self._read("entropy", idx))
         vals = self._read("values", idx)
         if self.store.dense:
             return SparseTarget(torch.arange(self.store.vocab, device=self.device).expand(vals.shape), vals)

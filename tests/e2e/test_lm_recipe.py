@@ -24,10 +24,13 @@ def _raw(tmp_path, folder, **extra):
     return raw
 
 
-def test_token_kd_recipe_with_store_never_calls_teacher(tmp_path, tiny_llama_dir):  # noqa: F811
-    raw = _raw(tmp_path, tiny_llama_dir, store={"path": str(tmp_path / "store"), "k": 8})
+@pytest.mark.parametrize("store", [{"k": 8}, {"k": 16, "sampling": "random", "weights": "packed"}], ids=["priority", "packed"])
+def test_token_kd_recipe_with_store_never_calls_teacher(tmp_path, tiny_llama_dir, store):  # noqa: F811
+    raw = _raw(tmp_path, tiny_llama_dir, store={"path": str(tmp_path / "store"), **store})
     res = run_recipe(parse_recipe(raw), quiet=True)
     assert res["teacher_calls"] > 0  # reads from the store
+    meta = json.loads((tmp_path / "store/meta.json").read_text())
+    assert meta["sampling"] == store.get("sampling", "priority") and (meta["values"] == "packed-draws") == ("weights" in store)
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
     assert metrics["student"]["perplexity"] > 1 and "accuracy" in metrics["student"]
     assert (tmp_path / "store/meta.json").exists() and (tmp_path / "run/report.md").exists()

@@ -17,6 +17,7 @@ from tests.hf_tiny import tiny_llama_dir  # noqa: F401  (fixture)
 LOSSES = {"live": [{"kind": "kd", "alpha": 0.5, "temperature": 2.0}, {"kind": "jsd", "beta": 0.3}, {"kind": "hard_ce"}],
           "dense": [{"kind": "kd", "alpha": 0.5, "temperature": 2.0}, {"kind": "reverse_kl"}],
           "random": [{"kind": "kd", "alpha": 0.7, "temperature": 1.0}, {"kind": "hard_ce"}],
+          "packed": [{"kind": "kd", "alpha": 0.7, "temperature": 1.0}, {"kind": "hard_ce"}],
           "hybrid": [{"kind": "kd", "alpha": 1.0, "temperature": 1.0}],
           "priority": [{"kind": "kd", "alpha": 0.7, "temperature": 1.0}, {"kind": "hard_ce"}]}
 
@@ -36,7 +37,7 @@ def _losses_and_grads(student, teacher, losses, chunk, batch):
     return {k: v.detach() for k, v in out.items()}, {n: p.grad.clone() for n, p in student.named_parameters()}
 
 
-@pytest.mark.parametrize("source", ["live", "dense", "random", "hybrid", "priority"])
+@pytest.mark.parametrize("source", ["live", "dense", "random", "hybrid", "priority", "packed"])
 def test_chunked_head_equals_full_logits(models, tmp_path, source):
     teacher_model, student = models
     ds = LMWindows(torch.randint(5, 100, (6, 13), generator=torch.Generator().manual_seed(3)), prompt_tokens=3)
@@ -45,8 +46,8 @@ def test_chunked_head_equals_full_logits(models, tmp_path, source):
         teacher = Teacher(teacher_model)
     else:
         path = write_store(tmp_path / source, Teacher(teacher_model), ds, k="all" if source == "dense" else 8,
-                           sampling="random" if source == "dense" else source, dtype="float32",
-                           weights="uint8" if source == "priority" else "float16", quiet=True)
+                           sampling="random" if source in ("dense", "packed") else source, dtype="float32",
+                           weights={"priority": "uint8", "packed": "packed"}.get(source, "float16"), quiet=True)
         teacher = CachedTeacher(TeacherStore(path))
     full, g_full = _losses_and_grads(student, teacher, LOSSES[source], None, batch)
     calls = teacher.calls
