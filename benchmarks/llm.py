@@ -6,6 +6,9 @@ student of <= 30M parameters on tinyshakespeare, forward-KL KD from teacher-outp
   unbiased sparse estimator of Anshumann et al. 2025),
 - hybrid-16 and hybrid-64 (the K/2 most likely ids exactly + K/2 draws from the rest:
   unbiased, with less sampling noise),
+- random-64 packed and random-72 packed (the random store's draws packed losslessly,
+  kdforge.packing: K draws in no more bytes than top-16; random-64 packed reads exactly the
+  random-64 store's draws), and the further arms in ARMS (--arms),
 
 each with held-out perplexity (÷ the dense arm's), the ECE of the student's next-token
 probabilities and the store's bytes per token; plus the peak memory of one training step at

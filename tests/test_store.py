@@ -106,6 +106,7 @@ def test_recipe_run_writes_store_once_and_cache_teacher_cli(tmp_path):
     assert (tmp_path / "store/meta.json").stat().st_mtime_ns == meta
     info = cache_teacher_for(parse_recipe({**raw, "store": {"path": str(tmp_path / "s2"), "k": "all"}}))
     assert info["k"] == 10 and info["sampling"] == "dense" and info["samples"] > 1000
+    assert info["bytes_per_position"] == pytest.approx(info["bytes"] / info["samples"], rel=0.02) and not info["packed"]
     with pytest.raises(KDForgeError, match="no `store:` section"):
         cache_teacher_for(parse_recipe({k: v for k, v in raw.items() if k != "store"}))
 

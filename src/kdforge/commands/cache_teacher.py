@@ -25,7 +25,8 @@ def cache_teacher_for(recipe) -> dict:
     teacher = build_model(t, data.input_shape, data.num_classes, "teacher", recipe.seed)
     cached = open_or_write(recipe, teacher, data, rewrite=True)
     return {"path": str(cached.store.path), "samples": cached.store.n, "k": cached.store.k, "sampling": cached.store.sampling,
-            "vocab": cached.store.vocab, "bytes": cached.store.nbytes()}
+            "vocab": cached.store.vocab, "bytes": cached.store.nbytes(), "bytes_per_position": cached.store.bytes_per_position(),
+            "packed": cached.store.packed}
 
 
 def register(app: typer.Typer) -> None:
@@ -39,4 +40,4 @@ def register(app: typer.Typer) -> None:
 
         info = cache_teacher_for(load_recipe(recipe, set_))
         typer.echo(f"teacher store {info['path']}: {info['samples']} samples, {info['sampling']} k={info['k']} of {info['vocab']}, "
-                   f"{info['bytes'] / 1e6:.1f} MB")
+                   f"{info['bytes'] / 1e6:.1f} MB ({info['bytes_per_position']:,.1f} bytes per position{', packed' if info['packed'] else ''})")
