@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import torch
+from scipy.stats import t as t_dist  # scipy comes with scikit-learn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import machine_line, write_section  # noqa: E402
@@ -279,7 +280,8 @@ def render(results: dict, settings: dict) -> str:
             f"and seed: the sliced student after {settings['warm_epochs']} epoch of cross-entropy, seed 0 (test perplexity "
             f"{info.get('warm_ppl', float('nan')):.1f}). Every arm: forward KL (T = 1, α = 1), {settings['epochs']} epochs of "
             f"batch 8, AdamW lr {settings['lr']:g}, cosine, best epoch on validation perplexity; seeds {', '.join(map(str, seeds)) or '–'} "
-            f"({len(seeds)} seed{'s' if len(seeds) != 1 else ''}: the seed sets the data order and the random store's draws). "
+            f"(each arm's count in the seeds column; the seed sets the data order and the random store's draws; ÷ dense pairs "
+            f"each seed with the dense arm's run of the same seed). "
             f"ECE: expected calibration error of the top-1 next-token probability (15 bins) on the test windows."
             + (" **--quick smoke run: not real numbers.**" if settings["quick"] else ""),
             "",
@@ -297,6 +299,12 @@ def render(results: dict, settings: dict) -> str:
             lines.append(f"| {name} | {bpt:,.0f} | 1/{dense_bytes / bpt:,.0f} | {ms([r['perplexity'] for r in rs], '.1f')} | "
                          f"{ms(ratio, '.3f')} | {ms([r['ece'] for r in rs], '.3f')} | {len(rs)} | {ms([r['minutes'] for r in rs], '.1f')} |")
         top16 = statistics.mean(r["bytes_per_token"] for r in by_arm["top-16"]) if "top-16" in by_arm else float("nan")
+        small = sorted((statistics.mean(ratios), name) for name, rs in by_arm.items()
+                       if name != "dense" and statistics.mean(r["bytes_per_token"] for r in rs) <= top16 + 3
+                       and (ratios := [r["perplexity"] / dense_ppl[r["seed"]] for r in rs if r["seed"] in dense_ppl]))
+        if small:
+            lines += ["", f"Within 3 bytes per token of top-16's {top16:.0f}, perplexity ÷ dense, best first: "
+                          + ", ".join(f"{name} ×{m:.3f}" for m, name in small) + "."]
         for arm in ("random-16", *PACKED_ARMS, "hybrid-16", "ht-16", "priority-16", "priority-21 u8", "tempered-21 u8", "priority-21 u8 sn"):
             r16 = [r["perplexity"] / dense_ppl[r["seed"]] for r in by_arm.get(arm, []) if r["seed"] in dense_ppl]
             if r16:
@@ -305,7 +313,9 @@ def render(results: dict, settings: dict) -> str:
                 where = ("the issue's target for 16 sampled ids" if arm.endswith("-16") else
                          f"at {bpt:.1f} bytes per token ({'no more than' if bpt <= top16 else 'more than'} top-16's {top16:.0f}), the issue's target"
                          if arm in PACKED_ARMS else "at the bytes of 16 sampled ids, the issue's target")
-                lines += ["", f"{arm} vs dense: perplexity × {m:.3f} ({(m - 1) * 100:+.1f}%, {len(r16)} seed{'s' if len(r16) > 1 else ''}) — " + where
+                bound = (f"; one-sided 95% upper bound ×{m + t_dist.ppf(0.95, len(r16) - 1) * statistics.stdev(r16) / len(r16) ** 0.5:.3f}"
+                         if len(r16) > 2 else "")
+                lines += ["", f"{arm} vs dense: perplexity × {m:.3f} ({(m - 1) * 100:+.1f}%, {len(r16)} seed{'s' if len(r16) > 1 else ''}{bound}) — " + where
                               + " (within 3% of dense) is " + ("**met**." if m - 1 <= 0.03 else "**not met**.")]
         lines += ["", "Bytes per token are the store's files (logits part) ÷ (windows × tokens): dense = every fp16 logit; top-k = "
                       "k fp16 logits + k uint16 ids; random-K, hybrid-K, ht-K and priority-K = K fp16 weights + K uint16 ids (unique ids, then padding) + "
