@@ -87,7 +87,7 @@ def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = 6
                 per_sample += 8 + sum(len(_pack(draws, i, meta)) for i in range(len(batch["idx"]))) / len(batch["idx"])
             if not quiet:
                 print(f"teacher store {path}: {n} samples x {per_sample:,.0f} bytes = {n * per_sample / 1e6:,.2f} MB "
-                      f"({'dense' if kk == vocab else f'{sampling} k={kk} of {vocab}'}, {dtype})", flush=True)
+                      f"({'dense' if kk == vocab else f'{sampling} k={kk} of {vocab}'}, {dtype if draws is None else 'packed'})", flush=True)
         for i in range(len(batch["idx"]) if draws is not None else 0):
             blobs.setdefault((start + i) // shard_size, []).append(_pack(draws, i, meta))
         lo, b = 0, len(batch["idx"])
