@@ -74,6 +74,7 @@ ARMS = {  # name -> (store: "dense" | (sampling, k[, weight storage[, priority p
     "priority-21 u8 sn": (("priority", 21, "uint8", 1.0, True), "kd"),  # weights / their sum: Σw = 1 as for random
     "random-64 packed": (("random", 64, "packed"), "kd"),  # the random-64 draws packed losslessly: under top-16's bytes
     "random-72 packed": (("random", 72, "packed"), "kd"),  # as many draws as fit in top-16's 64 bytes
+    "random-128 packed": (("random", 128, "packed"), "kd"),  # the next step up the bytes/perplexity curve
     "no KD (cross-entropy)": ("dense", "ce"),
 }
 PACKED_ARMS = ["random-64 packed", "random-72 packed"]  # random draws at no more than top-16's bytes
