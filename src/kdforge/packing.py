@@ -79,6 +79,11 @@ def _layout(unique: np.ndarray, vocab: int, low_bits: int) -> tuple[np.ndarray, 
 def unpack_draws(blob: np.ndarray, positions: int, vocab: int, draws: int, low_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A byte string of `pack_draws` -> (ids (N,), counts (N,), unique (P,)): every position's ids in
     ascending order, positions in order."""
+    return _unpack(blob, positions, vocab, draws, low_bits)[:3]
+
+
+def _unpack(blob, positions, vocab, draws, low_bits):
+    """`unpack_draws`, plus each id's position and index within it."""
     blob = np.asarray(blob, np.uint8)
     dt = _count_dtype(draws)
     o = positions * dt.itemsize
@@ -96,18 +101,17 @@ def unpack_draws(blob: np.ndarray, positions: int, vocab: int, draws: int, low_b
     ends = np.flatnonzero(np.unpackbits(blob[o : o + _nbytes(positions * draws)], count=positions * draws) == 0)
     if len(ends) != n:
         raise ValueError(f"packed row is corrupt: {len(ends)} counts, {n} ids")
-    return ids, np.diff(ends, prepend=-1), unique
+    return ids, np.diff(ends, prepend=-1), unique, pos, within
 
 
 def unpack_rows(blobs: list[np.ndarray], positions: int, vocab: int, draws: int, low_bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Several samples' byte strings -> (ids, counts), each (B, P, k) with k the batch's most unique ids
     at one position; padding slots have count 0 and repeat the position's first id."""
-    rows = [unpack_draws(b, positions, vocab, draws, low_bits) for b in blobs]
-    k = max(int(u.max()) for _, _, u in rows)
+    rows = [_unpack(b, positions, vocab, draws, low_bits) for b in blobs]
+    k = max(int(row[2].max()) for row in rows)
     out_ids = np.empty((len(rows), positions, k), np.int64)
     out_c = np.zeros((len(rows), positions, k), np.int64)
-    for r, (ids, counts, unique) in enumerate(rows):
-        pos, within, _ = _layout(unique, vocab, low_bits)
+    for r, (ids, counts, unique, pos, within) in enumerate(rows):
         out_ids[r] = ids[np.cumsum(unique) - unique][:, None]  # every slot: the position's first id
         out_ids[r, pos, within], out_c[r, pos, within] = ids, counts
     return out_ids, out_c

@@ -124,6 +124,13 @@ class TeacherStore:
                 self._open[key] = shards[0] if len(shards) == 1 else None
         return self._open[key]
 
+    def _sample_ids(self, idx: Tensor) -> np.ndarray:
+        """idx (B,) as int64 numpy, each checked to be a stored sample (one reduction: a negative id reads as a huge one)."""
+        ids = idx.numpy(force=True).astype(np.int64, copy=False).reshape(-1)
+        if len(ids) and ids.view(np.uint64).max() >= self.n:
+            raise self._out_of_range(ids)
+        return ids
+
     def _out_of_range(self, ids: np.ndarray) -> KDForgeError:
         bad = ids[(ids < 0) | (ids >= self.n)]
         return KDForgeError(f"teacher store {self.path} holds samples 0..{self.n - 1}; asked for {bad[:3].tolist()} "
@@ -138,9 +145,7 @@ class TeacherStore:
                 return whole.index_select(0, idx if idx.device.type == "cpu" else idx.cpu())
             except IndexError:
                 raise self._out_of_range(idx.numpy(force=True).reshape(-1)) from None
-        ids = idx.numpy(force=True).astype(np.int64, copy=False).reshape(-1)
-        if len(ids) and ids.view(np.uint64).max() >= self.n:  # one reduction: a negative id reads as a huge one
-            raise self._out_of_range(ids)
+        ids = self._sample_ids(idx)
         if whole is not None:  # one memory-mapped shard: one fancy-indexed read, nothing to route
             part = whole[ids]
             return torch.from_numpy(part.astype(np.int32) if part.dtype == np.uint16 else part)
@@ -157,9 +162,7 @@ class TeacherStore:
     def draws(self, idx: Tensor) -> tuple[Tensor, Tensor]:
         """A packed store's rows of sample ids idx (B,): (ids, weights c / K), each (B, *positions, k) with k the
         batch's most unique ids at a position (padding slots weigh 0)."""
-        ids = idx.numpy(force=True).astype(np.int64, copy=False).reshape(-1)
-        if len(ids) and ids.view(np.uint64).max() >= self.n:
-            raise self._out_of_range(ids)
+        ids = self._sample_ids(idx)
         blobs = []
         for shard, row in zip(*np.divmod(ids, self.shard_size)):
             off = self._arr(int(shard), "offsets")
@@ -216,7 +219,9 @@ class CachedTeacher(Teacher):
         return self.store.vocab
 
     def _read(self, name: str, idx: Tensor) -> Tensor:
-        rows = self.store.rows(name, idx)
+        return self._on_device(self.store.rows(name, idx))
+
+    def _on_device(self, rows: Tensor) -> Tensor:
         return rows if self.device.type == "cpu" else rows.to(self.device, non_blocking=True)
 
     def target(self, idx: Tensor) -> SparseTarget:
@@ -226,8 +231,7 @@ class CachedTeacher(Teacher):
         self.calls += 1
         if self.store.packed:
             ids, w = self.store.draws(idx)
-            dev = self.device.type != "cpu"
-            return SparseTarget(ids.to(self.device) if dev else ids, w.to(self.device) if dev else w, self._read("entropy", idx))
+            return SparseTarget(self._on_device(ids), self._on_device(w), self._read("entropy", idx))
         vals = self._read("values", idx)
         if self.store.dense:
             return SparseTarget(torch.arange(self.store.vocab, device=self.device).expand(vals.shape), vals)

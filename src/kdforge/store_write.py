@@ -71,7 +71,7 @@ def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = 6
         logits, feats = teacher(model_inputs(batch), idx=batch["idx"])  # (B, *P, V), {name: (B, ...)}; a CachedTeacher re-sparsifies a store
         rows = _sparse_rows(logits.cpu(), k, sampling, temperature, gen, weights, power, normalise)
         rows.update({f"feat-{name}": f.cpu() for name, f in feats.items()})
-        draws = rows.pop("draws", None)
+        draws = rows.pop("draws", None)  # a packed store's (ids, counts)
         if start == 0:
             vocab, kk = logits.shape[-1], (rows["values"] if draws is None else draws[0]).shape[-1]
             meta.update(vocab=vocab, k=kk, sampling=sampling if kk < vocab else "dense", temperature=float(temperature), values="weights",
@@ -80,16 +80,19 @@ def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = 6
                 meta["values"] = "weight-codes"
             if draws is not None:
                 meta.update(values="packed-draws", low_bits=low_bits_for(vocab, (draws[1] > 0).sum(-1).float().mean().item()))
+        packed = [pack_draws(ids.numpy(), c.numpy(), meta["vocab"], meta["k"], meta["low_bits"]) for ids, c in zip(*draws)] \
+            if draws is not None else []  # one packed row per sample
+        if start == 0:
             types = {name: np.dtype(np.uint16 if vocab <= 65536 else np.int32) if name == "indices"
                      else np.dtype(np.uint8) if rows[name].dtype == torch.uint8 else np_dtype for name in rows}
             per_sample = sum(int(np.prod(arr.shape[1:])) * types[name].itemsize for name, arr in rows.items())
-            if draws is not None:  # the first batch's packed rows, as the estimate (+ 8 bytes of offset)
-                per_sample += 8 + sum(len(_pack(draws, i, meta)) for i in range(len(batch["idx"]))) / len(batch["idx"])
+            if packed:  # the first batch's packed rows, as the estimate (+ 8 bytes of offset)
+                per_sample += 8 + sum(map(len, packed)) / len(packed)
             if not quiet:
                 print(f"teacher store {path}: {n} samples x {per_sample:,.0f} bytes = {n * per_sample / 1e6:,.2f} MB "
                       f"({'dense' if kk == vocab else f'{sampling} k={kk} of {vocab}'}, {dtype if draws is None else 'packed'})", flush=True)
-        for i in range(len(batch["idx"]) if draws is not None else 0):
-            blobs.setdefault((start + i) // shard_size, []).append(_pack(draws, i, meta))
+        for i, row in enumerate(packed):
+            blobs.setdefault((start + i) // shard_size, []).append(row)
         lo, b = 0, len(batch["idx"])
         while lo < b:  # the batch's rows, one contiguous slice per shard it touches
             shard, row = divmod(start + lo, shard_size)
@@ -114,13 +117,6 @@ def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = 6
         shutil.rmtree(path)
     os.replace(tmp, path)
     return path
-
-
-def _pack(draws: tuple[Tensor, Tensor], i: int, meta: dict) -> np.ndarray:
-    """Sample i of a batch's (ids, counts) as its packed row."""
-    ids, counts = draws
-    return pack_draws(ids[i].reshape(-1, ids.shape[-1]).numpy(), counts[i].reshape(-1, ids.shape[-1]).numpy(),
-                      meta["vocab"], meta["k"], meta["low_bits"])
 
 
 __all__ = ["SAMPLINGS", "write_store"]
