@@ -56,7 +56,7 @@ DATASETS = {
     "banking77": dict(
         data=dict(name="text", path=str(SHARED / "banking77/train.csv"), test_path=str(SHARED / "banking77/test.csv"),
                   text_column="text", label_column="category", max_length=48, val_fraction=0.05),
-        title="Banking77", teacher_epochs=5, teacher_lr=1e-4, teacher_batch=32, arms=BANKING77, epochs=3,
+        title="Banking77", teacher_epochs=12, teacher_patience=2, teacher_lr=1e-4, teacher_batch=32, arms=BANKING77, epochs=3,
         about="Banking77 from ../shared/data (77 intents; all 10,003 training queries, 5% of them held out as val; "
               "the official 3,080-query test split), 48 tokens"),
 }
@@ -130,6 +130,8 @@ def main() -> None:
     cached_teacher = bool(args.teacher_checkpoint)
     if not args.teacher_checkpoint and not args.quick:  # fine-tuned once per data + schedule, then read from the cache
         tcfg = dict(epochs=spec["teacher_epochs"], lr=spec["teacher_lr"], batch_size=spec["teacher_batch"], warmup_fraction=0.1, schedule="linear")
+        if spec.get("teacher_patience"):  # train until val stops improving, within the epoch budget
+            tcfg["patience"] = spec["teacher_patience"]
         root = Path(args.teacher_cache) if args.teacher_cache else CACHE
         got = fine_tuned_teacher(teacher, data, args.dataset, spec["data"], tcfg, root, best_so_far=args.teacher_best_so_far)
         cached_teacher, spec["teacher_stopped_after"] = got["cached"], got["stopped_after"]

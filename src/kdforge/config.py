@@ -88,7 +88,8 @@ class ModelConfig(Strict):
 
 
 class TrainConfig(Strict):
-    epochs: int = Field(20, ge=1, description="Passes over the training set.")
+    epochs: int = Field(20, ge=1, description="Passes over the training set (with `patience`: the most it may take).")
+    patience: int | None = Field(None, ge=1, description="Stop once this many epochs pass without a better val metric (null: run every epoch).")
     batch_size: int = Field(64, ge=1, description="Samples per optimizer micro-batch (per process).")
     lr: float = Field(3e-3, gt=0, description="AdamW learning rate.")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")

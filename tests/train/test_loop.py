@@ -130,3 +130,15 @@ def test_select_none_keeps_the_last_epoch_even_when_an_earlier_one_scored_better
     assert max(r["val/accuracy"] for r in lines) > lines[-1]["val/accuracy"]  # lr 0.3: an earlier epoch was better
     assert res.best["epoch"] == 2
     assert classification_metrics(model, data.val)["accuracy"] == lines[-1]["val/accuracy"]  # the last weights stay
+
+
+def test_patience_stops_once_val_has_not_improved_for_that_many_epochs_and_a_resume_trains_no_more(data, tmp_path):
+    _, full = train(data, tmp_path / "full", epochs=12, lr=0.3)  # lr 0.3: val peaks early, then stalls
+    scores = [r["val/accuracy"] for r in full.history]
+    best = [max(scores[: i + 1]) for i in range(len(scores))]
+    expected = next((i + 1 for i in range(len(scores)) if i - best.index(best[i]) >= 2), len(scores))  # epochs run
+    _, res = train(data, tmp_path / "early", epochs=12, lr=0.3, patience=2)
+    assert [r["val/accuracy"] for r in res.history] == scores[:expected]  # the same epochs, then the stop
+    assert expected < 12, "the planted run never stalls: the test would not exercise the stop"
+    _, again = train(data, tmp_path / "early", epochs=12, lr=0.3, patience=2)  # resume of a stopped run
+    assert len(again.history) == expected and again.best == res.best

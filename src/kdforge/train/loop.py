@@ -109,6 +109,7 @@ def fit(
     max_steps = getattr(cfg, "max_steps", None)
     total_steps = min(steps_per_epoch * cfg.epochs, max_steps or math.inf)
     log_every, eval_every = getattr(cfg, "log_every", 50), getattr(cfg, "eval_every", None)
+    patience = getattr(cfg, "patience", None)  # early stop on val (the teacher stage's schedule)
 
     ckpt_last, ckpt_best, log_path = out_dir / "checkpoints/last", out_dir / "checkpoints/best", out_dir / "metrics.jsonl"
     torch.manual_seed(seed)
@@ -186,7 +187,7 @@ def fit(
 
     def run_epochs() -> None:
         for epoch in range(state["epoch"], cfg.epochs):
-            if state["step"] >= total_steps:
+            if state["step"] >= total_steps or state.get("stopped"):
                 break
             sampler.set_epoch(epoch, state["batch"])
             n_batches = sampler.start + len(sampler)
@@ -263,13 +264,15 @@ def fit(
             record.update({f"val/{k}": v for k, v in validate().items()})
             record["seconds"] = time.perf_counter() - t0
             history.append(record)
-            final = epoch + 1 == cfg.epochs or state["step"] >= total_steps  # nothing trains after this epoch
             score = record[f"val/{select}"] if select else epoch  # select None: the latest epoch is the best
             if score > state["best"]:
                 state["best"], state["best_epoch"] = score, epoch
+            stale = select is not None and patience is not None and epoch - state["best_epoch"] >= patience
+            final = epoch + 1 == cfg.epochs or state["step"] >= total_steps or stale  # nothing trains after this epoch
+            if state["best_epoch"] == epoch:
                 if eng.is_main:  # kept in memory (a copy unless final); written with the next resumable checkpoint
                     best_pending[:] = [snapshot(method.student, copy=not final), {"epoch": epoch, select or "epoch": score}]
-            state.update(epoch=epoch + 1, batch=0, sums={}, count=0)
+            state.update(epoch=epoch + 1, batch=0, sums={}, count=0, stopped=stale)  # stopped: a resume trains no more
             core.reset_stats()
             train_loss = sum(v for k, v in record.items() if k.startswith("train/") and k[6:] in sums)
             post.update({"epoch": f"{epoch + 1}/{cfg.epochs}", "loss": f"{train_loss:.4f}", **throughput.postfix(),
@@ -286,6 +289,8 @@ def fit(
             if on_epoch_end is not None:
                 writer.wait()  # the hook sees the epoch with its checkpoint on disk
                 on_epoch_end(record)
+            if stale:  # early stop: val has not improved for `patience` epochs (kept in the checkpoint above)
+                break
 
     writer = CheckpointWriter()  # rank 0 writes checkpoints on a worker thread while training goes on
     try:
