@@ -10,6 +10,7 @@ import netrc
 import os
 from pathlib import Path
 
+from accelerate import PartialState
 from accelerate.tracking import TensorBoardTracker, WandBTracker
 
 from kdforge.errors import KDForgeError
@@ -28,6 +29,7 @@ class Tracker:
 
     def __init__(self, tracker):
         self.tracker = tracker
+        PartialState()  # accelerate's trackers log through its logger, which raises before its state exists
         tracker.start()
 
     def log(self, values: dict, step: int) -> None:
@@ -66,5 +68,5 @@ def open_tracker(kind: str, out_dir: Path, name: str, *, enabled: bool = True):
     if kind == "tensorboard":
         return Tracker(TensorBoardTracker(name, Path(out_dir) / "tensorboard"))
     if kind == "wandb":
-        return Tracker(WandBTracker(name))
+        return Tracker(WandBTracker(name, dir=str(out_dir)))  # the run's files in the stage folder, not the cwd
     return NoTracker()
