@@ -26,7 +26,7 @@ from kdforge.models.build import build_model
 from kdforge.models.small import count_parameters
 from kdforge.train.batching import probe_batch
 from kdforge.registry import METHODS
-from kdforge.rundir import environment, write_json, write_text
+from kdforge.rundir import environment, run_dir_lock, write_json, write_text
 from kdforge.stages import train_stage
 from kdforge.train.calibrate import LogitBias, calibrate_bias
 from kdforge.train.evaluate import classification_metrics
@@ -67,8 +67,12 @@ def arms(epochs: int) -> dict[str, tuple[str, DistillConfig, DataConfig]]:
 
 
 def run_demo(out: Path, quick: bool = False, console: Console | None = None) -> dict:
-    console = console or Console(width=max(110, Console().width))
     out = Path(out)
+    with run_dir_lock(out):  # one live demo (or run, or search) per folder; a second one refuses
+        return _demo(out, quick, console or Console(width=max(110, Console().width)))
+
+
+def _demo(out: Path, quick: bool, console: Console) -> dict:
     prepare_run_dir(out, resume=False, force=True)
     write_json(out / "env.json", environment(SEED))
     full = load_data(DataConfig(name="digits"), SEED)

@@ -78,7 +78,7 @@ def run_dir_lock(run_dir: Path) -> Iterator[None]:
 
 
 def _acquire(path: Path, run_dir: Path) -> int:
-    if fcntl is None:  # pragma: no cover (Windows)
+    if fcntl is None:  # Windows: the recorded pid is checked instead
         fd = _open_pid_lock(path, run_dir)
     else:
         while True:
@@ -100,23 +100,36 @@ def _acquire(path: Path, run_dir: Path) -> int:
     return fd
 
 
-def _open_pid_lock(path: Path, run_dir: Path) -> int:  # pragma: no cover (no flock: trust the recorded pid)
+def _open_pid_lock(path: Path, run_dir: Path) -> int:
+    """Without flock: the lock file is created exclusively; one that exists names its holder's pid and host,
+    and is taken over only when that pid is gone from this host."""
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
-        holder = path.read_text(errors="replace").strip()
-        parts = holder.split()
-        pid = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
         try:
-            if pid is not None:
-                os.kill(pid, 0)
-                _refuse(run_dir, holder)
+            holder = path.read_text(errors="replace").strip()
+        except FileNotFoundError:
+            holder = ""  # released meanwhile: take it below
+    parts = holder.split()  # "pid N on HOST since ..."
+    pid = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+    if pid is not None and (len(parts) < 4 or parts[3] != socket.gethostname()):
+        _refuse(run_dir, holder)  # another machine's process (a shared folder): not ours to check
+    if pid is not None:
+        try:
+            os.kill(pid, 0)
+            _refuse(run_dir, holder)
         except ProcessLookupError:
             pass  # a dead run's lock: take it over
         except PermissionError:
             _refuse(run_dir, holder)
+    try:
         os.unlink(path)
+    except FileNotFoundError:
+        pass
+    try:
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:  # another process took it first
+        _refuse(run_dir, path.read_text(errors="replace").strip())
 
 
 def _refuse(run_dir: Path, holder: str) -> None:

@@ -30,7 +30,7 @@ from kdforge.data import load_data
 from kdforge.data.base import DataBundle
 from kdforge.errors import KDForgeError
 from kdforge.models.build import build_model
-from kdforge.rundir import write_json, write_text
+from kdforge.rundir import run_dir_lock, write_json, write_text
 from kdforge.stages import train_supervised
 from kdforge.train.evaluate import classification_metrics
 from kdforge.tuning import DEFAULTS, fit_trial, last_value, make_study, pruned_score, split_dataset
@@ -128,6 +128,13 @@ def run_search(recipe: Recipe, trials: int, out_dir: Path, *, quiet: bool = True
     tuning = split_holdout(data, s.holdout_fraction, recipe.seed)
     apply_params(recipe, defaults)  # validates the search against the recipe before anything is written
     out_dir = Path(out_dir)
+    with run_dir_lock(out_dir):  # one live search (or run, or demo) per folder; a second one refuses
+        return _search(recipe, trials, out_dir, data, tuning, defaults, quiet=quiet, report_test=report_test, force=force)
+
+
+def _search(recipe: Recipe, trials: int, out_dir: Path, data: DataBundle, tuning: Tuning, defaults: dict, *,
+            quiet: bool, report_test: bool, force: bool) -> dict:
+    s = recipe.search
     prepare_run_dir(out_dir, resume=False, force=force)  # an existing folder is replaced only with force
     teacher = build_model(recipe.teacher, tuning.input_shape, tuning.num_classes, "teacher", recipe.seed)
     if not recipe.teacher.checkpoint:  # trained on the tuning part only: the held-out part stays unseen
