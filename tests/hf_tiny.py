@@ -54,3 +54,26 @@ def tiny_bert_classifier(num_hidden_layers: int = 1):
                                   intermediate_size=64, num_labels=3)
     torch.manual_seed(0)
     return transformers.BertForSequenceClassification(cfg).eval()
+
+
+# A ChatML-like template: each turn is "<role>: <content></s>\n"; the generation prompt is "assistant: ".
+CHAT_TEMPLATE = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}</s>\n{% endfor %}"
+                 "{% if add_generation_prompt %}assistant: {% endif %}")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_llama_dir(tmp_path_factory):
+    """A tiny Llama (4 heads in 2 KV groups, 3 layers) whose tokenizer has a chat template."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    d = tmp_path_factory.mktemp("tiny_chat_llama")
+    cfg = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      pad_token_id=0, eos_token_id=4, bos_token_id=2, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(d)
+    fast = _save_tokenizer(d)
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(d)
+    return d

@@ -38,7 +38,8 @@ class AugmentConfig(Strict):
 
 class DataConfig(Strict):
     name: str = Field("digits", description="Dataset registry key: digits | mnist5k | csv.")
-    path: str | None = Field(None, description="File for file-backed datasets (csv).")
+    path: str | None = Field(None, description="File for file-backed datasets (csv; text-lm: .txt, or .jsonl / .parquet with "
+                             "text_column; chat: .jsonl / .parquet / a `datasets` folder).")
     test_path: str | None = Field(None, description="Text datasets: a separate test file (an official test split); "
                                   "test_fraction then does not apply.")
     label_column: str = Field("label", description="Label column of a CSV file.")
@@ -57,6 +58,14 @@ class DataConfig(Strict):
                                  "val_fraction then does not apply.")
     augment: AugmentConfig | None = Field(None, description="Text classification: augment the training split with variants the "
                                           "teacher labels (needs a teacher with a word-embedding table).")
+    messages_column: str = Field("messages", description="chat: the column of [{role, content}] turns (roles system | user | assistant).")
+    prompt_column: str = Field("prompt", description="chat: without a messages column, the user turn's column (GSM8K: question).")
+    completion_column: str = Field("completion", description="chat: without a messages column, the assistant turn's column (GSM8K: answer).")
+    system_prompt: str | None = Field(None, description="chat: a system turn put before conversations that have none.")
+    bad_rows: Literal["skip", "error"] = Field("skip", description="chat: a row that cannot be used (no assistant turn, unknown role, "
+                                               "empty content, longer than max_length after the template): skip (counted, warned, "
+                                               "recorded in the run's metrics) or error (the first one, by its row number).")
+    test_limit: int | None = Field(None, gt=0, description="chat: keep only the first N test samples (a quicker held-out metric).")
 
 
 class ModelConfig(Strict):

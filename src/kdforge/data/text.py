@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from kdforge.data.base import DataBundle
 from kdforge.data.checks import (check_classes, check_omit_range, check_present, class_names, label_strings, read_frame,
                                  read_text, require_column, stratified_split)
+from kdforge.data.rows import is_table, read_rows, text_column
 from kdforge.errors import KDForgeError
 from kdforge.models.hf import load_tokenizer
 from kdforge.registry import DATASETS
@@ -172,11 +173,16 @@ def read_text_file(path: Path) -> str:
         raise KDForgeError(f"{e}; a language-model dataset needs text" if str(e).endswith(" is empty") else str(e)) from None
 
 
-def lm_windows(text: str, tokenizer, length: int, *, val_fraction: float, test_fraction: float,
+def lm_windows(text: str | list[str], tokenizer, length: int, *, val_fraction: float, test_fraction: float,
                prompt_tokens: int = 0, limit: int | None = None) -> DataBundle:
-    """Tokenise a text and cut it into windows of `length` tokens; the split is contiguous
-    (train from the start, then val, then test) so no window leaks into another split."""
-    ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+    """Tokenise a text (or documents, joined by the tokenizer's end-of-sequence token) and cut it
+    into windows of `length` tokens; the split is contiguous (train from the start, then val, then
+    test) so no window leaks into another split."""
+    if isinstance(text, str):
+        ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+    else:  # documents: a window may span two of them, the EOS between them says where one ends (as in pre-training)
+        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        ids = torch.tensor([t for doc in tokenizer(text, add_special_tokens=False)["input_ids"] for t in (*doc, *eos)])
     n = len(ids) // length
     if n < 3:
         raise KDForgeError(f"data.path: text has {len(ids)} tokens, too few for 3 windows of max_length={length}")
@@ -192,10 +198,12 @@ def lm_windows(text: str, tokenizer, length: int, *, val_fraction: float, test_f
 
 @DATASETS.register("text-lm")
 def text_lm(cfg, seed: int) -> DataBundle:
-    """A plain text file (e.g. tinyshakespeare/input.txt) for causal-LM distillation."""
+    """A plain text file (e.g. tinyshakespeare/input.txt), or the `data.text_column` of a JSONL / Parquet
+    file or `datasets` folder (one document per row), for causal-LM distillation."""
     if not cfg.path:
-        raise KDForgeError("data.path: the text-lm dataset needs a text file")
-    return lm_windows(read_text_file(Path(cfg.path)), _tokenizer(cfg), cfg.max_length,
+        raise KDForgeError("data.path: the text-lm dataset needs a text file (or .jsonl / .parquet with data.text_column)")
+    text = text_column(read_rows(cfg.path), cfg.text_column, cfg.path) if is_table(cfg.path) else read_text_file(Path(cfg.path))
+    return lm_windows(text, _tokenizer(cfg), cfg.max_length,
                       val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, limit=cfg.train_limit)
 
 
