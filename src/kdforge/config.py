@@ -137,6 +137,13 @@ class LMConfig(Strict):
     prompt_tokens: int = Field(16, ge=1, description="sequence_kd / gkd on a text file: prompt length cut from each window.")
     template: str = Field("Question: {question}\nLet's think step by step.\n", description="reasoning: prompt template.")
     answer_weight: float = Field(1.0, ge=0, description="reasoning: weight of the answer task next to the rationale task.")
+    cross_tokenizer: Literal["uld", "gold"] | None = Field(
+        None, description="token_kd with a teacher whose tokenizer differs from the student's (text-lm data): the two tokenizations "
+        "are aligned by the characters they cover and each aligned span scored by uld (Boizard et al. 2024: L1 between sorted "
+        "probabilities) or gold (exact KL on the tokens both vocabularies share, ULD on the rest); the kd term's temperature and "
+        "alpha apply. null: teacher and student share one tokenizer (checked).")
+    uld_top_k: int | None = Field(None, ge=1, description="cross_tokenizer: ULD compares the k largest probabilities of each side exactly "
+                                  "and the rest by their total mass (a sort of the whole vocabulary per span is slow on CPU); null: exact.")
 
 
 class AutoConfig(Strict):

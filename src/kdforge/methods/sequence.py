@@ -31,6 +31,7 @@ from kdforge.errors import KDForgeError
 from kdforge.losses.chunked import chunked_head, divergence
 from kdforge.losses.sparse import SparseTarget, sparse_kl, sparse_restricted
 from kdforge.methods.base import Method
+from kdforge.methods.cross_tokenizer import CrossTokenizer
 from kdforge.registry import METHODS
 from kdforge.teacher import Teacher
 
@@ -125,8 +126,14 @@ class TokenKD(Method):
         length = self.sequence_length(probe["input_ids"].shape[1])
         check_context(student, length, "student")
         if not getattr(self.teacher, "cached", False):
-            check_context(self.teacher, length, "teacher")
-        check_vocab(vocab_size(student), vocab_size(self.teacher), *tokenizers)
+            check_context(self.teacher, probe["teacher_ids"].shape[1] if "teacher_ids" in probe else length, "teacher")
+        self.cross = None  # distill.lm.cross_tokenizer: the teacher reads its own tokens of the same text
+        if self.lm.cross_tokenizer:
+            if type(self).forward is not TokenKD.forward:
+                raise KDForgeError(f"distill.lm.cross_tokenizer: works with method token_kd, not {type(self).__name__}")
+            self.cross = CrossTokenizer(self.lm.cross_tokenizer, self.terms, tokenizers, student, self.teacher)
+        else:
+            check_vocab(vocab_size(student), vocab_size(self.teacher), *tokenizers)
         if getattr(self.teacher, "sampled", False):  # a sampled store is unbiased for forward KL at its own temperature only
             for i, term in enumerate(self.terms):
                 if term.kind in ("reverse_kl", "jsd", "tvd"):
@@ -200,6 +207,8 @@ class TokenKD(Method):
         return self.token_losses(self.student(ids)[:, :-1], t, targets, mask)  # (B, T-1, V) predicts ids[:, 1:]
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        if self.cross is not None:
+            return self.cross.losses(self, batch)
         mask = batch["loss_mask"]
         if "attention_mask" in batch:
             mask = mask * batch["attention_mask"]
