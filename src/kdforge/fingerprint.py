@@ -1,10 +1,14 @@
 """Teacher-store fingerprints: what a store was written from, so a stale store is an error.
 
-A fingerprint is (teacher weights, training data, tokenizer, k, temperature, sampling),
-each a short sha256. Hashing a 135M-parameter teacher or a tokenised corpus takes a
-while, so `cached_hash` keeps each hash under the identity of the files it came from
-(path, size, mtime) in $KDFORGE_CACHE/fingerprints.json (default ~/.cache/kdforge):
-a rerun reads it instead of re-hashing, and touching a file invalidates it.
+A fingerprint is (teacher weights, teacher architecture, training data, tokenizer, k,
+temperature, sampling), each a short sha256. The architecture (parameter names and
+shapes) is known before a teacher trained by the run has its weights, so a store written
+by another kind of teacher is refused before anything trains.
+
+Hashing a 135M-parameter teacher or a tokenised corpus takes a while, so `cached_hash`
+keeps each hash under the identity of the files it came from (path, size, mtime) in
+$KDFORGE_CACHE/fingerprints.json (default ~/.cache/kdforge): a rerun reads it instead of
+re-hashing, and touching a file invalidates it.
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ from kdforge.errors import KDForgeError
 from kdforge.models.hf import load_tokenizer, resolve
 from kdforge.train.batching import collate_indexed
 
-FINGERPRINT_FIELDS = ("teacher", "data", "tokenizer", "k", "temperature", "sampling")
+FINGERPRINT_FIELDS = ("teacher", "architecture", "data", "tokenizer", "k", "temperature", "sampling")
+LATER_FIELDS = ("architecture",)  # absent from stores written before it existed: not checked there
 
 
 def model_inputs(batch: dict) -> Tensor:
@@ -34,6 +39,13 @@ def hash_module(model: nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
+
+
+def hash_architecture(model: nn.Module) -> str:
+    """sha256 over the model's class and its parameter and buffer names and shapes (16 hex digits; not dtypes,
+    which a device may change: the weights' hash covers them)."""
+    spec = [type(model).__name__] + [[name, list(t.shape)] for name, t in sorted(model.state_dict().items())]
+    return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
 
 
 def hash_dataset(dataset, batch_size: int = 512) -> str:
@@ -54,7 +66,7 @@ def hash_tokenizer(tokenizer) -> str:
 
 def fingerprint(teacher_model: nn.Module, dataset, tokenizer, k: int | str, temperature: float,
                 sampling: str = "topk") -> dict[str, str]:
-    return {"teacher": hash_module(teacher_model), "data": hash_dataset(dataset), "tokenizer": hash_tokenizer(tokenizer),
+    return {"teacher": hash_module(teacher_model), "architecture": hash_architecture(teacher_model), "data": hash_dataset(dataset), "tokenizer": hash_tokenizer(tokenizer),
             "k": str(k), "temperature": repr(float(temperature)), "sampling": sampling}
 
 
@@ -110,9 +122,11 @@ def compare(stored: dict, current: dict, path: Path) -> None:
     a store written before `sampling` existed is a top-k store)."""
     stored = {"sampling": "topk", **stored}
     diff = [f"{f} (store {stored.get(f)}, now {current.get(f)})" for f in FINGERPRINT_FIELDS
-            if f in current and stored.get(f) != current.get(f)]
+            if f in current and (f in stored or f not in LATER_FIELDS) and stored.get(f) != current.get(f)]
     if diff:
-        raise KDForgeError(f"teacher store {path} does not match this run: {'; '.join(diff)} differ; "
+        who = "was written by another teacher" if any(d.startswith(("teacher ", "architecture ")) for d in diff) \
+            else "does not match this run"
+        raise KDForgeError(f"teacher store {path} {who}: {'; '.join(diff)} differ; "
                            "rerun `kdforge cache-teacher` or point store.path elsewhere")
 
 
@@ -154,6 +168,7 @@ def recipe_fingerprint(recipe, teacher_model: nn.Module, dataset) -> dict[str, s
         [data_files, tok_ident, d.model_dump(mode="json"), recipe.seed, len(dataset)]
     return {
         "teacher": cached_hash("teacher", _model_files(recipe.teacher), lambda: hash_module(teacher_model)),
+        "architecture": hash_architecture(teacher_model),
         "data": cached_hash("data", data_ident, lambda: hash_dataset(dataset)),
         "tokenizer": cached_hash("tokenizer", tok_ident, lambda: hash_tokenizer(load_tokenizer(d.tokenizer, field="data.tokenizer")))
         if d.tokenizer else "none",
@@ -161,5 +176,6 @@ def recipe_fingerprint(recipe, teacher_model: nn.Module, dataset) -> dict[str, s
     }
 
 
-__all__ = ["FINGERPRINT_FIELDS", "cached_hash", "compare", "file_identity", "fingerprint", "hash_dataset", "hash_module",
+__all__ = ["FINGERPRINT_FIELDS", "LATER_FIELDS", "cached_hash", "compare", "file_identity", "fingerprint", "hash_architecture",
+           "hash_dataset", "hash_module",
            "hash_tokenizer", "model_inputs", "recipe_fingerprint", "store_k", "store_temperature"]
