@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     except KDForgeError as e:
         if debug:
             raise
-        typer.echo(f"error: {e}", err=True)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank meets the same error: rank 0 says it once
+            typer.echo(f"error: {e}", err=True)
         return e.exit_code
     except typer.Exit as e:
         return e.exit_code

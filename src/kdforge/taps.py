@@ -34,6 +34,18 @@ def _first_tensor(value: Any) -> Tensor:
     raise TypeError(f"cannot tap a module whose output is {type(value).__name__}")
 
 
+class _Hook:
+    """One tap's forward hook. An object, not a closure: a deep copy of the tapped model (FSDP2 trains a
+    copy, see train.engine) copies it with the model, so the copy's hooks fill the copy's taps (a closure
+    would be shared, and the copy would read the original's stale outputs)."""
+
+    def __init__(self, taps: "FeatureTaps", name: str, capture: str):
+        self.taps, self.name, self.capture = taps, name, capture
+
+    def __call__(self, _module: nn.Module, inputs: tuple, output: Any) -> None:
+        self.taps.outputs[self.name] = _first_tensor(inputs if self.capture == "input" else output)
+
+
 class FeatureTaps:
     """Registers one forward hook per name; `outputs[name]` holds the latest tensor.
 
@@ -49,13 +61,7 @@ class FeatureTaps:
         self._handles = []
         for name in sorted(set(names)):
             module = resolve_module(model, name, role)
-            self._handles.append(module.register_forward_hook(self._hook(name, capture)))
-
-    def _hook(self, name: str, capture: str):
-        def hook(_module: nn.Module, inputs: tuple, output: Any) -> None:
-            self.outputs[name] = _first_tensor(inputs if capture == "input" else output)
-
-        return hook
+            self._handles.append(module.register_forward_hook(_Hook(self, name, capture)))
 
     def __getitem__(self, name: str) -> Tensor:
         return self.outputs[name]

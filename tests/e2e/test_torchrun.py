@@ -154,3 +154,19 @@ def test_every_method_runs_under_two_processes_fresh_and_forced_and_matches_one(
                     assert _close(a, b, key, tol), (method, attempt, role, key, a, b)
     compressed = two["standard"]["force"]["metrics"]["compress"]  # measured, gated and written by rank 0 only
     assert [s["name"] for s in compressed["stages"]] == ["00-prune", "01-recover", "02-quantize"]
+
+
+def test_a_bad_recipe_under_torchrun_is_one_error_line_from_rank_0_and_exit_2(tmp_path):
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({**RECIPE, "run_dir": str(tmp_path / "run"), "distill": {"epochs": -1}}))
+    env = {**os.environ, "KDFORGE_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "-m", "kdforge", "run", str(tmp_path / "r.yaml")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "kdforge", "run",
+                        str(tmp_path / "r.yaml")], env=env, capture_output=True, text=True, timeout=300)
+    lines = (r.stdout + r.stderr).splitlines()
+    ours = [x for x in lines if x.startswith("error:")]
+    assert ours == single.stderr.splitlines() and len(ours) == 1 and "distill.epochs" in ours[0]
+    assert single.returncode == 2
+    assert not any(x.startswith("[rank") for x in lines)  # no rank printed a traceback
+    assert "exitcode  : 2" in r.stderr  # torchrun's own summary of the failed rank: kdforge's exit code 2
+    assert r.returncode != 0

@@ -3,6 +3,7 @@ fresh run_dir and then again with --force over a stale file; rank 0 writes what 
 (metrics.json, env.json's world size, whether the stale file survived) as JSON to OUT.
 
     torchrun --nproc_per_node 2 tests/e2e/torchrun_methods.py OUT RECIPE.yaml...
+    torchrun --nproc_per_node 2 tests/e2e/torchrun_methods.py --once OUT RECIPE.yaml...   # fresh runs only
 """
 import json
 import sys
@@ -14,10 +15,10 @@ from kdforge.cli import main
 from kdforge.train import distributed as dist
 
 
-def run_twice(recipe: Path) -> dict:
+def run_twice(recipe: Path, attempts: tuple[str, ...] = ("fresh", "force")) -> dict:
     run_dir = Path(yaml.safe_load(recipe.read_text())["run_dir"])
     out = {}
-    for attempt in ("fresh", "force"):
+    for attempt in attempts:
         args = ["run", str(recipe), "--quiet"]
         if attempt == "force":
             if dist.context().is_main:
@@ -34,6 +35,8 @@ def run_twice(recipe: Path) -> dict:
 
 
 if __name__ == "__main__":
-    results = {Path(r).stem: run_twice(Path(r)) for r in sys.argv[2:]}
+    once = sys.argv[1] == "--once"
+    out_file, recipes = sys.argv[1 + once], sys.argv[2 + once:]
+    results = {Path(r).stem: run_twice(Path(r), ("fresh",) if once else ("fresh", "force")) for r in recipes}
     if dist.context().is_main:
-        Path(sys.argv[1]).write_text(json.dumps(results))
+        Path(out_file).write_text(json.dumps(results))

@@ -16,7 +16,7 @@ from kdforge.methods.supervised import Supervised
 from kdforge.models import MLP
 from kdforge.train.batching import collate_indexed, epoch_batches
 from kdforge.train.data import EpochBatchSampler, fetch_batch
-from kdforge.train.engine import Engine, resolve_parallel, resolve_precision
+from kdforge.train.engine import Engine, resolve_parallel, resolve_precision, shard_units
 from kdforge.train.evaluate import classification_metrics
 from kdforge.train.loop import fit
 from kdforge.train.trackers import NoTracker, choose, open_tracker
@@ -197,3 +197,36 @@ def test_the_optimizer_is_fused_adamw_on_cpu_and_steps_like_torch_adamw():
             o.step()
     for p, q in zip(ours.parameters(), ref.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_fsdp_units_walk_into_containers_and_shard_blocks_inside_out():
+    """A ModuleDict (no forward of its own: FSDP2 refuses it) gives one unit per member; a child's
+    ModuleList members are blocks, nested blocks before the block holding them; frozen-free children only."""
+    inner = torch.nn.Sequential(torch.nn.Linear(2, 2))
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.parts = torch.nn.ModuleList([inner])
+
+        def forward(self, x):
+            return self.parts[0](x)
+
+    class Student(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList([Block(), torch.nn.Linear(2, 2)])
+            self.head = torch.nn.Linear(2, 2)
+
+        def forward(self, x):
+            return self.head(self.layers[1](self.layers[0](x)))
+
+    method = torch.nn.Module()
+    method.student = Student()
+    method.projections = torch.nn.ModuleDict({"a": torch.nn.Linear(2, 3), "b": torch.nn.Linear(2, 3)})
+    method.empty = torch.nn.ReLU()
+    blocks, owners = shard_units(method)
+    ids = [id(b) for b in blocks]
+    assert sorted(ids) == sorted(map(id, [method.student.layers[0], method.student.layers[1], inner]))
+    assert ids.index(id(inner)) < ids.index(id(method.student.layers[0]))  # the nested block is sharded first
+    assert [id(o) for o in owners] == [id(method.student), id(method.projections["a"]), id(method.projections["b"])]

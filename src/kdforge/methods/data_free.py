@@ -88,6 +88,10 @@ class BNStatTaps:
         mean, var = x.mean(dims), x.var(dims, unbiased=False)  # (C,)
         self.terms.append(torch.norm(mean - module.running_mean, 2) + torch.norm(var - module.running_var, 2))
 
+    def __deepcopy__(self, memo: dict) -> "BNStatTaps":
+        # it taps the frozen teacher, which a deep copy of the method shares (FSDP2 trains a copy): so is this
+        return self
+
     def pop(self) -> Tensor | None:
         out = sum(self.terms) if self.terms else None
         self.terms = []

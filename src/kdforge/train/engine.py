@@ -58,6 +58,42 @@ def resolve_parallel(parallel: str, world: int) -> str:
     return "ddp" if parallel == "auto" else parallel
 
 
+def _computes(module: nn.Module) -> bool:
+    """False for parameter containers (ModuleDict, ModuleList, ParameterDict...): they have no forward of
+    their own, so FSDP2 cannot shard them; their members are sharded instead and the rest stays with the owner."""
+    return type(module).forward is not nn.Module.forward
+
+
+def _has_params(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters())
+
+
+def shard_units(method: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
+    """The FSDP2 units of a method -> (blocks, owners). Blocks: the repeated blocks of each computing
+    child (the members of its ModuleLists: transformer layers, MLP layers). Owners: each child itself
+    (student, a peer, a generator, one projection), holding what its blocks do not (embeddings, heads:
+    the chunked LM loss reads lm_head.weight after the student's forward). Containers are walked into,
+    never sharded: a ModuleDict of projections gives one unit per projection. The method itself is
+    sharded last by the caller (it keeps whatever parameters no unit holds)."""
+    units: list[nn.Module] = []
+    blocks: list[nn.Module] = []
+
+    def visit(module: nn.Module) -> None:
+        for child in module.children():
+            if not _has_params(child):
+                continue
+            if not _computes(child):  # a container: its members are the units
+                visit(child)
+                continue
+            found = list(dict.fromkeys(b for sub in child.modules() if isinstance(sub, nn.ModuleList)
+                                       for b in sub if _computes(b) and _has_params(b)))
+            blocks.extend(reversed(found))  # a block nested in a block comes first: FSDP2 shards inside out
+            units.append(child)
+
+    visit(method)
+    return blocks, units
+
+
 @dataclass
 class Engine:
     ctx: Context
@@ -95,16 +131,20 @@ class Engine:
         method.to(self.ctx.device)
         if self.parallel == "ddp":
             ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
-            # find_unused_parameters: a term may leave a projection or a peer out of one batch's graph
-            return DistributedDataParallel(method, device_ids=ids, find_unused_parameters=True)
+            # static_graph: every batch's graph uses the same parameters (a method's terms are fixed by its
+            # recipe), so DDP learns once, on the first step, which of them are unused (e.g. a head that a
+            # features-only phase never touches) instead of searching the graph on every step
+            return DistributedDataParallel(method, device_ids=ids, static_graph=True)
         if self.parallel == "fsdp":
             frozen = {id(t): t for t in method.frozen()}  # the copy shares the teachers, never copies them
             work = copy.deepcopy(method, memo=frozen)
             mp = MixedPrecisionPolicy(param_dtype=DTYPES[self.precision], reduce_dtype=torch.float32) \
                 if self.precision != "fp32" else MixedPrecisionPolicy()
-            for child in work.children():  # each child (student, projections, peers...) its own unit
-                if any(True for _ in child.parameters()):
-                    fully_shard(child, mp_policy=mp)
+            blocks, owners = shard_units(work)
+            for unit in blocks:  # the repeated blocks: gathered for their own forward and backward only
+                fully_shard(unit, mp_policy=mp)
+            for unit in owners:  # the rest of each child stays gathered from forward to backward: a method may
+                fully_shard(unit, mp_policy=mp, reshard_after_forward=False)  # read it outside the child's forward
             fully_shard(work, mp_policy=mp)
             return work
         return method
