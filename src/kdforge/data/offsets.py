@@ -48,6 +48,22 @@ def token_bytes(offsets: list[tuple[int, int]], c2b: np.ndarray, start: int = 0)
     return np.diff(c2b[np.concatenate([[start], ends])])
 
 
+def text_token_bytes(tok, text: str | list[str], eos: bool = False) -> np.ndarray | None:
+    """Bytes of each token of a text, or of documents each followed by an end-of-sequence token
+    (which accounts for no byte) when `eos`, in the order the tokenizer reads them; None for a
+    tokenizer without offsets."""
+    if not has_offsets(tok):
+        return None
+    docs = [text] if isinstance(text, str) else list(text)
+    enc = tok(docs, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    out = []
+    for doc, offsets in zip(docs, enc):
+        out.append(token_bytes([tuple(o) for o in offsets], char_to_byte(doc)))
+        if eos and not isinstance(text, str):
+            out.append(np.zeros(1, np.int64))
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
 def token_style(tok) -> str:
     """How a tokenizer's vocabulary spells a leading space (see losses.cross_tokenizer.token_text)."""
     backend = getattr(tok, "backend_tokenizer", None)
@@ -73,5 +89,5 @@ def vocab_tokens(tok) -> list[str | None]:
     return out
 
 
-__all__ = ["char_to_byte", "encode_with_offsets", "has_offsets", "token_bytes", "token_style", "tokenizer_name",
-           "vocab_tokens"]
+__all__ = ["char_to_byte", "encode_with_offsets", "has_offsets", "text_token_bytes", "token_bytes", "token_style",
+           "tokenizer_name", "vocab_tokens"]

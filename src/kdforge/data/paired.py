@@ -25,6 +25,7 @@ from kdforge.data.offsets import (char_to_byte, encode_with_offsets, has_offsets
                                   vocab_tokens)
 from kdforge.data.text import read_text_file
 from kdforge.errors import KDForgeError
+from kdforge.models.hf import load_tokenizer
 from kdforge.losses.cross_tokenizer import SharedVocab, align_spans, shared_vocab
 
 
@@ -132,6 +133,18 @@ def pair_windows(text: str, s_tok, t_tok, length: int) -> PairedWindows:
     return PairedWindows(parts)
 
 
+def pair_tokenizers(recipe) -> tuple:
+    """(student tokenizer: data.tokenizer, else student.hf's; teacher tokenizer: teacher.hf's), after
+    checking that the recipe asks nothing cross-tokenizer distillation cannot do yet."""
+    for field, unsupported in (("method", recipe.method != "token_kd"), ("store", recipe.store is not None),
+                               ("teacher.correct", bool(getattr(recipe.teacher, "correct", False)))):
+        if unsupported:
+            raise KDForgeError(f"{field}: distill.lm.cross_tokenizer works with method token_kd and the live teacher "
+                               "(no store, no teacher correction) so far")
+    s_spec, field = (recipe.data.tokenizer, "data.tokenizer") if recipe.data.tokenizer else (recipe.student.hf, "student.hf")
+    return load_tokenizer(s_spec, field=field), load_tokenizer(recipe.teacher.hf, field="teacher.hf")
+
+
 def paired_lm_data(cfg, s_tok, t_tok) -> DataBundle:
     """`text-lm` data (a plain text file, contiguous train / val / test windows) in both tokenizations."""
     if cfg.name != "text-lm" or not cfg.path:
@@ -147,4 +160,4 @@ def paired_lm_data(cfg, s_tok, t_tok) -> DataBundle:
                       input_shape=(cfg.max_length,), num_classes=len(s_tok))
 
 
-__all__ = ["PairedWindows", "TeacherWindows", "check_alignable", "pair_windows", "paired_lm_data", "vocab_pair"]
+__all__ = ["PairedWindows", "TeacherWindows", "check_alignable", "pair_tokenizers", "pair_windows", "paired_lm_data", "vocab_pair"]

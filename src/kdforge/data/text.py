@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from kdforge.data.base import DataBundle
 from kdforge.data.checks import (check_classes, check_omit_range, check_present, class_names, label_strings, read_frame,
                                  read_text, require_column, stratified_split)
+from kdforge.data.offsets import text_token_bytes
 from kdforge.data.rows import is_table, read_rows, text_column
 from kdforge.errors import KDForgeError
 from kdforge.models.hf import load_tokenizer
@@ -38,11 +39,13 @@ class TokenDataset(Dataset):
 
 
 class LMWindows(Dataset):
-    """Consecutive windows of `length` tokens; the first `prompt_tokens` are not scored."""
+    """Consecutive windows of `length` tokens; the first `prompt_tokens` are not scored. With
+    `token_bytes` (N, L), the UTF-8 bytes each token accounts for (bits per byte), items carry them."""
 
-    def __init__(self, ids: torch.Tensor, prompt_tokens: int = 0):
+    def __init__(self, ids: torch.Tensor, prompt_tokens: int = 0, token_bytes: torch.Tensor | None = None):
         self.ids = ids.long()  # (N, L)
         self.prompt_tokens = prompt_tokens
+        self.token_bytes = token_bytes
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -50,7 +53,10 @@ class LMWindows(Dataset):
     def __getitem__(self, i: int) -> dict:
         mask = torch.ones(self.ids.shape[1], dtype=torch.long)
         mask[: max(self.prompt_tokens, 1)] = 0  # the first token is never a prediction target
-        return {"input_ids": self.ids[i], "loss_mask": mask}
+        item = {"input_ids": self.ids[i], "loss_mask": mask}
+        if self.token_bytes is not None:
+            item["token_bytes"] = self.token_bytes[i]
+        return item
 
 
 def tokenize(texts: list[str], tokenizer, max_length: int) -> torch.Tensor:
@@ -187,13 +193,17 @@ def lm_windows(text: str | list[str], tokenizer, length: int, *, val_fraction: f
     if n < 3:
         raise KDForgeError(f"data.path: text has {len(ids)} tokens, too few for 3 windows of max_length={length}")
     windows = ids[: n * length].view(n, length)
+    nbytes = text_token_bytes(tokenizer, text, eos=not isinstance(text, str) and tokenizer.eos_token_id is not None)  # bits per byte
+    nbytes = torch.from_numpy(nbytes[: n * length]).view(n, length) if nbytes is not None and len(nbytes) == len(ids) else None
     n_test = max(1, int(n * test_fraction))
     n_val = max(1, int(n * val_fraction))
-    train = windows[: n - n_val - n_test]
-    if limit is not None:
-        train = train[:limit]
-    return DataBundle(LMWindows(train, prompt_tokens), LMWindows(windows[n - n_val - n_test : n - n_test]),
-                      LMWindows(windows[n - n_test :]), input_shape=(length,), num_classes=len(tokenizer))
+
+    def part(rows: slice, prompt: int = 0) -> LMWindows:
+        return LMWindows(windows[rows], prompt, None if nbytes is None else nbytes[rows])
+
+    train = slice(0, n - n_val - n_test if limit is None else min(limit, n - n_val - n_test))
+    return DataBundle(part(train, prompt_tokens), part(slice(n - n_val - n_test, n - n_test)), part(slice(n - n_test, n)),
+                      input_shape=(length,), num_classes=len(tokenizer))
 
 
 @DATASETS.register("text-lm")

@@ -22,12 +22,15 @@ def perplexity_metrics(model: nn.Module, dataset: Dataset, device: torch.device 
     dataset yields {"input_ids": (T,), "loss_mask": (T,)}; model(ids (B, T)) -> (B, T, V).
     Returns loss (nats/token), perplexity, neg_perplexity (for `select`, which maximises),
     accuracy (top-1 next-token) and ece: the expected calibration error of the top-1
-    next-token probability (15 equal-width confidence bins, Guo et al. 2017).
+    next-token probability (15 equal-width confidence bins, Guo et al. 2017). When the samples
+    carry "token_bytes" (T,) (the UTF-8 bytes each token accounts for), also bpb: bits per byte,
+    the scored tokens' total NLL / ln 2 / their bytes, which compares models whose tokenizers differ.
     """
     device = device if device is not None else model_device(model)
     was = model.training
     model.eval()
-    total, count, correct = 0.0, 0.0, 0.0
+    total, count, correct, nbytes = 0.0, 0.0, 0.0, 0.0
+    has_bytes = len(dataset) > 0 and "token_bytes" in dataset[0]
     bin_n, bin_conf, bin_hit = (torch.zeros(ECE_BINS, dtype=torch.float64) for _ in range(3))
     for start in range(0, len(dataset), batch_size):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
@@ -40,6 +43,8 @@ def perplexity_metrics(model: nn.Module, dataset: Dataset, device: torch.device 
         hit = (pred == ids[:, 1:]).float()
         correct += float((hit * mask).sum())
         count += float(mask.sum())
+        if has_bytes:
+            nbytes += float((torch.stack([it["token_bytes"] for it in items])[:, 1:].to(mask) * mask).sum())
         keep = mask.bool()
         b = (conf[keep] * ECE_BINS).long().clamp_(max=ECE_BINS - 1).cpu()
         bin_n += torch.bincount(b, minlength=ECE_BINS).double()
@@ -49,7 +54,10 @@ def perplexity_metrics(model: nn.Module, dataset: Dataset, device: torch.device 
     loss = total / max(count, 1.0)
     ppl = math.exp(min(loss, 50.0))
     ece = float((bin_conf - bin_hit).abs().sum() / max(count, 1.0))  # Σ_bins |Σ conf − Σ hit| / N
-    return {"loss": loss, "perplexity": ppl, "neg_perplexity": -ppl, "accuracy": correct / max(count, 1.0), "ece": ece}
+    out = {"loss": loss, "perplexity": ppl, "neg_perplexity": -ppl, "accuracy": correct / max(count, 1.0), "ece": ece}
+    if has_bytes and nbytes > 0:
+        out["bpb"] = total / math.log(2) / nbytes
+    return out
 
 
 __all__ = ["perplexity_metrics"]

@@ -7,6 +7,7 @@ method's own metric (reasoning: answer accuracy), instead of classification accu
 from __future__ import annotations
 
 from kdforge.data import load_data
+from kdforge.data.paired import pair_tokenizers, paired_lm_data
 from kdforge.errors import KDForgeError
 from kdforge.models.build import build_model
 from kdforge.models.hf import load_tokenizer
@@ -38,7 +39,8 @@ def build_lm_pair(recipe, data):
 
 
 def run_lm(recipe, *, resume: bool = False, force: bool = False, quiet: bool = False) -> dict:
-    data = load_data(recipe.data, recipe.seed)
+    cross = recipe.distill.lm.cross_tokenizer  # the text in both tokenizations, aligned (kdforge.data.paired)
+    data = paired_lm_data(recipe.data, *pair_tokenizers(recipe)) if cross else load_data(recipe.data, recipe.seed)
     student, teacher, toks = build_lm_pair(recipe, data)
     probe = probe_batch(data.train)
     source = open_or_write(recipe, teacher, data) if recipe.store is not None else teacher
@@ -49,7 +51,8 @@ def run_lm(recipe, *, resume: bool = False, force: bool = False, quiet: bool = F
 
     run = Run.open(recipe, resume=resume, force=force)
     results: dict = {"seed": recipe.seed, "method": recipe.method}
-    results["teacher"] = {**teacher_metric(teacher, data.test, None), "params": count_parameters(teacher)}
+    teacher_test = data.test.teacher_view() if cross else data.test  # cross_tokenizer: the teacher reads its own tokens
+    results["teacher"] = {**teacher_metric(teacher, teacher_test, None), "params": count_parameters(teacher)}
     results["student_stage"] = train_stage("student", run.dir, method, data, recipe.distill, recipe.seed, quiet=quiet,
                                            train=method.train_set(data) if hasattr(method, "train_set") else None,
                                            metric_fn=metric_fn, select=select)
