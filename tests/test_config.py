@@ -1,4 +1,5 @@
 """Recipes: every shipped recipe parses; bad values are named by field."""
+import re
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,25 @@ def test_feature_terms_have_no_silent_capture_field():
     """`capture` was accepted but ignored (taps always read outputs): it is gone, and naming it is an error."""
     with pytest.raises(KDForgeError, match=r"distill\.losses\.0\.capture: unknown field"):
         parse_recipe({"distill": {"losses": [{"kind": "hint", "student_layer": "a", "teacher_layer": "b", "capture": "input"}]}})
+
+
+LLM = {"name": "hf", "hf": "x", "task": "causal_lm"}
+
+
+@pytest.mark.parametrize("student, teacher, message", [
+    ({**LLM, "prune": {"num_layers": 2}}, LLM, "prune: sizes to prune to are read with init: prune"),
+    ({**LLM, "init": "prune"}, LLM, "init: prune needs a prune: section"),
+    ({**LLM, "init": "prune", "prune": {"num_layers": 2}, "hidden_size": 64}, LLM, "init: prune takes its sizes from prune:, not from hidden_size"),
+    ({"name": "hf", "hf": "x", "init": "prune", "prune": {}}, LLM, "init: prune prunes causal LMs"),
+    (LLM, {"name": "hf", "hf": "x", "correct": True}, "correct: teacher correction fine-tunes an hf causal LM"),
+])
+def test_prune_and_correction_fields_are_checked(student, teacher, message):
+    with pytest.raises(KDForgeError, match=re.escape(message)):
+        parse_recipe({"method": "token_kd", "teacher": teacher, "student": student})
+
+
+def test_a_causal_lm_recipe_takes_export_stages_only():
+    ok = parse_recipe({"method": "token_kd", "teacher": LLM, "student": LLM, "compress": [{"kind": "export", "formats": ["hf", "onnx"]}]})
+    assert ok.compress[0].formats == ["hf", "onnx"]
+    with pytest.raises(KDForgeError, match="compress.0: a causal-LM run's stages export the student"):
+        parse_recipe({"method": "token_kd", "teacher": LLM, "student": LLM, "compress": [{"kind": "quantize"}]})

@@ -68,6 +68,22 @@ class DataConfig(Strict):
     test_limit: int | None = Field(None, gt=0, description="chat: keep only the first N test samples (a quicker held-out metric).")
 
 
+class PruneConfig(Strict):
+    """student.init: prune - Minitron structured pruning of the `hf` causal LM (Llama family) by activation importance
+    on a calibration sample of the training data (kdforge.models.prune_llm). Sizes left null are kept."""
+
+    hidden_size: int | None = Field(None, gt=0, description="Embedding channels kept (the model's width).")
+    intermediate_size: int | None = Field(None, gt=0, description="MLP neurons kept per layer.")
+    num_heads: int | None = Field(None, gt=0, description="Query heads kept per layer (the same number inside every kept KV group).")
+    num_kv_groups: int | None = Field(None, gt=0, description="KV groups kept per layer (a group: one key/value head and its query heads).")
+    num_layers: int | None = Field(None, gt=0, description="Layers kept (the most important, in their order).")
+    samples: int = Field(64, ge=1, description="Training samples the importance is measured on (drawn with the recipe's seed).")
+    batch_size: int = Field(8, ge=1, description="Calibration samples per forward pass.")
+    layer_metric: Literal["perplexity", "block_importance"] = Field(
+        "perplexity", description="Layer importance: the calibration loss increase when the layer alone is skipped "
+        "(one pass per layer), or block importance 1 - cos(input, output) (one pass).")
+
+
 class ModelConfig(Strict):
     name: str = Field("mlp", description="Model registry key: mlp | cnn.")
     hidden: list[Annotated[int, Field(gt=0)]] | None = Field(None, description="mlp: hidden widths.")
@@ -82,13 +98,30 @@ class ModelConfig(Strict):
     hidden_size: int | None = Field(None, gt=0, description="hf student: narrower hidden width (weights sliced from `hf`).")
     intermediate_size: int | None = Field(None, gt=0, description="hf student: feed-forward width.")
     num_heads: int | None = Field(None, gt=0, description="hf student: attention heads.")
-    init: Literal["teacher", "random"] | None = Field(None, description="hf student: weights from `hf` (default) or random init from its config.")
+    init: Literal["teacher", "random", "prune"] | None = Field(None, description="hf student: weights from `hf` (default), random init "
+                                                               "from its config, or prune (causal LMs: the `prune:` sizes, kept by importance).")
+    prune: PruneConfig | None = Field(None, description="hf causal-LM student with init: prune: the sizes to prune `hf` to.")
     attentions: bool | None = Field(None, description="hf: expose attention probabilities to taps (attn.<i>); uses eager attention.")
     trust_remote_code: bool | None = Field(None, description="hf: run Python code shipped with the model folder (off unless set; warns).")
     trim_vocab: bool | None = Field(None, description="hf student: keep only the special tokens and the tokens of the training "
                                     "(and augmented) corpus in the word embeddings; other ids read [UNK]. The model still takes the "
                                     "original tokenizer's ids (the remap is inside it, also in HF folders and ONNX graphs).")
     vocab_min_count: int | None = Field(None, ge=1, description="hf student with trim_vocab: keep tokens seen at least this often (default 1).")
+
+    @model_validator(mode="after")
+    def _prune_fields(self) -> "ModelConfig":
+        if self.prune is not None and self.init != "prune":
+            raise ValueError("prune: sizes to prune to are read with init: prune; add it (or remove prune:)")
+        if self.init == "prune":
+            if self.prune is None:
+                raise ValueError("init: prune needs a prune: section with the sizes to keep (hidden_size, intermediate_size, "
+                                 "num_heads or num_kv_groups, num_layers)")
+            if self.task != "causal_lm":
+                raise ValueError(f"init: prune prunes causal LMs (task: causal_lm), got task {self.task!r}")
+            given = [f for f in ("layers", "hidden_size", "intermediate_size", "num_heads") if getattr(self, f) is not None]
+            if given:
+                raise ValueError(f"init: prune takes its sizes from prune:, not from {', '.join(given)}; move them into prune:")
+        return self
 
     def builder_kwargs(self) -> dict[str, Any]:
         options = self.model_dump(include={"hidden", "channels", "dropout", "hf", "task", "layers", "hidden_size",
@@ -209,7 +242,19 @@ class StoreConfig(Strict):
 
 
 class TeacherConfig(ModelConfig):
-    train: TrainConfig = Field(default_factory=TrainConfig, description="Used when no checkpoint is given.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Used when no checkpoint is given; with `correct`, the fine-tune's settings.")
+    correct: bool = Field(False, description="hf causal-LM teacher: fine-tune it on the distillation data first (next-token "
+                          "cross-entropy with the `train` settings; teacher correction, Sreenivas et al. 2024); the student is "
+                          "pruned from and distilled by the corrected teacher, and a store is written from it.")
+
+    @model_validator(mode="after")
+    def _correct_causal(self) -> "TeacherConfig":
+        if self.correct and (self.name != "hf" or self.task != "causal_lm"):
+            raise ValueError("correct: teacher correction fine-tunes an hf causal LM (name: hf, task: causal_lm); "
+                             "other teachers are trained by the run unless a checkpoint is given")
+        if self.init == "prune":
+            raise ValueError("init: prune builds students; a teacher is the model as given")
+        return self
 
 
 class MutualConfig(Strict):
@@ -302,6 +347,8 @@ class SearchConfig(Strict):
 # Methods run by the classification workflow (kdforge.workflows.standard): the only ones whose recipes
 # take `compress:` stages and 'auto' kd settings, and whose hf models must classify.
 CLASSIFY_METHODS = ("standard", "supervised")
+# Methods run by the causal-LM workflow (kdforge.workflows.lm): their `compress:` list exports the student only.
+LM_METHODS = ("token_kd", "sequence_kd", "gkd", "reasoning")
 
 
 class Recipe(Strict):
@@ -332,7 +379,12 @@ class Recipe(Strict):
             if key not in reg:
                 raise ValueError(f"{field}: unknown {reg.kind} {key!r}; valid: {', '.join(reg.keys())}")
         classify = self.method in CLASSIFY_METHODS
-        if self.compress and not classify:  # a workflow of its own: no compress stages
+        if self.compress and self.method in LM_METHODS:  # the causal-LM workflow exports its student, ungated
+            for i, stage in enumerate(self.compress):
+                if stage.kind != "export" or stage.max_accuracy_drop is not None:
+                    raise ValueError(f"compress.{i}: a causal-LM run's stages export the student (kind: export, no "
+                                     f"max_accuracy_drop gate); {stage.kind} stages and accuracy gates are for classifiers")
+        elif self.compress and not classify:  # a workflow of its own: no compress stages
             raise ValueError(f"compress: method {self.method!r} does not run compress stages; remove the list "
                              "(a finished run's student can be compressed with `kdforge compress RUN_DIR`)")
         if classify:  # the classification workflow: hf models classify

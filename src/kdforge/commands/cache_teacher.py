@@ -21,6 +21,9 @@ def cache_teacher_for(recipe) -> dict:
     if t.name != "hf" and not t.checkpoint:
         raise KDForgeError("teacher.checkpoint: cache-teacher needs a trained teacher (a checkpoint or an hf model); "
                            "or let `kdforge run` write the store after it trains the teacher")
+    if getattr(t, "correct", False):
+        raise KDForgeError("teacher.correct: the run fine-tunes the teacher first and writes the store from the corrected "
+                           "teacher itself; use `kdforge run` (or point teacher.checkpoint at corrected weights, correct: false)")
     data = load_data(recipe.data, recipe.seed)
     teacher = build_model(t, data.input_shape, data.num_classes, "teacher", recipe.seed)
     cached = open_or_write(recipe, teacher, data, rewrite=True)

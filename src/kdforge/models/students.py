@@ -116,6 +116,9 @@ def build_hf(input_shape, num_classes: int, hf: str | None = None, task: str | N
     """Recipe model `name: hf`: load `hf`, then shrink it when sizes are given (see ModelConfig)."""
     if not hf:
         raise KDForgeError("hf: model `name: hf` needs an `hf:` field (local folder, .gguf file or alias)")
+    if init == "prune":
+        raise KDForgeError("init: prune measures importance on the training data, so the causal-LM workflow builds it "
+                           "(method token_kd | sequence_kd | gkd); other workflows and the API take init: teacher | random")
     task = task or "classify"
     model = load_hf(hf, task, num_labels=num_classes if task == "classify" else None,
                     attentions=bool(attentions), trust_remote_code=bool(trust_remote_code))
