@@ -61,7 +61,7 @@ def one_seed(seed: int, epochs: int, widths: tuple[int, int]) -> dict[str, float
     for arm, (_, fields) in ARMS.items():
         torch.manual_seed(seed + 1)
         student = SmallCNN(widths[1])
-        config = {"epochs": epochs, **(fields or {})}
+        config = {"epochs": epochs, "control": False, **(fields or {})}  # each arm measured as itself (no control swap)
         method = "supervised" if arm == "alone" else "standard"
         res = kdforge.distill(teacher if method == "standard" else None, student, data.train, data.val, config,
                               test=data.test, method=method, seed=seed)

@@ -6,10 +6,11 @@ import torch
 
 import kdforge
 import kdforge.tuning as tuning
-from kdforge.config import DataConfig, DistillConfig, ModelConfig
+from kdforge.config import AutoConfig, DataConfig, DistillConfig, ModelConfig
 from kdforge.recipe_file import parse_recipe
 from kdforge.data import load_data
 from kdforge.errors import KDForgeError
+from kdforge.models import MLP
 from kdforge.models.build import build_model
 from kdforge.workflows import run_recipe
 
@@ -121,3 +122,29 @@ def test_a_top_k_store_cannot_feed_standardized_kd():
         parse_recipe({"store": {"path": "s", "k": 4}, "distill": {"losses": [{"kind": "kd", "standardize": True}]}})
     assert parse_recipe({"store": {"path": "s", "k": 4}}).distill.losses[0].standardize is False
     assert parse_recipe({"store": {"path": "s"}}).distill.losses[0].standardize is True
+
+
+def test_alpha_auto_returns_labels_alone_when_the_teacher_is_random(tmp_path):
+    """A planted task: the teacher is an untrained net (its soft targets carry nothing about the labels), so
+    every α > 0 pulls the student toward confident arbitrary classes; trial 1 (α = 0, the labels alone) must win and be chosen."""
+    data = load_data(DataConfig(name="digits", train_limit=400), seed=0)
+    torch.manual_seed(5)
+    teacher = MLP((1, 8, 8), 10, hidden=[64])  # random weights: a teacher that knows nothing ...
+    with torch.no_grad():
+        for p in teacher.parameters():
+            p.mul_(30.0)  # ... and says it confidently: near one-hot targets on arbitrary classes
+    teacher.eval()
+    cfg = DistillConfig(epochs=6, lr=1e-2, losses=[{"kind": "kd", "temperature": 1.0, "alpha": "auto"}], auto={"trials": 3})
+    out = tuning.resolve_auto(cfg, teacher, student(data), data.train, 0, tmp_path)
+    res = json.loads((tmp_path / "auto.json").read_text())
+    assert res["trials"][1]["0.alpha"] == 0.0  # the labels-alone trial is always tried
+    assert out.losses[0].alpha == 0.0, res["trials"]
+
+
+def test_alpha_search_coordinates_are_log_spaced_near_zero_and_invert_exactly():
+    a = AutoConfig()
+    assert tuning.alpha_of(0.0, a) == 0.0 and tuning.alpha_of(1.0, a) == pytest.approx(1.0)
+    assert tuning.alpha_of(0.5, a) < 0.04  # half of the coordinate range lies below α = 0.04
+    for alpha in (0.0, 0.125, 0.8):
+        u = tuning.to_search({"0.alpha": alpha}, a)["0.alpha:u"]
+        assert tuning.alpha_of(u, a) == pytest.approx(alpha)

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from torch import nn
 from torch.utils.data import Dataset
 
+from kdforge import control as ctl
 from kdforge.config import DistillConfig, with_recommended_losses
 from kdforge.errors import KDForgeError
 from kdforge.inputs import check_models
@@ -50,7 +51,10 @@ def distill(
 
     Datasets yield (x, y) pairs (or dicts with "x" and "y"); `config` is a
     DistillConfig or a dict of its fields. Writes checkpoints and metrics.jsonl
-    into `run_dir` (a temporary folder when None).
+    into `run_dir` (a temporary folder when None). With `control` on (auto: the student has at
+    most half the teacher's parameters) the same student is also trained on the labels alone;
+    `metrics["selection"]` says which of the two is kept (by validation) and by how much KD
+    differs from the control, and `student` holds the kept one.
     """
     if not isinstance(config, DistillConfig):
         try:
@@ -60,11 +64,25 @@ def distill(
     check_models(teacher if method != "supervised" else None, student, train, val)
     run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="kdforge-"))
     config = with_recommended_losses(config, method)  # no losses given: what kdforge recommends (config.recommended_losses)
+    metrics: dict = {}
+    control = None
+    if method == "standard" and ctl.control_applies(config.control, teacher, student, train):  # same init as the student
+        control, metrics["control_stage"] = ctl.train_control(run_dir, student, train, val, config, seed, quiet=quiet)
+    if method != "supervised":
+        control_val = metrics["control_stage"]["best_val"]["accuracy"] if control is not None else None
+        metrics["teacher_diagnostics"] = ctl.teacher_diagnostics(teacher, train, val, control_val)
     config = resolve_auto(config, teacher, student, train, seed, run_dir / "auto", method=method, quiet=quiet)
     m = METHODS.build(method, student, teacher, config, probe_batch(train))
-    stage = train_stage("student", run_dir, m, _Splits(train, val), config, seed, quiet=quiet)
-    metrics = {"stage": stage}
+    metrics["stage"] = train_stage("student", run_dir, m, _Splits(train, val), config, seed, quiet=quiet)
+    if control is not None:  # kept by validation; test (when given) read for both after the choice
+        metrics["selection"] = ctl.choose(metrics["stage"], metrics["control_stage"])
+        if test is not None:
+            metrics["test_distilled"] = classification_metrics(student, test)
+            metrics["test_control"] = classification_metrics(control, test)
+            metrics["selection"]["test"] = {
+                "kd_minus_control": metrics["test_distilled"]["accuracy"] - metrics["test_control"]["accuracy"]}
+        ctl.keep(student, control, metrics["selection"])
     if test is not None:
-        metrics["test"] = classification_metrics(student, test)
+        metrics["test"] = classification_metrics(student, test)  # the kept student's
     return DistillResult(student=student, metrics=metrics, run_dir=run_dir)
 

@@ -65,6 +65,13 @@ def run(
         typer.echo(
             f"student test accuracy {results['student']['accuracy']:.4f}; run directory {rec.run_dir}"
         )
+        if "selection" in results:  # the control arm: KD against the same student trained on the labels alone
+            sel = results["selection"]
+            typer.echo(f"KD vs training alone: distilled {results['student_distilled']['accuracy']:.4f}, control "
+                       f"{results['control']['accuracy']:.4f} on test ({sel['test']['kd_minus_control']:+.4f}); "
+                       f"kept {sel['kept']} (validation {sel['val']['kd_minus_control']:+.4f})")
+        for note in results.get("teacher_diagnostics", {}).get("warnings", []):
+            typer.echo(f"warning: {note}")
 
 
 def _register_commands() -> None:

@@ -182,10 +182,12 @@ class LMConfig(Strict):
 class AutoConfig(Strict):
     """What `temperature: auto` / `alpha: auto` may cost: `trials` students of `epochs` epochs each (see kdforge.tuning)."""
 
-    trials: int = Field(8, ge=1, description="Students trained by the search (trial 0 is the default T=4, α=0.8).")
+    trials: int = Field(8, ge=1, description="Students trained by the search (trial 0 is the default T=4, α=0.8; trial 1 "
+                        "α=0, the labels alone).")
     epochs: int | None = Field(None, ge=1, description="Epochs per trial; null: distill.epochs.")
     holdout_fraction: float = Field(0.2, gt=0, lt=0.5, description="Part of the training split held out to score trials.")
-    temperature: list[float] = Field([1.0, 8.0], description="[low, high] searched for an auto temperature (log scale).")
+    temperature: list[float] = Field([0.5, 10.0], description="[low, high] searched for an auto temperature (log scale; "
+                                     "below 1 sharpens an under-confident teacher).")
     alpha: list[float] = Field([0.0, 1.0], description="[low, high] searched for an auto alpha.")
 
     @model_validator(mode="after")
@@ -210,6 +212,10 @@ class DistillConfig(TrainConfig):
                                      "terms alone (layerwise, hint, attention...; live teacher, the original training texts), then "
                                      "`epochs` of the other terms (kd, ce...). 0: every term together.")
     lm: LMConfig = Field(default_factory=LMConfig, description="Causal-LM distillation settings.")
+    control: Literal["auto"] | bool = Field(
+        "auto", description="Also train the same student on the labels alone (same init and schedule), report KD against "
+        "it and keep the better of the two by validation (kdforge.control); auto: on for a labelled classification run "
+        "whose student has at most half the teacher's parameters.")
 
 
 class StoreConfig(Strict):

@@ -7,8 +7,9 @@ What `auto` does, and what it costs:
 1. A stratified, seeded `distill.auto.holdout_fraction` of the training split is
    held out (the test split is never read; the teacher may have seen the held-out
    samples, the student has not).
-2. Trial 0 is the plain default (T = 4, α = 0.8 for the fields set to auto); then
-   `distill.auto.trials − 1` quasi-random (Sobol) points of the ranges, each a full
+2. Trial 0 is the plain default (T = 4, α = 0.8 for the fields set to auto); trial 1 is
+   α = 0, the labels alone (plain training: the search can always fall back to it); then
+   quasi-random (Sobol) points of the ranges (T log-scale; α log-spaced near 0), each a full
    student trained for `distill.auto.epochs` (default: distill.epochs), pruned early
    when its held-out accuracy falls below the median of earlier trials.
    Cost: at most `trials × epochs` student epochs on (1 − holdout) of the data.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import shutil
 import warnings
 from pathlib import Path
@@ -117,6 +119,20 @@ def auto_fields(cfg) -> dict[int, list[str]]:
     return out
 
 
+def alpha_of(u: float, a) -> float:
+    """The search coordinate u in [0, 1] -> alpha in a.alpha, log-spaced near its low end: half the trials
+    land below lo + 3 % of the range (mostly the labels, as the best published intent-classification KD chose)."""
+    lo, hi = a.alpha
+    return lo + (hi - lo) * (1000.0 ** u - 1.0) / 999.0
+
+
+def to_search(params: dict, a) -> dict:
+    """Fixed values -> the coordinates the search samples (the inverse of alpha_of for alpha fields)."""
+    lo, hi = a.alpha
+    return {(k + ":u" if k.endswith("alpha") else k):
+            (math.log(1.0 + 999.0 * (v - lo) / (hi - lo), 1000.0) if k.endswith("alpha") else v) for k, v in params.items()}
+
+
 def with_params(cfg, params: dict):
     """A copy of `cfg` with `{"<i>.<field>": value}` filled into its loss terms."""
     losses = [t.model_copy() for t in cfg.losses]
@@ -152,7 +168,10 @@ def resolve_auto(cfg, teacher, student: nn.Module, train: Dataset, seed: int, ou
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.QMCSampler(seed=seed, scramble=True, warn_independent_sampling=False)
     study = make_study(seed, epochs, sampler)
-    study.enqueue_trial(defaults)
+    study.enqueue_trial(to_search(defaults, a), user_attrs={"exact": defaults})
+    labels_only = {k: 0.0 for k in defaults if k.endswith("alpha")}
+    if labels_only and a.alpha[0] == 0 and a.trials > 1:  # trial 1: α = 0, the labels alone (plain training)
+        study.enqueue_trial(to_search({**defaults, **labels_only}, a), user_attrs={"exact": {**defaults, **labels_only}})
     if not quiet and dist.context().is_main:
         print(f"auto: searching {', '.join(defaults)} — {a.trials} trials × {epochs} epochs on {len(tune)} training samples, "
               f"scored on {len(holdout)} held out (at most {a.trials}× this distillation; see distill.auto)")
@@ -162,20 +181,24 @@ def resolve_auto(cfg, teacher, student: nn.Module, train: Dataset, seed: int, ou
         for key in defaults:
             if key.endswith("temperature"):
                 params[key] = trial.suggest_float(key, *a.temperature, log=True)
-            else:
-                params[key] = trial.suggest_float(key, *a.alpha)
+            else:  # searched as u in [0, 1]: alpha = lo + (hi - lo)(1000^u - 1)/999, log-spaced near lo
+                params[key] = alpha_of(trial.suggest_float(key + ":u", 0.0, 1.0), a)
+        params.update(trial.user_attrs.get("exact", {}))  # an enqueued trial's values, without the round trip
+        trial.set_user_attr("params", params)
         return pruned_score(trial, lambda report: fit_trial(
             method, copy.deepcopy(student), teacher, with_params(trial_cfg, params), tune, holdout,
             out_dir / f"trials/{trial.number}", seed, report, work))
 
     work: dict = {}
     study.optimize(objective, n_trials=a.trials, catch=())
-    rows = [{"trial": t.number, "state": t.state.name, "holdout": last_value(t), **t.params} for t in study.trials]
+    rows = [{"trial": t.number, "state": t.state.name, "holdout": last_value(t), **t.user_attrs.get("params", {})}
+            for t in study.trials]
     default = study.trials[0]
     best = max((t for t in study.trials if t.value is not None), key=lambda t: t.value, default=default)
     chosen = best if best.value is not None and default.value is not None and best.value > default.value else default
     result = {
-        "chosen": {"trial": chosen.number, "params": {**defaults, **chosen.params}, "holdout": chosen.value},
+        "chosen": {"trial": chosen.number, "params": {**defaults, **chosen.user_attrs.get("params", {})},
+                   "holdout": chosen.value},
         "default": {"params": defaults, "holdout": default.value},
         "trials": rows, "epochs_per_trial": epochs, "tune_size": len(tune), "holdout_size": len(holdout),
         "student_epochs_spent": sum(len(t.intermediate_values) for t in study.trials),

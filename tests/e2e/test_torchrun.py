@@ -32,6 +32,9 @@ def test_two_processes_one_teacher_pass_and_one_writer(tmp_path):
     assert json.loads((run_dir / "env.json").read_text())["world_size"] == 2
     log = [json.loads(x) for x in (run_dir / "student/metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in log] == [4, 8]  # 256 samples / 2 ranks / batch 32 = 4 steps per epoch
+    control = [json.loads(x) for x in (run_dir / "control/metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in control] == [4, 8]  # the control stage ran once for the job, on both ranks' halves
+    assert metrics["selection"]["kept"] in ("distilled", "control")
 
 
 def _pid_of_rank(rank: int, marker: str) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 
+from kdforge import control as ctl
 from kdforge.config import CLASSIFY_METHODS
 from kdforge.data import load_data
 from kdforge.inputs import check_models
@@ -49,6 +50,14 @@ def run_standard(recipe, *, resume: bool = False, force: bool = False, quiet: bo
             results["teacher_stage"] = train_supervised("teacher", run.dir, teacher, data, recipe.teacher.train,
                                                         recipe.seed, quiet=quiet)
         results["teacher"] = eval_row(teacher, data)
+    control = None
+    if needs_teacher and ctl.control_applies(recipe.distill.control, teacher, student, originals):
+        # before anything trains the student: the control starts from the same weights (and trimmed vocabulary)
+        control, results["control_stage"] = ctl.train_control(run.dir, student, originals, data.val, distill,
+                                                              recipe.seed, quiet=quiet)
+    if needs_teacher:
+        control_val = results["control_stage"]["best_val"]["accuracy"] if control is not None else None
+        results["teacher_diagnostics"] = ctl.teacher_diagnostics(teacher, originals, data.val, control_val)
     source = teacher
     if recipe.store is not None and needs_teacher:  # training reads the teacher-output store (written once)
         source = open_or_write(recipe, teacher, data)
@@ -65,6 +74,12 @@ def run_standard(recipe, *, resume: bool = False, force: bool = False, quiet: bo
         run.record_work(teacher_forward_samples=method.teacher.samples)
     omitted = list(recipe.data.omit_classes)
     results["student"] = eval_row(student, data, omitted)
+    if control is not None:  # test read for both, after the choice made on validation
+        results["student_distilled"], results["control"] = results["student"], eval_row(control, data, omitted)
+        results["selection"] = ctl.choose(results["student_stage"], results["control_stage"])
+        results["selection"]["test"] = {"kd_minus_control": results["student"]["accuracy"] - results["control"]["accuracy"]}
+        ctl.keep(student, control, results["selection"])
+        results["student"] = results[{"distilled": "student_distilled", "control": "control"}[results["selection"]["kept"]]]
     if cfg.bias_calibration != "none":  # Hinton et al. §3: C logit biases fitted on held-out data, weights untouched
         held_out = data.calib if data.calib is not None else data.val
         bias = calibrate_bias(student, held_out, teacher if cfg.bias_calibration == "teacher" else None)
@@ -81,11 +96,13 @@ def render_report(recipe, results: dict) -> str:
     """report.md of a standard / supervised run: test accuracy, and that on each class the transfer set lacked."""
     omitted = list(recipe.data.omit_classes)
     columns = [("test accuracy", "accuracy"), *((f"accuracy on class {c}", f"accuracy_class_{c}") for c in omitted)]
-    rows = {role: results[role] for role in ("teacher", "student", "student_calibrated") if role in results}
+    names = {"teacher": "teacher", "student_distilled": "student (distilled)", "control": "student (labels alone, control)",
+             "student": "student (kept)", "student_calibrated": "student (kept, calibrated)"}
+    rows = {names[role]: results[role] for role in names if role in results}
     stage = results["student_stage"]
     notes = [f"Confidence filter: {int(stage['filtered'])} of {int(stage['seen'])} sample-visits filtered."] \
         if "filtered" in stage else []
-    return report_markdown(recipe, rows, columns, notes)
+    return report_markdown(recipe, rows, columns, [*ctl.report_lines(results), *notes])
 
 
 for _key in CLASSIFY_METHODS:
