@@ -48,6 +48,7 @@ def test_only_assistant_tokens_carry_loss_with_a_system_turn(tmp_path, tiny_chat
         prompt = _text(tok, ids[real & ~mask])
         assert prompt.startswith("system: be brief</s>") and "user: and three?</s>" in prompt and "four" not in prompt
         assert not (mask & ~real).any() and (ids[~real] == tok.pad_token_id).all()  # padding: never scored
+        assert int(s["token_bytes"][mask].sum()) == len("four.</s>five, no: six!</s>")  # bits per byte: the answers' bytes
 
 
 def test_prompt_completion_columns_and_system_prompt(tmp_path, tiny_chat_llama_dir):  # noqa: F811

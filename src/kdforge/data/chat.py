@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import Dataset
 
 from kdforge.data.base import DataBundle
+from kdforge.data.offsets import char_to_byte, token_bytes
 from kdforge.data.rows import read_rows, read_splits
 from kdforge.errors import KDForgeError
 from kdforge.models.hf import load_tokenizer
@@ -57,19 +58,24 @@ class ChatDataset(Dataset):
     """Padded conversations: {"input_ids", "loss_mask" (assistant tokens), "attention_mask" (real tokens)}, each (L,)."""
 
     def __init__(self, ids: torch.Tensor, loss_mask: torch.Tensor, attention_mask: torch.Tensor,
-                 skipped: dict[str, int] | None = None):
+                 skipped: dict[str, int] | None = None, token_bytes: torch.Tensor | None = None):
         self.ids, self.loss_mask, self.attention_mask = ids.long(), loss_mask.long(), attention_mask.long()  # (N, L) each
         self.skipped = dict(skipped or {})
+        self.token_bytes = token_bytes  # (N, L) UTF-8 bytes each token accounts for (bits per byte), or None
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.ids[i], "loss_mask": self.loss_mask[i], "attention_mask": self.attention_mask[i]}
+        item = {"input_ids": self.ids[i], "loss_mask": self.loss_mask[i], "attention_mask": self.attention_mask[i]}
+        if self.token_bytes is not None:
+            item["token_bytes"] = self.token_bytes[i]
+        return item
 
     def subset(self, keep) -> "ChatDataset":
         keep = torch.as_tensor(np.asarray(keep, dtype=np.int64))
-        return ChatDataset(self.ids[keep], self.loss_mask[keep], self.attention_mask[keep])  # skips belong to the file
+        nbytes = None if self.token_bytes is None else self.token_bytes[keep]
+        return ChatDataset(self.ids[keep], self.loss_mask[keep], self.attention_mask[keep], None, nbytes)  # skips belong to the file
 
 
 def row_messages(row: dict, cfg) -> list[dict]:
@@ -147,16 +153,17 @@ def encode(rows: list[dict], tokenizer, cfg, source: str, field: str) -> ChatDat
         texts.append(full)
         spans.append(sp)
         kept.append(i)
-    ids, masks = [], []
+    ids, masks, nbytes = [], [], []
     if texts:
         enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)  # the template holds the specials
-        for i, row_ids, offsets, sp in zip(kept, enc["input_ids"], enc["offset_mapping"], spans):
+        for i, full, row_ids, offsets, sp in zip(kept, texts, enc["input_ids"], enc["offset_mapping"], spans):
             if len(row_ids) > cfg.max_length:
                 reject(i, BadRow("too_long", f"{len(row_ids)} tokens after the chat template, over data.max_length={cfg.max_length}"))
                 continue
             start = np.array([s for s, _ in offsets])  # a token is the assistant's when it starts inside a span
             ids.append(row_ids)
             masks.append(np.any([(start >= a) & (start < b) for a, b in sp], axis=0))
+            nbytes.append(token_bytes(offsets, char_to_byte(full)))
     skipped = {kind: len(r) for kind, r in sorted(bad.items())}
     if bad:
         parts = [f"{len(r)} {kind} (data rows {', '.join(str(j + 1) for j in r[:3])}{', ...' if len(r) > 3 else ''}: "
@@ -166,12 +173,13 @@ def encode(rows: list[dict], tokenizer, cfg, source: str, field: str) -> ChatDat
         raise KDForgeError(f"{field}: no usable row in {source} (every row was skipped: {skipped})")
     n, length = len(ids), cfg.max_length
     out_ids = torch.full((n, length), tokenizer.pad_token_id, dtype=torch.long)
-    loss_mask, attention = torch.zeros(n, length, dtype=torch.long), torch.zeros(n, length, dtype=torch.long)
-    for r, (row_ids, m) in enumerate(zip(ids, masks)):
+    loss_mask, attention, out_bytes = (torch.zeros(n, length, dtype=torch.long) for _ in range(3))
+    for r, (row_ids, m, nb) in enumerate(zip(ids, masks, nbytes)):
         out_ids[r, : len(row_ids)] = torch.tensor(row_ids)
         loss_mask[r, : len(row_ids)] = torch.from_numpy(m.astype(np.int64))
         attention[r, : len(row_ids)] = 1
-    return ChatDataset(out_ids, loss_mask, attention, skipped)
+        out_bytes[r, : len(row_ids)] = torch.from_numpy(nb)
+    return ChatDataset(out_ids, loss_mask, attention, skipped, out_bytes)
 
 
 def chat_tokenizer(cfg):
