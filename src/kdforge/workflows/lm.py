@@ -133,7 +133,7 @@ def run_lm(recipe, *, resume: bool = False, force: bool = False, quiet: bool = F
         notes.append(f"Student pruned by importance (Minitron) to {p['sizes']}, layers {p['layers']}: non-embedding "
                      f"parameters {p['non_embedding_params']['before']:,} -> {p['non_embedding_params']['after']:,}; "
                      f"test {key} before training {results['student_before_training'].get(key, float('nan')):.4f}.")
-    results = run.finish(results, report_markdown(recipe, rows, [(f"test {key}", key)], notes))
+    results = run.finish(results, report_markdown(recipe, rows, [(f"test {key}", key), *([("test bits per byte", "bpb")] if "bpb" in results["student"] else [])], notes))
     for i, stage in enumerate(recipe.compress):  # export stages only (config.Recipe checks it), written by rank 0
         example = probe_batch(data.test, 2)["input_ids"]  # (2, L)
         out = run.dir / "compress" / f"{i:02d}-export" / "artifacts"
