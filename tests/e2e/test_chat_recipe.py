@@ -1,9 +1,11 @@
 """The prune-then-distill chat recipe end to end on a tiny local Llama: teacher correction, Minitron
 pruning, a packed store written from the corrected teacher, KD, and HF + ONNX export."""
 import json
+from pathlib import Path
 
 import pytest
 
+from kdforge.cli import main
 from kdforge.commands.cache_teacher import cache_teacher_for
 from kdforge.data import load_data
 from kdforge.errors import KDForgeError
@@ -14,6 +16,8 @@ from kdforge.train.checkpoint import load_weights
 from kdforge.train.lm_metrics import perplexity_metrics
 from kdforge.workflows import run_recipe
 from tests.hf_tiny import tiny_chat_llama_dir  # noqa: F401  (fixture)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _raw(tmp_path, folder):
@@ -67,3 +71,21 @@ def test_bad_prune_sizes_fail_before_the_run_directory_and_cache_teacher_refuses
     assert not (tmp_path / "run").exists()
     with pytest.raises(KDForgeError, match="teacher.correct: the run fine-tunes the teacher first"):
         cache_teacher_for(parse_recipe(_raw(tmp_path, tiny_chat_llama_dir)))
+
+
+def test_shipped_prune_distill_recipe_runs_on_a_tiny_model(tmp_path, tiny_chat_llama_dir):  # noqa: F811
+    """recipes/smollm2-prune-distill.yaml as shipped, with the tiny model and a small chat file in place of
+    SmolLM2 and GSM8K (and prune sizes that fit the tiny model)."""
+    rows = [{"question": f"what is {i} plus {i}?", "answer": f"it is {2 * i}."} for i in range(40)]
+    for name in ("train", "test"):
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    sets = {"run_dir": tmp_path / "run", "data.path": tmp_path / "train.jsonl", "data.test_path": tmp_path / "test.jsonl",
+            "data.tokenizer": tiny_chat_llama_dir, "data.max_length": 64, "data.val_fraction": 0.1,
+            "teacher.hf": tiny_chat_llama_dir, "student.hf": tiny_chat_llama_dir, "student.prune.num_heads": 2,
+            "student.prune.intermediate_size": 32, "store.path": tmp_path / "store", "distill.epochs": 1}
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    assert main(["run", str(ROOT / "recipes/smollm2-prune-distill.yaml"), "--quiet", *args]) == 0
+    metrics = json.loads((tmp_path / "run/metrics.json").read_text())
+    assert metrics["pruning"]["sizes"]["num_heads"] == 2 and "teacher_correction" in metrics
+    assert (tmp_path / "run/compress/00-export/artifacts/hf/config.json").is_file()
+    assert (tmp_path / "run/compress/00-export/artifacts/model.onnx").is_file()

@@ -333,13 +333,18 @@ def prune_llama(model: nn.Module, target: PruneTarget, imp: Importance) -> nn.Mo
 
 
 def calibration_batches(dataset, samples: int, batch_size: int, seed: int) -> list[dict]:
-    """`samples` training samples drawn with `seed`, as batches of {"input_ids", "loss_mask", "attention_mask"?}."""
+    """`samples` training samples drawn with `seed`, as batches of {"input_ids", "loss_mask", "attention_mask"?}
+    (right padding every row of a batch shares is cut off: in a causal LM it changes no real token)."""
     g = torch.Generator().manual_seed(seed)
     picked = torch.randperm(len(dataset), generator=g)[: min(samples, len(dataset))].tolist()
     out = []
     for start in range(0, len(picked), batch_size):
         items = [dataset[i] for i in picked[start : start + batch_size]]
-        out.append({k: torch.stack([it[k] for it in items]) for k in items[0] if k in ("input_ids", "loss_mask", "attention_mask")})
+        batch = {k: torch.stack([it[k] for it in items]) for k in items[0] if k in ("input_ids", "loss_mask", "attention_mask")}
+        if "attention_mask" in batch:
+            width = int(batch["attention_mask"].sum(1).max())
+            batch = {k: v[:, :width] for k, v in batch.items()}
+        out.append(batch)
     return out
 
 
