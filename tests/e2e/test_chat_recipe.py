@@ -81,11 +81,10 @@ def test_shipped_prune_distill_recipe_runs_on_a_tiny_model(tmp_path, tiny_chat_l
         (tmp_path / f"{name}.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     sets = {"run_dir": tmp_path / "run", "data.path": tmp_path / "train.jsonl", "data.test_path": tmp_path / "test.jsonl",
             "data.tokenizer": tiny_chat_llama_dir, "data.max_length": 64, "data.val_fraction": 0.1,
-            "teacher.hf": tiny_chat_llama_dir, "student.hf": tiny_chat_llama_dir, "student.prune.num_heads": 2,
-            "student.prune.intermediate_size": 32, "store.path": tmp_path / "store", "distill.epochs": 1}
+            "teacher.hf": tiny_chat_llama_dir, "student.hf": tiny_chat_llama_dir, "student.prune.intermediate_size": 32, "store.path": tmp_path / "store", "distill.epochs": 1}
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
     assert main(["run", str(ROOT / "recipes/smollm2-prune-distill.yaml"), "--quiet", *args]) == 0
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
-    assert metrics["pruning"]["sizes"]["num_heads"] == 2 and "teacher_correction" in metrics
+    assert metrics["pruning"]["sizes"]["intermediate_size"] == 32 and "teacher_correction" in metrics
     assert (tmp_path / "run/compress/00-export/artifacts/hf/config.json").is_file()
     assert (tmp_path / "run/compress/00-export/artifacts/model.onnx").is_file()
