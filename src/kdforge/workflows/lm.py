@@ -31,6 +31,7 @@ from kdforge.registry import METHODS, WORKFLOWS
 from kdforge.rundir import write_json
 from kdforge.stages import train_stage
 from kdforge.store import open_or_write
+from kdforge.store import preflight as store_preflight
 from kdforge.train.batching import probe_batch
 from kdforge.train.lm_metrics import perplexity_metrics
 from kdforge.workflows.run import Run, report_markdown
@@ -99,6 +100,8 @@ def run_lm(recipe, *, resume: bool = False, force: bool = False, quiet: bool = F
 
     if not late:  # every check (vocabularies, context lengths, the store) before anything is written
         method, source = make_method()
+    elif recipe.store is not None:  # the store is written after correction / pruning: what can be checked now, is
+        store_preflight(recipe, teacher, data.train)
     run = Run.open(recipe, resume=resume, force=force)
     results: dict = {"seed": recipe.seed, "method": recipe.method}
     if skipped_rows(data):
