@@ -9,14 +9,15 @@ status=0
 check() {  # check NAME COMMAND...
   local name=$1; shift
   local t0=$SECONDS
-  if "$@" >"$out/$name.log" 2>&1; then echo "PASS $name ($((SECONDS - t0)) s)"; else echo "FAIL $name ($((SECONDS - t0)) s): $(tail -n 3 "$out/$name.log" | tr '\n' ' ')"; status=1; fi
+  # each check bounded (a hang must not eat the lease: the first lent run hung past 570 s with no line back)
+  if timeout "${CHECK_TIMEOUT:-120}" "$@" >"$out/$name.log" 2>&1; then echo "PASS $name ($((SECONDS - t0)) s)"; else echo "FAIL $name ($((SECONDS - t0)) s): $(tail -n 3 "$out/$name.log" | tr '\n' ' ')"; status=1; fi
 }
 python - <<'PY' >"$out/env.txt" 2>&1
 import torch
 print("torch", torch.__version__, "cuda", torch.version.cuda, "device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
 PY
 cat "$out/env.txt"
-python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || { echo "FAIL no CUDA device visible"; exit 1; }
+timeout 60 python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || { echo "FAIL no CUDA device visible"; exit 1; }
 
 # 1. the KD path on the GPU: a recipe distils on cuda and every evaluation follows the model's device
 check kd_on_cuda python - <<'PY'

@@ -41,7 +41,7 @@ def small(name: str, run_dir: Path, world: int) -> dict:
     raw["data"] = {**raw["data"], "train_limit": 320}
     if "labelled" in raw["data"]:
         raw["data"]["labelled"] = 64
-    raw["distill"] = {**raw.get("distill", {}), "epochs": 3, "batch_size": b, "auto": {"trials": 2, "epochs": 1}}
+    raw["distill"] = {**raw.get("distill", {}), "epochs": 3, "batch_size": b, "auto": {"trials": 1, "epochs": 1}}  # one trial: a 2-trial choice between near-equal held-out scores can flip between 1 and 2 processes
     for teacher in [raw.get("teacher")] + raw.get("ensemble", {}).get("teachers", []):
         if teacher is not None:
             teacher["train"] = {**teacher.get("train", {}), "epochs": 3, "batch_size": b}
@@ -89,10 +89,13 @@ def test_every_shipped_classification_recipe_runs_under_two_processes_as_one(tmp
         got, one = two[name]["fresh"], one_process[name]
         assert got["code"] == 0 and got["world"] == 2, (name, got)
         tol = {**TOL, **LOOSE.get(name, {})}
-        for key in set(tol) & set(one["student"]):
-            a, b = got["metrics"]["student"][key], one["student"][key]
-            close = abs(a - b) <= tol[key] * (abs(b) if key == "loss" else 1.0)
-            assert close, (name, parallel, key, a, b)
+        # the distilled student and the control (labels alone) each as one process; which one is kept is a
+        # comparison of two near-equal validation scores at these small settings, so it is not compared
+        for role in [r for r in ("student_distilled", "control") if r in one] or ["student"]:
+            for key in set(tol) & set(one[role]):
+                a, b = got["metrics"][role][key], one[role][key]
+                close = abs(a - b) <= tol[key] * (abs(b) if key == "loss" else 1.0)
+                assert close, (name, parallel, role, key, a, b)
 
 
 def test_token_kd_on_a_tiny_causal_lm_runs_sharded_as_one_process(tmp_path, tiny_llama_dir, tiny_bert_dir):  # noqa: F811

@@ -19,6 +19,9 @@ from torch import Tensor, nn
 
 class Method(nn.Module):
     student: nn.Module
+    # FSDP2 (train.engine): shard each child's repeated blocks as units of their own. False for a method that
+    # calls a child through torch.func.functional_call, which needs the child's parameters gathered as one unit.
+    shard_blocks: bool = True
 
     def __init__(self) -> None:
         super().__init__()

@@ -108,6 +108,8 @@ def information_entropy_loss(t_logits: Tensor) -> Tensor:
 class DataFreeKD(Method):
     """Generator + student trained together from a frozen classifier teacher; `cfg` is distill:, `options` data_free:."""
 
+    shard_blocks = False  # the adversarial term runs the student through functional_call (detached weights)
+
     def __init__(self, student: nn.Module, teacher: nn.Module | Teacher, cfg, probe: dict[str, Tensor], options):
         super().__init__()
         self.opt = options  # the recipe's data_free: section (config.DataFreeConfig)

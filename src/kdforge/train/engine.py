@@ -141,10 +141,12 @@ class Engine:
             mp = MixedPrecisionPolicy(param_dtype=DTYPES[self.precision], reduce_dtype=torch.float32) \
                 if self.precision != "fp32" else MixedPrecisionPolicy()
             blocks, owners = shard_units(work)
-            for unit in blocks:  # the repeated blocks: gathered for their own forward and backward only
+            whole = not getattr(work, "shard_blocks", True)  # the method calls a child with a parameter set of its
+            # own (torch.func.functional_call): each child is then one unit, resharded after each forward
+            for unit in [] if whole else blocks:  # the repeated blocks: gathered for their own forward and backward
                 fully_shard(unit, mp_policy=mp)
             for unit in owners:  # the rest of each child stays gathered from forward to backward: a method may
-                fully_shard(unit, mp_policy=mp, reshard_after_forward=False)  # read it outside the child's forward
+                fully_shard(unit, mp_policy=mp, reshard_after_forward=whole)  # read it outside the child's forward
             fully_shard(work, mp_policy=mp)
             return work
         return method
