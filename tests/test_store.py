@@ -222,3 +222,50 @@ def test_multi_shard_rows_equal_the_written_rows_from_memory_or_per_shard(digits
     assert torch.equal(store.rows("indices", idx).long().sort(-1).values, top.indices.sort(-1).values)
     with pytest.raises(KDForgeError, match="holds samples 0"):
         store.rows("values", torch.tensor([0, len(digits.train)]))
+
+
+def test_a_writer_killed_while_replacing_a_store_leaves_a_whole_store(digits, tmp_path, monkeypatch):
+    """SIGKILL while a rewrite replaces the old store (benchmarks/fault_trials.py --kinds cache once found the
+    old store half-deleted: meta.json there, shards missing): the old store is renamed aside before it is
+    deleted, so store.path holds a whole store (or none); the next write removes what a dead writer left."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    t, path = Teacher(_teacher()), tmp_path / "store"
+
+    def files():
+        return {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()}
+
+    write_store(path, t, digits.train, k=3, sampling="topk", shard_size=100)
+    before = files()
+
+    class Killed(BaseException):
+        pass
+
+    real = shutil.rmtree
+
+    def killed_midway(p, *args, **kwargs):  # a store folder's deletion: one shard goes, then the process dies
+        shards = sorted(Path(p).glob("shard-*")) if Path(p).is_dir() else []
+        if shards:
+            real(shards[0])
+            raise Killed
+        return real(p, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", killed_midway)
+    with pytest.raises(Killed):
+        write_store(path, t, digits.train, k=3, sampling="topk", shard_size=100)
+    monkeypatch.undo()
+    TeacherStore(path)  # every shard there
+    assert files() == before
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a writer that was killed: its pid runs no more
+    for name in (f"store.tmp{dead.pid}", f"store.old{dead.pid}", f"store.old{os.getpid()}"):
+        (tmp_path / name / "shard-00000").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "store.other").mkdir()  # not a writer's folder: kept
+    write_store(path, t, digits.train, k=3, sampling="topk", shard_size=100)
+    assert files() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store", "store.other"]

@@ -1,6 +1,8 @@
 """The teacher-output store: the teacher runs once, training reads its outputs from disk.
 
-Layout of a store folder (written to a temporary folder, then renamed):
+Layout of a store folder (written to a temporary folder, then renamed; an old store is renamed
+aside before it is deleted, so a writer killed at any moment leaves the old store or the new one
+whole, or none - never a partial one):
 
     meta.json                 fingerprint, sample count, shapes, k, sampling, vocabulary size
     shard-00000/values.npy    (n, *positions, k) top-k logits | weights (sampled; fp16 or uint8 codes) | all logits (dense)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = 6
         raise KDForgeError("cache-teacher: the training set is empty")
     if weights == "packed" and sampling != "random":
         raise KDForgeError(f"store.weights: packed keeps draw counts, so it needs store.sampling: random (got {sampling})")
+    _remove_stale(path)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -113,10 +115,49 @@ def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = 6
         np.save(tmp / f"shard-{shard:05d}/packed.npy", np.concatenate(parts))
         np.save(tmp / f"shard-{shard:05d}/offsets.npy", np.cumsum([0, *map(len, parts)], dtype=np.int64))
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    _replace(tmp, path)
     return path
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    """Put the finished folder `tmp` at `path`. An old store there is renamed aside first and deleted
+    after, so a process killed at any moment leaves at `path` the old store whole, the new one whole,
+    or nothing (between the two renames) - never a half-deleted store a later run would open."""
+    old = path.with_name(path.name + f".old{os.getpid()}")
+    if path.exists():
+        _remove(old)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    _remove(old)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def _remove_stale(path: Path) -> None:
+    """The temporary (.tmpPID) and set-aside (.oldPID) folders of `path` left by a writer that was killed:
+    those whose process no longer runs (a live writer's are left alone)."""
+    if not path.parent.is_dir():
+        return
+    pattern = re.compile(re.escape(path.name) + r"\.(?:tmp|old)(\d+)")
+    for p in path.parent.iterdir():
+        m = pattern.fullmatch(p.name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            _remove(p)
 
 
 __all__ = ["SAMPLINGS", "write_store"]
