@@ -63,4 +63,5 @@ def test_recipe_bias_calibration_reports_before_and_after(tmp_path):
     assert "accuracy_class_3" in cal and "accuracy_class_3" in raw
     assert json.loads((tmp_path / "run/metrics.json").read_text())["student_calibrated"]["bias"] == cal["bias"]
     report = (tmp_path / "run/report.md").read_text()
-    assert "student_calibrated" in report and "accuracy on class 3" in report
+    row = "student (kept, calibrated)" if "control" in res else "student_calibrated"  # named after the kept student
+    assert f"| {row} |" in report and "accuracy on class 3" in report

@@ -98,6 +98,8 @@ def render_report(recipe, results: dict) -> str:
     columns = [("test accuracy", "accuracy"), *((f"accuracy on class {c}", f"accuracy_class_{c}") for c in omitted)]
     names = {"teacher": "teacher", "student_distilled": "student (distilled)", "control": "student (labels alone, control)",
              "student": "student (kept)", "student_calibrated": "student (kept, calibrated)"}
+    if "control" not in results:  # no control arm: the rows keep their metrics.json names
+        names = {role: role for role in ("teacher", "student", "student_calibrated")}
     rows = {names[role]: results[role] for role in names if role in results}
     stage = results["student_stage"]
     notes = [f"Confidence filter: {int(stage['filtered'])} of {int(stage['seen'])} sample-visits filtered."] \
