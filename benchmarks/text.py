@@ -56,7 +56,7 @@ DATASETS = {
     "banking77": dict(
         data=dict(name="text", path=str(SHARED / "banking77/train.csv"), test_path=str(SHARED / "banking77/test.csv"),
                   text_column="text", label_column="category", max_length=48, val_fraction=0.05),
-        title="Banking77", teacher_epochs=12, teacher_patience=2, teacher_lr=1e-4, teacher_batch=32, arms=BANKING77, epochs=3,
+        title="Banking77", teacher_epochs=5, teacher_patience=2, teacher_lr=1e-4, teacher_batch=32, arms=BANKING77, epochs=3,
         about="Banking77 from ../shared/data (77 intents; all 10,003 training queries, 5% of them held out as val; "
               "the official 3,080-query test split), 48 tokens"),
 }
