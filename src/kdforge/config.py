@@ -356,13 +356,13 @@ class Recipe(Strict):
             if stage.max_accuracy_drop is not None and stage.against == "teacher" and self.method == "supervised":
                 raise ValueError(f"compress.{i}.against: the gate compares with the teacher, but method "
                                  "'supervised' has none; use against: student or previous")
-        if self.student.name != "hf":  # a text student's search would cost several fine-tunes: it states its losses
-            # z-scores need every class's logit: a k the recipe sets below "all" cannot give them; the default
-            # (null: 64) keeps every class of a smaller head, and the method refuses a store that kept fewer
-            full_logits = self.store is None or self.store.k in ("all", None)
-            recommended = with_recommended_losses(self.distill, self.method, standardize=full_logits)
-            if recommended is not self.distill:
-                self.distill = recommended
+        # z-scores need every class's logit: a k the recipe sets below "all" cannot give them; the default
+        # (null: 64) keeps every class of a smaller head, and the method refuses a store that kept fewer
+        full_logits = self.store is None or self.store.k in ("all", None)
+        recommended = with_recommended_losses(self.distill, self.method, standardize=full_logits,
+                                              text_student=self.student.name == "hf")
+        if recommended is not self.distill:
+            self.distill = recommended
         if self.store is not None and self.store.k not in ("all", None) and any(getattr(t, "standardize", False) for t in self.distill.losses):
             raise ValueError(f"store.k: kd with standardize: true z-scores the teacher's logits over every class, "
                              f"so the store must keep them all (k: all), got k: {self.store.k}")
@@ -383,10 +383,19 @@ def recommended_losses(standardize: bool = True) -> list:
     return [KDTerm(temperature="auto", alpha="auto", standardize=standardize)]
 
 
-def with_recommended_losses(cfg: DistillConfig, method: str, standardize: bool = True) -> DistillConfig:
-    """`cfg` with the recommended losses when the user gave none and `method` is standard; else `cfg` itself."""
+TEXT_AUTO = {"trials": 4, "epochs": 1}  # a text student's search: the default, α = 0 and two points, one epoch each
+
+
+def with_recommended_losses(cfg: DistillConfig, method: str, standardize: bool = True,
+                            text_student: bool = False) -> DistillConfig:
+    """`cfg` with the recommended losses when the user gave none and `method` is standard; else `cfg` itself.
+    A text (hf) student's search gets the budget TEXT_AUTO unless the recipe sets `distill.auto`: four
+    one-epoch trials on 80% of train, about one distillation of a few epochs, where each trial is a fine-tune."""
     if method != "standard" or "losses" in cfg.model_fields_set:
         return cfg
-    out = cfg.model_copy(update={"losses": recommended_losses(standardize)})
-    out.model_fields_set.add("losses")
+    update: dict = {"losses": recommended_losses(standardize)}
+    if text_student and "auto" not in cfg.model_fields_set:
+        update["auto"] = cfg.auto.model_copy(update=TEXT_AUTO)
+    out = cfg.model_copy(update=update)
+    out.model_fields_set.update(update)
     return out
