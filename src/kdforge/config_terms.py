@@ -4,9 +4,11 @@ whole recipe from these and re-exports them.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union, get_args
+from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+
+from kdforge.losses.kinds import KINDS
 
 
 class Strict(BaseModel):
@@ -52,12 +54,20 @@ class DISTTerm(Strict):
 
 
 class DivergenceTerm(Strict):
-    """Logit divergences for LLM-style distillation; `beta` is used by jsd only."""
+    """A logit divergence registered in `kdforge.losses.kinds` (reverse_kl, jsd, tvd, or one of your own): on
+    class logits in classification methods, on token logits in LM methods. `beta` is read by the kinds that take it (jsd)."""
 
-    kind: Literal["reverse_kl", "jsd", "tvd"]
+    kind: str = Field(description="A registered logit divergence: reverse_kl, jsd, tvd, ...")
     weight: float = Field(1.0, ge=0)
     temperature: float = Field(1.0, gt=0)
     beta: float = Field(0.5, ge=0, le=1)
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, kind: str) -> str:
+        if kind not in KINDS.names(pair=True):
+            raise ValueError(f"unknown loss kind {kind!r}; valid: {', '.join(map(repr, sorted({*_CLASS_OF, *KINDS.names(pair=True)})))}")
+        return kind
 
 
 class LabelTerm(Strict):
@@ -94,5 +104,18 @@ class LayerwiseTerm(Strict):
 
 
 TERM_CLASSES = (KDTerm, DKDTerm, DISTTerm, DivergenceTerm, LabelTerm, FeatureTerm, LayerwiseTerm)
-LossTerm = Annotated[Union[TERM_CLASSES], Field(discriminator="kind")]
-LOSS_KINDS: tuple[str, ...] = tuple(k for c in TERM_CLASSES for k in get_args(c.model_fields["kind"].annotation))
+_CLASS_OF = {k: c for c in TERM_CLASSES if c is not DivergenceTerm for k in get_args(c.model_fields["kind"].annotation)}
+_TAG = {c: get_args(c.model_fields["kind"].annotation)[0] for c in set(_CLASS_OF.values())} | {DivergenceTerm: "reverse_kl"}
+
+
+def _term_tag(value: Any) -> str | None:
+    """A term's union member by its kind: the kind's own class, else DivergenceTerm (which checks the registry)."""
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    if kind is None:
+        return None
+    return _TAG[_CLASS_OF.get(kind, DivergenceTerm)]
+
+
+LossTerm = Annotated[Union[tuple(Annotated[c, Tag(_TAG[c])] for c in TERM_CLASSES)], Discriminator(
+    _term_tag, custom_error_type="missing_kind", custom_error_message="a loss term needs a `kind` (kd, ce, hint, ...)")]
+LOSS_KINDS: tuple[str, ...] = (*_CLASS_OF, *KINDS.names(pair=True))  # the kinds at import (error locations strip them)

@@ -144,7 +144,7 @@ def test_prompt_longer_than_context_is_an_error(pair):
 
 def test_feature_terms_are_refused(pair):
     teacher, student = pair
-    with pytest.raises(KDForgeError, match="not supported by LM methods"):
+    with pytest.raises(KDForgeError, match="hint is not supported by method token_kd .*token logits"):
         TokenKD(student, teacher, _cfg(losses=[{"kind": "hint", "student_layer": "a", "teacher_layer": "b"}]), _probe(_data(4)))
 
 

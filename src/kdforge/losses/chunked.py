@@ -24,16 +24,9 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from kdforge.losses.response import jsd, reverse_kl, soft_target_kl, tvd
+from kdforge.losses.kinds import KINDS, TOKEN_LOGITS
 
 Divergence = Callable[..., Tensor]
-
-DIVERGENCES: dict[str, Divergence] = {
-    "forward_kl": soft_target_kl,
-    "reverse_kl": reverse_kl,
-    "jsd": jsd,
-    "tvd": tvd,
-}
 
 
 def chunked(
@@ -75,17 +68,18 @@ def divergence(
     teacher_logits: Tensor,
     mask: Tensor | None = None,
     *,
-    temperature: float = 1.0,
-    beta: float = 0.5,
     chunk_size: int | None = 128,
+    **options,
 ) -> Tensor:
-    """One of forward_kl | reverse_kl | jsd | tvd by name, chunked over T when chunk_size is set."""
-    if kind not in DIVERGENCES:
-        raise ValueError(f"unknown divergence {kind!r}; valid: {', '.join(DIVERGENCES)}")
-    kwargs: dict = {"temperature": temperature}
-    if kind == "jsd":
-        kwargs["beta"] = beta
-    fn = DIVERGENCES[kind]
+    """A registered logit divergence by kind (kd or forward_kl, reverse_kl, jsd, tvd, ...), chunked over T
+    when chunk_size is set. `options` are the kind's term fields (temperature, beta...); others are ignored."""
+    kind = "kd" if kind == "forward_kl" else kind
+    valid = KINDS.names(TOKEN_LOGITS)
+    if kind not in valid or KINDS.get(kind).fn is None:
+        raise ValueError(f"unknown divergence {kind!r}; valid: {', '.join(k for k in valid if KINDS.get(k).fn is not None)}")
+    spec = KINDS.get(kind)
+    kwargs = {k: v for k, v in options.items() if k in spec.options}
+    fn = spec.fn
     if chunk_size is None:
         return fn(student_logits, teacher_logits, mask=mask, **kwargs)
     return chunked(fn, student_logits, teacher_logits, mask, chunk_size, **kwargs)
@@ -131,4 +125,4 @@ def chunked_head(
     return {name: s / total for name, s in zip(names, sums)}
 
 
-__all__ = ["DIVERGENCES", "chunked", "chunked_head", "divergence"]
+__all__ = ["chunked", "chunked_head", "divergence"]

@@ -12,13 +12,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdforge.errors import KDForgeError
+from kdforge.losses.kinds import CLASS_LOGITS
 from kdforge.losses.multi import ensemble_soft_targets, kl_to_targets
 from kdforge.methods.base import Method
-from kdforge.methods.terms import mix, weighted
+from kdforge.methods.terms import mix, refuse_kinds, weighted
 from kdforge.registry import METHODS
 from kdforge.teacher import Teacher
-
-KINDS = {"kd", "ce"}
 
 
 @METHODS.register("multi_teacher")
@@ -32,9 +31,7 @@ class MultiTeacherKD(Method):
         if not models:
             raise KDForgeError("ensemble.teachers: multi-teacher distillation needs at least one teacher")
         self.teachers = [t if isinstance(t, Teacher) else Teacher(t) for t in models]
-        bad = [t.kind for t in cfg.losses if t.kind not in KINDS]
-        if bad:
-            raise KDForgeError(f"distill.losses: method multi_teacher takes kd and ce terms only, got {', '.join(bad)}")
+        refuse_kinds(cfg.losses, CLASS_LOGITS, self, takes=("kd", "ce"))  # the combined targets are a distribution, not logits
         if weighting == "fixed":
             if weights is None or len(weights) != len(models):
                 raise KDForgeError(f"ensemble.weights: weighting 'fixed' needs {len(models)} weights, got {weights}")

@@ -29,13 +29,13 @@ from torch import Tensor, nn
 
 from kdforge.errors import KDForgeError
 from kdforge.losses.chunked import chunked_head, divergence
+from kdforge.losses.kinds import KINDS, TOKEN_LOGITS
 from kdforge.losses.sparse import SparseTarget, sparse_kl, sparse_restricted
 from kdforge.methods.base import Method
 from kdforge.methods.cross_tokenizer import CrossTokenizer
+from kdforge.methods.terms import refuse_kinds, term_options
 from kdforge.registry import METHODS
 from kdforge.teacher import Teacher
-
-SOFT = {"kd": "forward_kl", "reverse_kl": "reverse_kl", "jsd": "jsd", "tvd": "tvd"}
 
 
 def vocab_size(model) -> int:
@@ -118,9 +118,7 @@ class TokenKD(Method):
         super().__init__()
         self.cfg, self.lm = cfg, cfg.lm
         self.terms = list(cfg.losses)
-        bad = [t.kind for t in self.terms if t.kind not in (*SOFT, "ce", "hard_ce")]
-        if bad:
-            raise KDForgeError(f"distill.losses: {', '.join(bad)} not supported by LM methods; use kd, reverse_kl, jsd, tvd, ce, hard_ce")
+        refuse_kinds(self.terms, TOKEN_LOGITS, self)
         self.teacher = teacher if isinstance(teacher, Teacher) or getattr(teacher, "cached", False) else Teacher(teacher)
         self.student = student
         length = self.sequence_length(probe["input_ids"].shape[1])
@@ -136,7 +134,7 @@ class TokenKD(Method):
             check_vocab(vocab_size(student), vocab_size(self.teacher), *tokenizers)
         if getattr(self.teacher, "sampled", False):  # a sampled store is unbiased for forward KL at its own temperature only
             for i, term in enumerate(self.terms):
-                if term.kind in ("reverse_kl", "jsd", "tvd"):
+                if KINDS.get(term.kind).pair:  # reverse_kl, jsd, tvd...
                     raise KDForgeError(f"distill.losses.{i}: {term.kind} against a random-sampled store is biased; "
                                        "use kd (forward KL), or store.sampling: topk")
                 if term.kind == "kd" and float(term.temperature) != self.teacher.temperature:
@@ -176,14 +174,13 @@ class TokenKD(Method):
                 loss = next_token_ce(s, targets, mask)
             elif kind == "hard_ce":
                 loss = next_token_ce(s, t.indices[..., 0].long() if sparse else t.argmax(-1), mask)
-            else:
-                temp, beta = term.temperature, getattr(term, "beta", 0.5)
+            else:  # any registered logit divergence, on the token logits (kd is forward KL)
                 if sparse and kind == "kd":
-                    loss = sparse_kl(s, t, temp, mask)
+                    loss = sparse_kl(s, t, term.temperature, mask)
                 elif sparse:
-                    loss = sparse_restricted(SOFT[kind], s, t, mask, temperature=temp, beta=beta)
+                    loss = sparse_restricted(kind, s, t, mask, **term_options(term))
                 else:
-                    loss = divergence(SOFT[kind], s, t, mask, temperature=temp, beta=beta, chunk_size=self.lm.chunk_size)
+                    loss = divergence(kind, s, t, mask, chunk_size=self.lm.chunk_size, **term_options(term))
                 if kind == "kd" and term.alpha < 1.0:
                     loss = term.alpha * loss + (1 - term.alpha) * next_token_ce(s, targets, mask)
             out[kind if kind not in out else f"{kind}:{len(out)}"] = term.weight * loss

@@ -6,14 +6,13 @@ from torch import Tensor, nn
 
 from kdforge.data.base import UNLABELLED
 from kdforge.errors import KDForgeError
+from kdforge.losses.kinds import CLASS_LOGITS, FEATURES, KINDS
 from kdforge.methods.base import Method
-from kdforge.methods.terms import TERMS, StepContext, expand_layer_maps, make_projections, term_names, weighted
+from kdforge.methods.terms import (TERMS, StepContext, expand_layer_maps, make_projections, refuse_kinds, term_loss,
+                                   term_names, weighted)
 from kdforge.registry import METHODS
 from kdforge.taps import FeatureTaps
 from kdforge.teacher import Teacher
-
-FEATURE_KINDS = {"hint", "attention", "attention_kl", "rkd_distance", "rkd_angle", "similarity"}
-SOFT_KINDS = {"kd", "dkd", "dist", "reverse_kl", "jsd", "tvd"}
 
 
 @METHODS.register("standard")
@@ -28,10 +27,10 @@ class StandardKD(Method):
         super().__init__()
         self.cfg = cfg
         self.terms = expand_layer_maps(list(cfg.losses), student, teacher)  # layerwise -> a hint / attention_kl per mapped layer
-        for term in self.terms:
-            TERMS.get(term.kind)
+        refuse_kinds(self.terms, (CLASS_LOGITS, FEATURES), self, takes=tuple(
+            k for k in KINDS.names(CLASS_LOGITS) + KINDS.names(FEATURES) if KINDS.get(k).pair or k in TERMS))
         self.names = term_names(self.terms)
-        feats = [t for t in self.terms if t.kind in FEATURE_KINDS]
+        feats = [t for t in self.terms if KINDS.get(t.kind).works_on(FEATURES)]
         s_layers = {t.student_layer for t in feats}  # names come from the terms; nobody lists them twice
         t_layers = {t.teacher_layer for t in feats}
         self.teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher, t_layers)
@@ -95,4 +94,4 @@ class StandardKD(Method):
             n_labelled=batch.get("n_labelled"),
             t_target=t_target,
         )
-        return {name: weighted(term.weight, TERMS.get(term.kind)(term, ctx)) for name, term in zip(self.names, self.terms)}
+        return {name: weighted(term.weight, term_loss(term, ctx)) for name, term in zip(self.names, self.terms)}

@@ -1,7 +1,9 @@
 """Evaluate one recipe loss term from what a step has at hand.
 
-Each kind maps to a function (term, ctx) -> scalar. Losses themselves live in
-`kdforge.losses` and know nothing of recipes; this is the only glue.
+The kinds themselves, and the outputs each works on, are registered once in
+`kdforge.losses.kinds.KINDS`. A registered logit divergence needs nothing here: `term_loss`
+calls it on the step's (B, C) logits. TERMS holds the classification step of the kinds that
+need more than two logit tensors (kd's label mix, dkd's targets, a hint's projection...).
 """
 from __future__ import annotations
 
@@ -12,12 +14,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdforge import losses as L
-from kdforge.losses.fused import can_fuse, fused_soft_target_kl
-from kdforge.losses.sparse import SparseTarget, sparse_kl
 from kdforge.data.base import UNLABELLED
-from kdforge.registry import Registry
+from kdforge.errors import KDForgeError
+from kdforge.losses.fused import can_fuse, fused_soft_target_kl
+from kdforge.losses.kinds import KINDS
+from kdforge.losses.sparse import SparseTarget, sparse_kl
+from kdforge.registry import METHODS, Registry
 
-TERMS: Registry = Registry("loss kind")
+TERMS: Registry = Registry("loss kind")  # kind -> its classification step (term, ctx) -> scalar, beyond a plain pair
 
 
 @dataclass
@@ -79,19 +83,42 @@ def _dist(term, ctx):
     return L.dist_loss(ctx.s_logits, ctx.t_logits, term.beta, term.gamma, term.temperature, weight=ctx.sample_weight)
 
 
-@TERMS.register("reverse_kl")
-def _rkl(term, ctx):
-    return L.reverse_kl(ctx.s_logits, ctx.t_logits, term.temperature, mask=ctx.sample_weight)
+def term_loss(term, ctx: StepContext) -> Tensor:
+    """One term on a classification step: its own step when it has one, else the registered
+    divergence on the (B, C) logits, the confidence filter's sample weights as its mask."""
+    if term.kind in TERMS:
+        return TERMS.get(term.kind)(term, ctx)
+    return KINDS.get(term.kind)(ctx.s_logits, ctx.t_logits, term, mask=ctx.sample_weight)
 
 
-@TERMS.register("jsd")
-def _jsd(term, ctx):
-    return L.jsd(ctx.s_logits, ctx.t_logits, term.beta, term.temperature, mask=ctx.sample_weight)
+def term_options(term) -> dict:
+    """The term fields its kind's function reads (temperature, beta...), as keywords."""
+    return {o: getattr(term, o) for o in KINDS.get(term.kind).options if hasattr(term, o)}
 
 
-@TERMS.register("tvd")
-def _tvd(term, ctx):
-    return L.tvd(ctx.s_logits, ctx.t_logits, term.temperature, mask=ctx.sample_weight)
+def method_name(method) -> str:
+    """The recipe key a method's class is registered under (its class name when it has none)."""
+    return next((k for k in METHODS if METHODS.get(k) is type(method)), type(method).__name__)
+
+
+def _listed(names) -> str:
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def refuse_kinds(terms, outputs: str | tuple[str, ...], method, takes: tuple[str, ...] | None = None) -> None:
+    """One line naming the method for the first term whose kind does not work on the outputs the
+    method scores; `takes` narrows the kinds the method has a step for (default: all on those outputs)."""
+    outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+    valid = list(takes) if takes is not None else sorted({k for o in outputs for k in KINDS.names(o)})
+    for i, term in enumerate(terms):
+        if term.kind in valid:
+            continue
+        name = method_name(method)
+        works = ", ".join(KINDS.get(term.kind).outputs) if term.kind in KINDS else "nothing registered"
+        raise KDForgeError(f"distill.losses.{i}: {term.kind} is not supported by method {name} (it scores "
+                           f"{' and '.join(outputs)}; {term.kind} works on {works}); method {name} takes "
+                           f"{_listed(valid)} terms only")
 
 
 def labelled_ce(logits: Tensor, labels: Tensor, n_labelled: int | None = None) -> Tensor:
@@ -232,4 +259,4 @@ def make_projections(terms: list, s_feats: dict[str, Tensor], t_feats: dict[str,
 
 
 __all__ = ["TERMS", "LayerPair", "StepContext", "expand_layer_maps", "labelled_ce", "layer_count", "make_projections",
-           "term_names", "uniform_layer_map"]
+           "method_name", "refuse_kinds", "term_loss", "term_names", "term_options", "uniform_layer_map"]
