@@ -27,9 +27,9 @@ from typing import Callable, Iterable
 
 from torch import Tensor
 
-from kdforge.losses.feature import attention_distribution_kl, attention_transfer, hint_loss
+from kdforge.losses.feature import attention_distribution_kl, attention_transfer, cosine_loss, hint_loss
 from kdforge.losses.logit import dist_loss, dkd
-from kdforge.losses.relation import rkd_angle, rkd_distance, similarity_preserving
+from kdforge.losses.relation import rkd_angle, rkd_distance, similarity_matrix_loss, similarity_preserving
 from kdforge.losses.response import jsd, reverse_kl, soft_target_kl, tvd
 
 CLASS_LOGITS, TOKEN_LOGITS, FEATURES, EMBEDDINGS = "class logits", "token logits", "features", "embeddings"
@@ -41,16 +41,22 @@ OUTPUTS = (CLASS_LOGITS, TOKEN_LOGITS, FEATURES, EMBEDDINGS)
 class LossKind:
     """One kind: `fn` its plain tensor function (None: a recipe term the method expands, e.g. layerwise);
     `outputs` what it compares; `options` the term fields handed to `fn` as keywords; `pair`: fn takes
-    just (student, teacher, mask=...) and any method on those outputs can call it."""
+    just (student, teacher, mask=...) and any method on those outputs can call it; `on`: (output, function)
+    where one output needs its own form (similarity between embeddings)."""
 
     name: str
     outputs: tuple[str, ...]
     fn: Callable[..., Tensor] | None = None
     options: tuple[str, ...] = ()
     pair: bool = True
+    on: tuple[tuple[str, Callable[..., Tensor]], ...] = ()
 
     def works_on(self, output: str) -> bool:
         return output in self.outputs
+
+    def fn_for(self, output: str) -> Callable[..., Tensor] | None:
+        """The function on `output`: its own form when it has one, else `fn`."""
+        return dict(self.on).get(output, self.fn)
 
     def __call__(self, student: Tensor, teacher: Tensor, term=None, mask: Tensor | None = None) -> Tensor:
         """fn(student, teacher, mask=mask, **the term's options): a pair kind on any output it works on."""
@@ -65,13 +71,13 @@ class LossKinds:
         self._kinds: dict[str, LossKind] = {}
 
     def add(self, name: str, outputs: Iterable[str], fn: Callable[..., Tensor] | None = None,
-            options: Iterable[str] = (), pair: bool = True) -> LossKind:
+            options: Iterable[str] = (), pair: bool = True, on: dict[str, Callable[..., Tensor]] | None = None) -> LossKind:
         outputs = tuple(outputs)
         if name in self._kinds:
             raise ValueError(f"loss kind {name!r} is registered twice")
         if not outputs or any(o not in OUTPUTS for o in outputs):
             raise ValueError(f"loss kind {name!r}: outputs {outputs} must be among {', '.join(OUTPUTS)}")
-        self._kinds[name] = kind = LossKind(name, outputs, fn, tuple(options), pair and fn is not None)
+        self._kinds[name] = kind = LossKind(name, outputs, fn, tuple(options), pair and fn is not None, tuple((on or {}).items()))
         return kind
 
     def register(self, name: str, outputs: Iterable[str] = LOGITS, options: Iterable[str] = ("temperature",),
@@ -118,7 +124,9 @@ KINDS.add("attention", (FEATURES,), attention_transfer, pair=False)
 KINDS.add("attention_kl", (FEATURES,), attention_distribution_kl, pair=False)
 KINDS.add("rkd_distance", (FEATURES,), rkd_distance, pair=False)
 KINDS.add("rkd_angle", (FEATURES,), rkd_angle, pair=False)
-KINDS.add("similarity", (FEATURES,), similarity_preserving, pair=False)
+KINDS.add("similarity", (FEATURES, EMBEDDINGS), similarity_preserving, pair=False,
+          on={EMBEDDINGS: similarity_matrix_loss})  # embeddings: MSE of the in-batch cosine-similarity matrices
 KINDS.add("layerwise", (FEATURES,), pair=False)  # expanded by the method into hint + attention_kl per mapped layer
+KINDS.add("cosine", (EMBEDDINGS,), cosine_loss, pair=False)  # 1 − cos; the embedding method's term for any other kind
 
 __all__ = ["CLASS_LOGITS", "EMBEDDINGS", "FEATURES", "KINDS", "LOGITS", "LossKind", "LossKinds", "OUTPUTS", "TOKEN_LOGITS"]

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from kdforge.errors import KDForgeError
-
-FEATURE_KINDS = {"hint", "attention", "attention_kl", "rkd_distance", "rkd_angle", "similarity", "layerwise"}
+from kdforge.losses.kinds import FEATURES, KINDS
 
 
 def split_phases(cfg):
     """distill config -> (intermediate-phase config or None, prediction-phase config)."""
     if not cfg.intermediate_epochs:
         return None, cfg
-    inter = [t for t in cfg.losses if t.kind in FEATURE_KINDS]
-    pred = [t for t in cfg.losses if t.kind not in FEATURE_KINDS]
+    inter = [t for t in cfg.losses if KINDS.get(t.kind).works_on(FEATURES)]  # the registry says which kinds take features
+    pred = [t for t in cfg.losses if not KINDS.get(t.kind).works_on(FEATURES)]
     if not inter or not pred:
         raise KDForgeError("distill.intermediate_epochs: the two-phase schedule needs feature terms (layerwise, hint, "
                            f"attention...) and prediction terms (kd, ce...); distill.losses has only {'prediction' if pred else 'feature'} terms")
@@ -20,4 +19,4 @@ def split_phases(cfg):
     return first, cfg.model_copy(update={"losses": pred, "intermediate_epochs": 0})
 
 
-__all__ = ["FEATURE_KINDS", "split_phases"]
+__all__ = ["split_phases"]
