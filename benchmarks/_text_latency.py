@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from kdforge.bench.deploy import Artifact, render, runtime_line, summarize
 from kdforge.bench.measure import int8_share, load_artifact, make_runner, onnx_op_time, size_bytes, task_metrics
-from kdforge.compress import Bf16, Int8Dynamic, export, quantize_
+from kdforge.compress import Bf16, Export, Int8Dynamic, export, quantize_
 from kdforge.compress.ort_opt import cpu_features
 from kdforge.data.text import TokenDataset
 from kdforge.models.hf import for_inference
@@ -70,7 +70,7 @@ def latency_table(teacher, student, student_name: str, test, train, out_dir: Pat
         for name, mod in torch_variants.items():
             runners[name] = make_runner("torch", mod)
             sizes[name] = size_bytes("torch", mod)
-        manifests[role] = export(m, out_dir / role, FORMATS[role], example_inputs=test.x[:2], calibration=calib)
+        manifests[role] = export(m, out_dir / role, Export(FORMATS[role]), example_inputs=test.x[:2], calibration=calib)
         for fmt in FORMATS[role]:
             kind, sess = load_artifact(manifests[role]["files"][fmt], torch.get_num_threads())
             runners[f"{role} {LABELS[fmt]}"] = make_runner(kind, sess)

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import machine_line, mean_std, write_section  # noqa: E402
 
 from kdforge.bench.measure import make_runner, size_bytes, stack_inputs, task_metrics, time_calls  # noqa: E402
-from kdforge.compress import Int8Dynamic, Structured, Unstructured, export, prune_, quantize_  # noqa: E402
+from kdforge.compress import Export, Int8Dynamic, Structured, Unstructured, export, prune_, quantize_  # noqa: E402
 from kdforge.compress.config import RecoverStage  # noqa: E402
 from kdforge.recipe_file import parse_recipe  # noqa: E402
 from kdforge.data import load_data  # noqa: E402
@@ -81,7 +81,7 @@ def variants(model, teacher, data, seed: int, tmp: Path, recover_epochs: int, re
     recover(stage, "recover", tmp / f"rec{seed}-{id(model)}", pruned, teacher, model, data, seed, quiet=True)
     out["struct50+rec"] = pruned.eval()
     out["unstruct50"] = prune_(copy.deepcopy(model), Unstructured(0.5, scope="global"))
-    man = export(model, tmp / f"onnx{seed}-{id(model)}", ["onnx", "onnx-int8"], example_inputs=example)
+    man = export(model, tmp / f"onnx{seed}-{id(model)}", Export(["onnx", "onnx-int8"]), example_inputs=example)
     out["onnx fp32"], out["onnx int8"] = man["files"]["onnx"], man["files"]["onnx-int8"]
     return out
 

@@ -48,5 +48,4 @@ class Registry(Generic[T]):
 MODELS: Registry = Registry("model")
 DATASETS: Registry = Registry("dataset")
 METHODS: Registry = Registry("method")
-COMPRESSORS: Registry = Registry("compressor")
 WORKFLOWS: Registry = Registry("workflow")  # recipe `method:` -> run(recipe, *, resume, force, quiet) (kdforge.workflows)

@@ -2,11 +2,11 @@
 import json
 
 from kdforge.cli import main
-from kdforge.compress import export
+from kdforge.compress import Export, export
 
 
 def test_bench_onnx_writes_json(tmp_path, digits, digits_mlp, capsys):
-    man = export(digits_mlp, tmp_path / "o", ["onnx-int8"], example_inputs=digits.val.x[:4])
+    man = export(digits_mlp, tmp_path / "o", Export(["onnx-int8"]), example_inputs=digits.val.x[:4])
     out = tmp_path / "bench.json"
     assert main(["bench", man["files"]["onnx-int8"], "--repeats", "2", "--batch-sizes", "1,8", "--json", str(out)]) == 0
     m = json.loads(out.read_text())[man["files"]["onnx-int8"]]
@@ -26,7 +26,7 @@ def test_bench_bad_arguments(tmp_path, capsys):
 
 
 def test_bench_several_artifacts_recommends_one(tmp_path, digits, digits_mlp, capsys):
-    man = export(digits_mlp, tmp_path / "o", ["onnx", "onnx-opt", "onnx-opt-int8"], example_inputs=digits.val.x[:4])
+    man = export(digits_mlp, tmp_path / "o", Export(["onnx", "onnx-opt", "onnx-opt-int8"]), example_inputs=digits.val.x[:4])
     files = [man["files"][f] for f in ("onnx", "onnx-opt", "onnx-opt-int8")]
     out = tmp_path / "bench.json"
     assert main(["bench", *files, "--repeats", "3", "--batch-sizes", "1,8", "--json", str(out)]) == 0

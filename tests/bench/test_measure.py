@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kdforge.bench.measure import load_artifact, measure
-from kdforge.compress import Int8Dynamic, export, quantize_
+from kdforge.compress import Export, Int8Dynamic, export, quantize_
 from kdforge.errors import KDForgeError
 
 KEYS = {"params", "size_bytes", "latency_ms", "threads", "warmup", "repeats", "peak_memory_mb", "accuracy", "loss"}
@@ -29,7 +29,7 @@ def test_int8_counts_packed_weights_and_is_smaller(digits, digits_mlp):
 
 
 def test_onnx_artifact_matches_torch_accuracy(tmp_path, digits, digits_mlp):
-    man = export(digits_mlp, tmp_path / "o", ["onnx"], example_inputs=digits.val.x[:4])
+    man = export(digits_mlp, tmp_path / "o", Export(["onnx"]), example_inputs=digits.val.x[:4])
     m = measure(man["files"]["onnx"], digits.test, batch_sizes=(1, 32), repeats=3, threads=1)
     t = measure(digits_mlp, digits.test, batch_sizes=(1,), repeats=1, memory=False)
     assert m["kind"] == "onnx" and m["accuracy"] == pytest.approx(t["accuracy"], abs=1e-6)
@@ -57,7 +57,7 @@ def test_threads_restored_and_bad_artifact(digits, tmp_path):
 def test_onnx_size_counts_external_weight_files(tmp_path, digits, digits_mlp):
     import onnx
 
-    path = export(copy.deepcopy(digits_mlp), tmp_path / "o", ["onnx"], example_inputs=digits.test.x[:2])["files"]["onnx"]
+    path = export(copy.deepcopy(digits_mlp), tmp_path / "o", Export(["onnx"]), example_inputs=digits.test.x[:2])["files"]["onnx"]
     inline = measure(path, digits.test, batch_sizes=(1,), repeats=2, memory=False)["size_bytes"]
     moved = tmp_path / "ext" / "model.onnx"
     moved.parent.mkdir()
@@ -71,7 +71,7 @@ def test_onnx_size_counts_external_weight_files(tmp_path, digits, digits_mlp):
 def test_onnx_op_time_shares(tmp_path, digits, digits_mlp):
     from kdforge.bench.measure import int8_share, onnx_op_time
 
-    man = export(digits_mlp, tmp_path / "o", ["onnx", "onnx-opt-int8"], example_inputs=digits.val.x[:4])
+    man = export(digits_mlp, tmp_path / "o", Export(["onnx", "onnx-opt-int8"]), example_inputs=digits.val.x[:4])
     x = digits.test.x[:32]
     fp32, q = onnx_op_time(man["files"]["onnx"], x, runs=2), onnx_op_time(man["files"]["onnx-opt-int8"], x, runs=2)
     for shares in (fp32, q):

@@ -1,5 +1,6 @@
 import copy
 import json
+from pathlib import Path
 
 import pytest
 
@@ -8,13 +9,13 @@ import torch
 from torch import nn
 
 from kdforge.bench.measure import measure
-from kdforge.compress import Int8Dynamic, export, quantize_
+from kdforge.compress import Export, Int8Dynamic, export, ort_opt, quantize_
 from kdforge.errors import KDForgeError
 
 
 def test_onnx_parity_dynamic_batch_and_int8_accuracy(tmp_path, digits, digits_cnn):
     calib = [digits.train.x[i:i + 32] for i in range(0, 256, 32)]
-    man = export(digits_cnn, tmp_path / "out", ["safetensors", "onnx", "onnx-int8", "onnx-int8-static"],
+    man = export(digits_cnn, tmp_path / "out", Export(["safetensors", "onnx", "onnx-int8", "onnx-int8-static"]),
                  example_inputs=digits.val.x[:8], calibration=calib)
     assert man["onnx_max_abs_diff"] <= 1e-4
     assert json.loads((tmp_path / "out/manifest.json").read_text())["files"] == man["files"]
@@ -47,19 +48,19 @@ class Gate(nn.Module):
 
 def test_untraceable_model_error_names_the_layer(tmp_path):
     with pytest.raises(KDForgeError, match="layer 'body' \\(Gate\\)"):
-        export(Branchy(), tmp_path / "o", ["onnx"], example_inputs=torch.randn(2, 4))
+        export(Branchy(), tmp_path / "o", Export(["onnx"]), example_inputs=torch.randn(2, 4))
     assert not (tmp_path / "o").exists()  # nothing half-written
 
 
 def test_unknown_format_and_missing_inputs(tmp_path, digits_mlp):
     with pytest.raises(KDForgeError, match="unknown \\['tflite'\\]; valid: safetensors"):
-        export(digits_mlp, tmp_path / "o", ["onnx", "tflite"])
+        export(digits_mlp, tmp_path / "o", Export(["onnx", "tflite"]))
     with pytest.raises(KDForgeError, match="example_inputs"):
-        export(digits_mlp, tmp_path / "o", ["onnx"])
+        export(digits_mlp, tmp_path / "o", Export(["onnx"]))
     with pytest.raises(KDForgeError, match="not a Hugging Face model"):
-        export(digits_mlp, tmp_path / "o", ["hf"])
+        export(digits_mlp, tmp_path / "o", Export(["hf"]))
     with pytest.raises(KDForgeError, match="torch INT8"):
-        export(quantize_(copy.deepcopy(digits_mlp), Int8Dynamic()), tmp_path / "o", ["safetensors"])
+        export(quantize_(copy.deepcopy(digits_mlp), Int8Dynamic()), tmp_path / "o", Export(["safetensors"]))
     assert not (tmp_path / "o").exists()
 
 
@@ -68,7 +69,7 @@ def test_hf_save_pretrained(tmp_path):
     cfg = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                   intermediate_size=32, num_labels=3)
     model = transformers.BertForSequenceClassification(cfg)
-    man = export(model, tmp_path / "o", ["hf"])
+    man = export(model, tmp_path / "o", Export(["hf"]))
     reloaded = transformers.BertForSequenceClassification.from_pretrained(man["files"]["hf"])
     torch.testing.assert_close(reloaded.classifier.weight, model.classifier.weight)
 
@@ -77,7 +78,7 @@ def test_hf_classifier_to_onnx_int8(tmp_path):
     pytest.importorskip("transformers")
     model = tiny_bert_classifier(num_hidden_layers=1)
     ids = torch.randint(1, 50, (2, 7))
-    man = export(model, tmp_path / "o", ["onnx", "onnx-int8"], example_inputs=ids)  # dynamo exporter for HF
+    man = export(model, tmp_path / "o", Export(["onnx", "onnx-int8"]), example_inputs=ids)  # dynamo exporter for HF
     assert man["onnx_max_abs_diff"] <= 1e-4
     import onnxruntime as ort
 
@@ -97,7 +98,7 @@ def test_kdforge_hf_wrapper_exports_onnx_and_hf_folder(tmp_path):
     model = wrap(tiny_bert_classifier(num_hidden_layers=2), "classify", pad_id=0, attentions=True)
     ids = torch.randint(1, 50, (2, 9))
     ids[1, 5:] = 0  # padding: the mask is computed from the ids inside the exported graph
-    man = export(model, tmp_path / "o", ["onnx", "onnx-int8", "hf"], example_inputs=ids)
+    man = export(model, tmp_path / "o", Export(["onnx", "onnx-int8", "hf"]), example_inputs=ids)
     assert man["onnx_max_abs_diff"] <= 1e-4
     assert model.attentions  # the export used a copy; the caller's taps are untouched
     import onnxruntime as ort
@@ -109,3 +110,18 @@ def test_kdforge_hf_wrapper_exports_onnx_and_hf_folder(tmp_path):
         torch.testing.assert_close(torch.from_numpy(sess.run(None, {"x": more.numpy()})[0]), model(more), atol=1e-4, rtol=1e-4)
     reloaded = transformers.BertForSequenceClassification.from_pretrained(man["files"]["hf"])
     torch.testing.assert_close(reloaded.classifier.weight, model.hf.classifier.weight)
+
+
+def test_every_onnx_int8_format_goes_through_the_one_implementation_of_its_mode(tmp_path, digits, digits_mlp, monkeypatch):
+    """Plain and optimized INT8 formats call the same dynamic / static quantizer, each with its settings."""
+    calls = []
+    for name in ("quantize_dynamic_int8", "quantize_static_int8"):
+        real = getattr(ort_opt, name)
+        monkeypatch.setattr(ort_opt, name, lambda src, dst, *a, _real=real, _name=name, **kw:
+                            calls.append((_name, Path(dst).name, kw.get("reduce_range"))) or _real(src, dst, *a, **kw))
+    formats = ["onnx-int8", "onnx-int8-static", "onnx-opt-int8", "onnx-opt-int8-static"]
+    man = export(digits_mlp, tmp_path / "o", Export(formats), example_inputs=digits.val.x[:4], calibration=[digits.train.x[:32]])
+    assert sorted(calls) == [("quantize_dynamic_int8", "model.int8.onnx", False), ("quantize_dynamic_int8", "model.opt.int8.onnx", None),
+                             ("quantize_static_int8", "model.int8-static.onnx", False),
+                             ("quantize_static_int8", "model.opt.int8-static.onnx", None)]
+    assert sorted(man["files"]) == sorted(formats)

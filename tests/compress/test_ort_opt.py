@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from kdforge.bench.measure import measure
-from kdforge.compress import export, ort_opt
+from kdforge.compress import Export, export, ort_opt
 from kdforge.compress.export import ort_session
 from tests.hf_tiny import tiny_bert_classifier
 
@@ -23,7 +23,7 @@ def bert_exports(tmp_path_factory):
     ids[1, 9:] = 0  # padding: the mask is computed from the ids inside the graph
     calib = [torch.randint(1, 50, (8, 16), generator=g) for _ in range(4)]
     man = export(model, tmp_path_factory.mktemp("bert") / "o",
-                 ["onnx", "onnx-opt", "onnx-opt-int8", "onnx-opt-int8-static"], example_inputs=ids, calibration=calib)
+                 Export(["onnx", "onnx-opt", "onnx-opt-int8", "onnx-opt-int8-static"]), example_inputs=ids, calibration=calib)
     return model, man
 
 
@@ -88,8 +88,8 @@ def test_int8_options_off_keep_onnx_runtime_defaults(tmp_path):
 
     model = wrap(tiny_bert_classifier(num_hidden_layers=1), "classify", pad_id=0, attentions=True)
     ids = torch.randint(1, 50, (2, 16), generator=torch.Generator().manual_seed(0))
-    man = export(model, tmp_path / "o", ["onnx-opt-int8"], example_inputs=ids, int8_activations=False,
-                 gelu_approximation=False)
+    man = export(model, tmp_path / "o", Export(["onnx-opt-int8"], int8_activations=False, gelu_approximation=False),
+                 example_inputs=ids)
     ops = ort_opt.op_counts(man["files"]["onnx-opt-int8"])
     assert ops.get("MatMul") == 2 and "FastGelu" not in ops  # the attention products stay fp32, GELU exact
     assert not man["onnx_opt"]["int8"]["activations"] and "gelu_approximation" not in man["onnx_opt"]["int8_graph"]
@@ -97,7 +97,7 @@ def test_int8_options_off_keep_onnx_runtime_defaults(tmp_path):
 
 def test_plain_model_gets_offline_optimizations(tmp_path, digits, digits_cnn):
     calib = [digits.train.x[i:i + 32] for i in range(0, 256, 32)]
-    man = export(digits_cnn, tmp_path / "o", ["onnx", "onnx-opt", "onnx-opt-int8-static"],
+    man = export(digits_cnn, tmp_path / "o", Export(["onnx", "onnx-opt", "onnx-opt-int8-static"]),
                  example_inputs=digits.val.x[:8], calibration=calib)
     info = man["onnx_opt"]
     assert not info["transformer_fusions"] and info["fp32"]["nodes_after"] <= info["fp32"]["nodes_before"]
@@ -111,7 +111,7 @@ def test_plain_model_gets_offline_optimizations(tmp_path, digits, digits_cnn):
 @pytest.mark.parametrize("flags,reduce", [({"avx512_vnni"}, False), ({"avx_vnni"}, False), ({"avx2", "avx512f"}, True)])
 def test_int8_reduce_range_follows_cpu(tmp_path, digits, digits_mlp, monkeypatch, flags, reduce):
     monkeypatch.setattr(ort_opt, "cpu_features", lambda: {f: f in flags for f in ort_opt.CPU_FLAGS})
-    man = export(digits_mlp, tmp_path / "o", ["onnx-opt-int8"], example_inputs=digits.val.x[:4])
+    man = export(digits_mlp, tmp_path / "o", Export(["onnx-opt-int8"]), example_inputs=digits.val.x[:4])
     assert man["onnx_opt"]["int8"]["reduce_range"] is reduce
     assert man["onnx_opt"]["cpu"] == {f: f in flags for f in ort_opt.CPU_FLAGS}
 

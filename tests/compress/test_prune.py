@@ -57,7 +57,7 @@ def test_structured_needs_example_inputs(digits_mlp):
 
 def test_structured_heads_on_a_tiny_bert_round_trips(tmp_path):
     transformers = pytest.importorskip("transformers")
-    from kdforge.compress import export
+    from kdforge.compress import Export, export
 
     model = tiny_bert_classifier(num_hidden_layers=2)
     ids = torch.randint(0, 50, (2, 7))
@@ -68,7 +68,7 @@ def test_structured_heads_on_a_tiny_bert_round_trips(tmp_path):
     assert count_parameters(model) < 0.6 * before
     out = model(ids).logits
     assert out.shape == (2, 3)
-    man = export(model, tmp_path / "o", ["hf"])
+    man = export(model, tmp_path / "o", Export(["hf"]))
     again = transformers.BertForSequenceClassification.from_pretrained(man["files"]["hf"]).eval()
     torch.testing.assert_close(again(ids).logits, out)
 

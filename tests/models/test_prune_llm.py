@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from kdforge.compress import export
+from kdforge.compress import Export, export
 from kdforge.errors import KDForgeError
 from kdforge.models.hf import wrap
 from kdforge.models.prune_llm import (Importance, PruneTarget, calibration_batches, importance, non_embedding_parameters, plan,
@@ -134,5 +134,5 @@ def test_pruned_model_round_trips_save_pretrained_and_exports_to_onnx(tmp_path):
     again = LlamaForCausalLM.from_pretrained(tmp_path / "hf").eval()
     with torch.no_grad():
         torch.testing.assert_close(again(IDS).logits, pruned(IDS).logits, atol=1e-6, rtol=0)
-    manifest = export(wrap(pruned, "causal_lm"), tmp_path / "out", ["onnx"], example_inputs=IDS[:2])
+    manifest = export(wrap(pruned, "causal_lm"), tmp_path / "out", Export(["onnx"]), example_inputs=IDS[:2])
     assert manifest["onnx_max_abs_diff"] < 1e-4

@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from kdforge.compress import export
+from kdforge.compress import Export, export
 from kdforge.errors import KDForgeError
 from kdforge.models.hf import load_hf
 from kdforge.models.small import count_parameters
@@ -72,7 +72,7 @@ def test_hf_folder_round_trip_takes_original_ids(pair, tmp_path):
 
 def test_onnx_graph_takes_original_ids(pair, tmp_path):
     model, trimmed, _ = pair
-    manifest = export(trimmed, tmp_path / "onnx", ["onnx"], example_inputs=_corpus()[:2])
+    manifest = export(trimmed, tmp_path / "onnx", Export(["onnx"]), example_inputs=_corpus()[:2])
     sess = ort.InferenceSession(manifest["files"]["onnx"], providers=["CPUExecutionProvider"])
     got = torch.from_numpy(sess.run(None, {"x": _corpus().numpy()})[0])
     with torch.no_grad():

@@ -1,9 +1,11 @@
-"""Compression verbs: `quantize_`, `prune_`, `lowrank_` mutate a model in place
-by a typed config; `export` writes deployable artifacts. Never imports training."""
-from kdforge.compress.export import FORMATS, export
-from kdforge.compress.lowrank import LowRank, lowrank_
-from kdforge.compress.prune import Structured, Unstructured, prune_, sparsity
-from kdforge.compress.quantize import Bf16, Fp16, Int8Dynamic, quantize_
+"""Compression verbs: `quantize_`, `prune_`, `lowrank_` mutate a model in place by a typed
+config; `export` writes deployable artifacts by one. Each verb has its own handler table
+(QUANTIZE, PRUNE, LOWRANK, EXPORT: a `Verb`, keyed by config type). Never imports training."""
+from kdforge.compress.base import Verb
+from kdforge.compress.export import EXPORT, FORMATS, Export, export
+from kdforge.compress.lowrank import LOWRANK, LowRank, lowrank_
+from kdforge.compress.prune import PRUNE, Structured, Unstructured, prune_, sparsity
+from kdforge.compress.quantize import QUANTIZE, Bf16, Fp16, Int8Dynamic, quantize_
 
-__all__ = ["FORMATS", "Bf16", "Fp16", "Int8Dynamic", "LowRank", "Structured", "Unstructured",
-           "export", "lowrank_", "prune_", "quantize_", "sparsity"]
+__all__ = ["EXPORT", "FORMATS", "LOWRANK", "PRUNE", "QUANTIZE", "Bf16", "Export", "Fp16", "Int8Dynamic", "LowRank",
+           "Structured", "Unstructured", "Verb", "export", "lowrank_", "prune_", "quantize_", "sparsity"]

@@ -1,15 +1,16 @@
-"""What every compression verb shares: handler lookup by config type, the
+"""What every compression verb shares: a handler table per verb keyed by config type, the
 `filter_fn(module, name)` that chooses where a verb applies, and module swapping.
 
-A verb (`quantize_`, `prune_`, `lowrank_`) mutates the model in place and
-returns it, as torchao's `quantize_` does. Handlers are registered per config
-class, so adding a method is one class plus one decorated function.
+A verb (`quantize_`, `prune_`, `lowrank_`) mutates the model in place and returns it, as
+torchao's `quantize_` does; `export` writes artifacts and returns their manifest. Each verb
+owns one `Verb` table, so adding a method is one config class plus one function registered
+on its verb, and a config registered with one verb is refused by the others.
 """
 from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from torch import nn
 
@@ -17,28 +18,54 @@ from kdforge.errors import KDForgeError
 
 FilterFn = Callable[[nn.Module, str], bool]
 
-_HANDLERS: dict[type, Callable] = {}
 
+class Verb:
+    """One compression verb: its handlers by config type, and the inputs they take.
 
-def handles(config_type: type) -> Callable:
-    """Decorator: `fn(model, config, filter_fn)` is the handler for `config_type`."""
+    A handler is `fn(model, config, **inputs)` with exactly the keyword inputs named in
+    `takes` (missing ones are None): filter_fn for the module verbs, example_inputs for
+    structured pruning, out_dir / example_inputs / calibration for export.
+    """
 
-    def deco(fn: Callable) -> Callable:
-        _HANDLERS[config_type] = fn
+    def __init__(self, name: str, takes: tuple[str, ...] = ("filter_fn",)):
+        self.name = name
+        self.takes = takes
+        self._handlers: dict[type, Callable[..., Any]] = {}
+
+    def register(self, config_type: type) -> Callable:
+        """Decorator: the handler of this verb for configs of exactly `config_type`."""
+
+        if config_type in self._handlers:
+            raise ValueError(f"{self.name}: {config_type.__name__} is registered twice")
+
+        def deco(fn: Callable) -> Callable:
+            self._handlers[config_type] = fn
+            return fn
+
+        return deco
+
+    def handler(self, config: object) -> Callable[..., Any]:
+        """The handler for type(config); an unknown config lists the valid ones."""
+        fn = self._handlers.get(type(config))
+        if fn is None:
+            valid = ", ".join(sorted(t.__name__ for t in self._handlers))
+            raise KDForgeError(f"{self.name}: no handler for config {type(config).__name__}; valid configs: {valid}")
         return fn
 
-    return deco
+    def __repr__(self) -> str:
+        return f"Verb({self.name!r})"
 
+    def pick(self, **available: Any) -> dict[str, Any]:
+        """The inputs among `available` that this verb takes (a workflow offers all it has)."""
+        return {k: v for k, v in available.items() if k in self.takes}
 
-def dispatch(verb: str, model: nn.Module, config: object, filter_fn: FilterFn | None, **kwargs) -> nn.Module:
-    """Run the handler registered for type(config); unknown configs list the valid ones."""
-    if not isinstance(model, nn.Module):
-        raise KDForgeError(f"{verb}: expected a torch nn.Module, got {type(model).__name__}")
-    handler = _HANDLERS.get(type(config))
-    if handler is None:
-        valid = ", ".join(sorted(t.__name__ for t in _HANDLERS))
-        raise KDForgeError(f"{verb}: no handler for config {type(config).__name__}; valid configs: {valid}")
-    return handler(model, config, filter_fn, **kwargs)
+    def __call__(self, model: nn.Module, config: object, **inputs: Any) -> Any:
+        unknown = sorted(set(inputs) - set(self.takes))
+        if unknown:
+            raise KDForgeError(f"{self.name}: unexpected inputs {unknown}; it takes {', '.join(self.takes)}")
+        if not isinstance(model, nn.Module):
+            raise KDForgeError(f"{self.name}: expected a torch nn.Module, got {type(model).__name__}")
+        return self.handler(config)(model, config, **{k: inputs.get(k) for k in self.takes})
 
 
 def select(model: nn.Module, types: tuple[type, ...], filter_fn: FilterFn | None) -> list[tuple[str, nn.Module]]:

@@ -10,24 +10,33 @@ Every stage may carry a gate: `max_accuracy_drop` (a fraction: 0.01 = 1 point)
 of test accuracy against the distilled student, the teacher, or the previous stage.
 A failed gate stops the pipeline (exit code 3) and keeps the last passing artifact.
 
-A transform stage (quantize / prune / lowrank) is validated by building the config of
-its verb (`verb_config()`: Int8Dynamic, Structured, LowRank, ...), so the verbs' own
-checks are the only ones and a stage can never hold what its verb would refuse.
+A stage names its verb (`verb`: QUANTIZE, PRUNE, LOWRANK, EXPORT) and builds the typed
+config it hands to it (`verb_config()`: Int8Dynamic, Structured, LowRank, Export, ...). It is
+validated by building that config and finding the verb's handler for it, so the verbs' own
+checks are the only ones and a stage can never hold what its verb would refuse. The workflow
+(kdforge.workflows.compress) runs a stage by its type: a `TransformStage` by handing its config
+to its verb, so a new transform is one stage class plus one registered verb handler.
 """
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from kdforge.compress.lowrank import LowRank
-from kdforge.compress.prune import Structured, Unstructured
-from kdforge.compress.quantize import Bf16, Fp16, Int8Dynamic
+from kdforge.compress.base import Verb
+from kdforge.compress.export import EXPORT, Export
+from kdforge.compress.lowrank import LOWRANK, LowRank
+from kdforge.compress.prune import PRUNE, Structured, Unstructured
+from kdforge.compress.quantize import QUANTIZE, Bf16, Fp16, Int8Dynamic
 from kdforge.errors import KDForgeError
 
 
-class _Stage(BaseModel):
+class Stage(BaseModel):
+    """One `compress:` entry: its gate, and the verb (if any) that applies it."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    verb: ClassVar[Verb | None] = None  # the compression verb this stage's config is handed to (None: recover)
+    structural: ClassVar[bool] = False  # changes the architecture: `recover` with source: previous learns from the model before it
 
     max_accuracy_drop: float | None = Field(
         None, ge=0, le=1, description="Gate: stop if test accuracy drops more than this (0.01 = 1 point); null: no gate."
@@ -37,22 +46,33 @@ class _Stage(BaseModel):
     )
 
     def verb_config(self) -> object | None:
-        """The config of the compression verb this stage applies (None: recover and export apply none)."""
+        """The typed config handed to `verb` (None when the stage has no verb)."""
         return None
 
     @model_validator(mode="after")
-    def _verb_accepts(self) -> "_Stage":
+    def _verb_accepts(self) -> "Stage":
         try:
-            self.verb_config()
+            config = self.verb_config()
+            if self.verb is not None:
+                self.verb.handler(config)
         except KDForgeError as e:  # the verb's own check, reported at this stage's place in the recipe
             raise ValueError(str(e)) from None
         return self
 
 
-class QuantizeStage(_Stage):
+class TransformStage(Stage):
+    """A stage that changes the model: the workflow hands `verb_config()` to `verb` on a copy of
+    the model, then measures, gates and saves the result (a float model's weights)."""
+
+    def verb_config(self) -> object:
+        raise NotImplementedError(f"{type(self).__name__}.verb_config")
+
+
+class QuantizeStage(TransformStage):
     """INT8 dynamic (torch.ao, Linear/LSTM/GRU) or a float16 / bfloat16 cast."""
 
     kind: Literal["quantize"] = "quantize"
+    verb: ClassVar[Verb] = QUANTIZE
     method: Literal["int8_dynamic", "fp16", "bf16"] = Field("int8_dynamic", description="Quantization method.")
     per_channel: bool = Field(False, description="int8_dynamic: one scale per output channel.")
 
@@ -60,10 +80,12 @@ class QuantizeStage(_Stage):
         return {"int8_dynamic": Int8Dynamic(per_channel=self.per_channel), "fp16": Fp16(), "bf16": Bf16()}[self.method]
 
 
-class PruneStage(_Stage):
+class PruneStage(TransformStage):
     """structured: removes neurons/channels (smaller, faster); unstructured: zeroes weights (same speed)."""
 
     kind: Literal["prune"] = "prune"
+    verb: ClassVar[Verb] = PRUNE
+    structural: ClassVar[bool] = True
     method: Literal["structured", "unstructured"] = Field("structured", description="Pruning method.")
     amount: float = Field(..., description="Fraction removed, strictly between 0 and 1.")
     scope: Literal["global", "layer"] = Field("global", description="unstructured: rank weights globally or per layer.")
@@ -72,10 +94,12 @@ class PruneStage(_Stage):
         return Structured(self.amount) if self.method == "structured" else Unstructured(self.amount, self.scope)
 
 
-class LowRankStage(_Stage):
+class LowRankStage(TransformStage):
     """SVD factorization of Linear layers; give rank or energy."""
 
     kind: Literal["lowrank"] = "lowrank"
+    verb: ClassVar[Verb] = LOWRANK
+    structural: ClassVar[bool] = True
     rank: int | None = Field(None, description="Singular values kept per layer (a positive integer).")
     energy: float | None = Field(None, description="Kept share of Σσ² per layer, in (0, 1].")
 
@@ -83,7 +107,7 @@ class LowRankStage(_Stage):
         return LowRank(rank=self.rank, energy=self.energy)
 
 
-class RecoverStage(_Stage):
+class RecoverStage(Stage):
     """Recovery training by distillation (soft targets + labels) after pruning or factorization."""
 
     kind: Literal["recover"] = "recover"
@@ -97,10 +121,11 @@ class RecoverStage(_Stage):
     alpha: float = Field(0.8, ge=0, le=1, description="Weight of the soft-target term (1 − alpha on the labels).")
 
 
-class ExportStage(_Stage):
+class ExportStage(Stage):
     """Deployment artifacts; every ONNX artifact is measured and its accuracy gated."""
 
     kind: Literal["export"] = "export"
+    verb: ClassVar[Verb] = EXPORT
     formats: list[Literal["safetensors", "hf", "onnx", "onnx-int8", "onnx-int8-static",
                           "onnx-opt", "onnx-opt-int8", "onnx-opt-int8-static"]] = Field(
         default_factory=lambda: ["safetensors", "onnx"], min_length=1,
@@ -112,7 +137,11 @@ class ExportStage(_Stage):
                                      "(FastGelu) in transformer INT8 graphs; gated with the INT8 accuracy drop.")
 
 
-CompressStage = Annotated[
-    Union[QuantizeStage, PruneStage, LowRankStage, RecoverStage, ExportStage], Field(discriminator="kind")
-]
-STAGE_KINDS = ("quantize", "prune", "lowrank", "recover", "export")
+    def verb_config(self) -> Export:
+        return Export(formats=tuple(self.formats), int8_activations=self.int8_activations,
+                      gelu_approximation=self.gelu_approximation)
+
+
+STAGE_TYPES = (QuantizeStage, PruneStage, LowRankStage, RecoverStage, ExportStage)
+CompressStage = Annotated[Union[STAGE_TYPES], Field(discriminator="kind")]
+STAGE_KINDS = tuple(t.model_fields["kind"].default for t in STAGE_TYPES)

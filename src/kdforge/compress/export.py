@@ -1,6 +1,7 @@
-"""export(model, out_dir, formats): deployable artifacts plus a manifest.
+"""export(model, out_dir, Export(formats=...)): deployable artifacts plus a manifest.
 
-Formats:
+`export` is a verb like `quantize_`: its handler is looked up by the config's type (EXPORT,
+one handler, for `Export`). Formats:
   safetensors   the float weights (model.safetensors)
   hf            `save_pretrained` folder, for Hugging Face models (hf/)
   onnx          model.onnx, batch axis dynamic; ONNX Runtime is run against
@@ -13,6 +14,9 @@ Formats:
                 BERT-style encoders); see kdforge.compress.ort_opt. The manifest records
                 node counts before/after, the fusions, the INT8 settings and the CPU's
                 INT8 instruction sets
+Each INT8 mode has one implementation (ort_opt.quantize_dynamic_int8 / quantize_static_int8);
+the plain formats call it with ONNX Runtime's defaults (per-tensor dynamic weights, constant-
+weight MatMuls only, full 8-bit range), the optimized ones with the settings that fit the CPU.
 
 ONNX export (exporter="auto") uses the TorchScript exporter for plain modules:
 on this CPU it takes ~0.1 s where the dynamo exporter takes ~8 s for the same
@@ -28,6 +32,7 @@ import shutil
 import tempfile
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -36,6 +41,7 @@ import torch
 from torch import nn
 
 from kdforge.compress import ort_opt
+from kdforge.compress.base import Verb
 from kdforge.errors import KDForgeError
 from kdforge.models.hf import for_inference, hf_inner
 from kdforge.rundir import write_json
@@ -43,34 +49,48 @@ from kdforge.rundir import write_json
 FORMATS = ("safetensors", "hf", "onnx", "onnx-int8", "onnx-int8-static", *ort_opt.OPT_FORMATS)
 PARITY_TOL = 1e-4
 INPUT, OUTPUT = "x", "logits"
+EXPORT = Verb("export", takes=("out_dir", "example_inputs", "calibration"))  # its handler: Export
 
 
-def export(
-    model: nn.Module,
-    out_dir: str | Path,
-    formats: Iterable[str] = ("safetensors", "onnx"),
-    *,
-    example_inputs: torch.Tensor | None = None,
-    calibration: Iterable[torch.Tensor] | None = None,
-    exporter: str = "auto",
-    opset: int = 17,
-    int8_activations: bool = True,
-    gelu_approximation: bool = True,
-) -> dict:
-    """Write `formats` of `model` into `out_dir`; returns (and saves as manifest.json)
-    {"files": {format: path}, "onnx_max_abs_diff": float, ...}.
+@dataclass(frozen=True)
+class Export:
+    """Which artifacts to write, and how.
 
-    example_inputs: one batch (B, ...) used to trace and to check parity (needed for ONNX).
-    calibration: input batches for onnx-int8-static.
+    exporter: "auto" (dynamo for Hugging Face models, else TorchScript), "torchscript" or "dynamo".
     int8_activations: onnx-opt-int8 also quantizes the activation x activation MatMuls (attention).
     gelu_approximation: onnx-opt-int8* of a transformer use the tanh GELU (FastGelu); see ort_opt.
     """
-    formats = list(formats)
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise KDForgeError(f"export formats: unknown {unknown or 'none given'}; valid: {', '.join(FORMATS)}")
-    if exporter not in ("auto", "torchscript", "dynamo"):
-        raise KDForgeError(f"export exporter: expected 'auto', 'torchscript' or 'dynamo', got {exporter!r}")
+
+    formats: tuple[str, ...] = ("safetensors", "onnx")
+    exporter: str = "auto"
+    opset: int = 17
+    int8_activations: bool = True
+    gelu_approximation: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "formats", tuple(self.formats))  # a list from a recipe, kept immutable
+        unknown = [f for f in self.formats if f not in FORMATS]
+        if unknown or not self.formats:
+            raise KDForgeError(f"Export.formats: unknown {unknown or 'none given'}; valid: {', '.join(FORMATS)}")
+        if self.exporter not in ("auto", "torchscript", "dynamo"):
+            raise KDForgeError(f"Export.exporter: expected 'auto', 'torchscript' or 'dynamo', got {self.exporter!r}")
+
+
+def export(model: nn.Module, out_dir: str | Path, config: Export = Export(), *,
+           example_inputs: torch.Tensor | None = None, calibration: Iterable[torch.Tensor] | None = None) -> dict:
+    """Write `config.formats` of `model` into `out_dir`; returns (and saves as manifest.json)
+    {"files": {format: path}, "onnx_max_abs_diff": float, ...}.
+
+    example_inputs: one batch (B, ...) used to trace and to check parity (needed for ONNX).
+    calibration: input batches for the *-int8-static formats.
+    """
+    return EXPORT(model, config, out_dir=out_dir, example_inputs=example_inputs, calibration=calibration)
+
+
+@EXPORT.register(Export)
+def _export(model: nn.Module, config: Export, out_dir: str | Path, example_inputs: torch.Tensor | None,
+            calibration: Iterable[torch.Tensor] | None) -> dict:
+    formats, exporter = list(config.formats), config.exporter
     if exporter == "auto":  # HF models trip benign TorchScript tracer warnings (mask checks); torch.export handles them
         exporter = "dynamo" if hf_inner(model) is not None else "torchscript"
     needs_onnx = any(f.startswith("onnx") for f in formats)
@@ -89,8 +109,8 @@ def export(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        int8 = {"activations": int8_activations, "gelu_approximation": gelu_approximation}
-        manifest = _write(for_inference(model), tmp, formats, example_inputs, calibration, exporter, opset, int8)
+        int8 = {"activations": config.int8_activations, "gelu_approximation": config.gelu_approximation}
+        manifest = _write(for_inference(model), tmp, formats, example_inputs, calibration, exporter, config.opset, int8)
         out_dir.mkdir(parents=True, exist_ok=True)
         for item in tmp.iterdir():
             dest = out_dir / item.name
@@ -124,16 +144,15 @@ def _write(model, tmp: Path, formats, example_inputs, calibration, exporter, ops
         info["onnx_max_abs_diff"] = onnx_parity(model, fp32, example_inputs)
         if "onnx" in formats:
             files["onnx"] = fp32.name
-        if "onnx-int8" in formats:
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            with _quiet_loggers():  # ORT logs "consider pre-processing" on the root logger
-                quantize_dynamic(str(fp32), str(tmp / "model.int8.onnx"), weight_type=QuantType.QInt8)
-            files["onnx-int8"] = "model.int8.onnx"
-        if "onnx-int8-static" in formats:
-            with _quiet_loggers():
-                ort_static_int8(fp32, tmp / "model.int8-static.onnx", calibration)
-            files["onnx-int8-static"] = "model.int8-static.onnx"
+        with _quiet_loggers():  # ORT logs "consider pre-processing" on the root logger
+            if "onnx-int8" in formats:  # ONNX Runtime's defaults: per-tensor weights, constant-weight MatMuls only
+                ort_opt.quantize_dynamic_int8(fp32, tmp / "model.int8.onnx", per_channel=False, activations=False,
+                                              reduce_range=False)
+                files["onnx-int8"] = "model.int8.onnx"
+            if "onnx-int8-static" in formats:
+                ort_opt.quantize_static_int8(fp32, tmp / "model.int8-static.onnx", calibration, transformer=False,
+                                             reduce_range=False, fmt="onnx-int8-static")
+                files["onnx-int8-static"] = "model.int8-static.onnx"
         if not spec and any(f.startswith("onnx-opt") for f in formats):
             info["onnx_opt"] = _write_optimized(model, tmp, formats, example_inputs, calibration, fp32, None, int8, files)
         if "onnx" not in formats:
@@ -187,7 +206,7 @@ def _write_optimized(model, tmp: Path, formats, example, calibration, src: Path,
                 files["onnx-opt-int8"] = "model.opt.int8.onnx"
             if "onnx-opt-int8-static" in formats:
                 out["int8_static"] = ort_opt.quantize_static_int8(base, tmp / "model.opt.int8-static.onnx", calibration,
-                                                                  transformer=spec is not None)
+                                                                  transformer=spec is not None, fmt="onnx-opt-int8-static")
                 files["onnx-opt-int8-static"] = "model.opt.int8-static.onnx"
             base.unlink()
     return out
@@ -308,23 +327,3 @@ def onnx_parity(model: nn.Module, path: Path, example: torch.Tensor) -> float:
         got = sess.run(None, {INPUT: x.numpy()})[0].astype(np.float32)
         worst = max(worst, float(np.abs(got - ref).max()))
     return worst
-
-
-def ort_static_int8(fp32: Path, out: Path, calibration: Iterable[torch.Tensor]) -> None:
-    """Static INT8 (QDQ, per-channel weights) with activation ranges from `calibration` batches."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    batches = [b.numpy() if isinstance(b, torch.Tensor) else np.asarray(b, dtype=np.float32) for b in calibration]
-    if not batches:
-        raise KDForgeError("export onnx-int8-static: calibration gave no batches")
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(batches)
-
-        def get_next(self):
-            b = next(self.it, None)
-            return None if b is None else {INPUT: b}
-
-    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)

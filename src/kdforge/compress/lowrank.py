@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from kdforge.compress.base import FilterFn, dispatch, handles, select, set_submodule
+from kdforge.compress.base import FilterFn, Verb, select, set_submodule
 from kdforge.errors import KDForgeError
+
+LOWRANK = Verb("lowrank_")  # its handler: LowRank
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ def lowrank_(model: nn.Module, config: LowRank, filter_fn: FilterFn | None = Non
 
     The factorized layers are recorded in `model.kdforge_lowrank` as {name: rank}.
     """
-    return dispatch("lowrank_", model, config, filter_fn)
+    return LOWRANK(model, config, filter_fn=filter_fn)
 
 
 def choose_rank(s: torch.Tensor, config: LowRank) -> int:
@@ -49,7 +51,7 @@ def choose_rank(s: torch.Tensor, config: LowRank) -> int:
     return int(torch.searchsorted(share, torch.tensor(config.energy, dtype=share.dtype) - 1e-12).item()) + 1
 
 
-@handles(LowRank)
+@LOWRANK.register(LowRank)
 def _lowrank(model: nn.Module, config: LowRank, filter_fn: FilterFn | None) -> nn.Module:
     chosen = select(model, (nn.Linear,), filter_fn)
     if not chosen:

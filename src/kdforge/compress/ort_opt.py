@@ -1,4 +1,5 @@
-"""ONNX Runtime graph optimization and INT8 that fits the CPU, for `export`'s optimized formats.
+"""ONNX Runtime graph optimization, and the one implementation of each ONNX INT8 mode (dynamic,
+static QDQ) that every `export` format uses; the optimized formats set it to fit the CPU.
 
   onnx-opt               fp32 graph after ONNX Runtime's optimizer. BERT-style Hugging Face
                          encoders get the transformer fusions (`onnxruntime.transformers.optimizer`,
@@ -154,33 +155,37 @@ def optimize(src: Path, dst: Path, spec: dict | None, *, for_int8: bool, gelu_ap
     return {"nodes_before": before, "nodes_after": count_nodes(dst), "fused": fused}
 
 
-def quantize_dynamic_int8(src: Path, dst: Path, *, per_channel: bool = True, activations: bool = True) -> dict:
+def quantize_dynamic_int8(src: Path, dst: Path, *, per_channel: bool = True, activations: bool = True,
+                          reduce_range: bool | None = None) -> dict:
     """Dynamic INT8 of `src` (int8 weights, activations quantized per batch); returns its settings.
 
     activations: also quantize MatMuls whose both inputs are activations (attention QK^T and .V);
-    False quantizes only the MatMuls with a constant weight (ONNX Runtime's default)."""
+    False quantizes only the MatMuls with a constant weight (ONNX Runtime's default).
+    reduce_range: 7-bit weights; None: when the CPU has no VNNI (see the module docstring)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    reduce_range = not has_vnni()
+    reduce_range = not has_vnni() if reduce_range is None else reduce_range
     # com.microsoft fused ops defeat ONNX shape inference: tensors of unknown type are float
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel, reduce_range=reduce_range,
                      extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": not activations})
     return {"method": "dynamic", "per_channel": per_channel, "reduce_range": reduce_range, "activations": activations}
 
 
-def quantize_static_int8(src: Path, dst: Path, calibration: Iterable, *, transformer: bool) -> dict:
+def quantize_static_int8(src: Path, dst: Path, calibration: Iterable, *, transformer: bool, reduce_range: bool | None = None,
+                         fmt: str = "int8-static") -> dict:
     """Static INT8 (QDQ, per-channel weights) with activation ranges from `calibration` batches.
 
     transformer: quantize the MatMuls only (the pooler/classifier Gemm on a gathered [CLS]
-    row has no calibrated bias scale and is a negligible share of the time)."""
+    row has no calibrated bias scale and is a negligible share of the time).
+    reduce_range: 7-bit weights; None: when the CPU has no VNNI. fmt: the format named in errors."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     batches = [b.numpy() if isinstance(b, torch.Tensor) else np.asarray(b) for b in calibration]
     batches = [b for b in batches if len(b)]  # an empty batch breaks the calibration session
     if not batches:
-        raise KDForgeError("export int8-static: calibration gave no batches")
+        raise KDForgeError(f"export {fmt}: calibration gave no batches")
     batches = [b if np.issubdtype(b.dtype, np.integer) else b.astype(np.float32) for b in batches]
     name = onnx.load(str(src), load_external_data=False).graph.input[0].name
 
@@ -192,7 +197,7 @@ def quantize_static_int8(src: Path, dst: Path, calibration: Iterable, *, transfo
             b = next(self.it, None)
             return None if b is None else {name: b}
 
-    reduce_range = not has_vnni()
+    reduce_range = not has_vnni() if reduce_range is None else reduce_range
     quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     op_types_to_quantize=["MatMul"] if transformer else None,

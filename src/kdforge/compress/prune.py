@@ -21,10 +21,11 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as tprune
 
-from kdforge.compress.base import FilterFn, check_amount, dispatch, handles, select
+from kdforge.compress.base import FilterFn, Verb, check_amount, select
 from kdforge.errors import KDForgeError
 
 _PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+PRUNE = Verb("prune_", takes=("filter_fn", "example_inputs"))  # its handlers: Unstructured, Structured
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,11 @@ def prune_(model: nn.Module, config, filter_fn: FilterFn | None = None, *, examp
     Structured pruning traces the model, so it needs `example_inputs`, one batch
     of model inputs, e.g. shape (1, 1, 8, 8) for digits.
     """
-    return dispatch("prune_", model, config, filter_fn, example_inputs=example_inputs)
+    return PRUNE(model, config, filter_fn=filter_fn, example_inputs=example_inputs)
 
 
-@handles(Unstructured)
-def _unstructured(model: nn.Module, config: Unstructured, filter_fn: FilterFn | None, example_inputs=None) -> nn.Module:
+@PRUNE.register(Unstructured)
+def _unstructured(model: nn.Module, config: Unstructured, filter_fn: FilterFn | None, example_inputs: torch.Tensor | None) -> nn.Module:
     chosen = select(model, _PRUNABLE, filter_fn)
     if not chosen:
         raise KDForgeError(f"prune_ Unstructured: {type(model).__name__} has no Linear or Conv layer to prune")
@@ -86,8 +87,8 @@ def _unstructured(model: nn.Module, config: Unstructured, filter_fn: FilterFn | 
     return model
 
 
-@handles(Structured)
-def _structured(model: nn.Module, config: Structured, filter_fn: FilterFn | None, example_inputs=None) -> nn.Module:
+@PRUNE.register(Structured)
+def _structured(model: nn.Module, config: Structured, filter_fn: FilterFn | None, example_inputs: torch.Tensor | None) -> nn.Module:
     import torch_pruning as tp
 
     if example_inputs is None:

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from kdforge.compress.base import FilterFn, dispatch, handles, quiet_deprecations, select
+from kdforge.compress.base import FilterFn, Verb, quiet_deprecations, select
 from kdforge.errors import KDForgeError
 
 _DYNAMIC_TYPES = {"Linear": nn.Linear, "LSTM": nn.LSTM, "GRU": nn.GRU}
+QUANTIZE = Verb("quantize_")  # its handlers: Int8Dynamic, Fp16, Bf16
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,10 @@ def quantize_(model: nn.Module, config, filter_fn: FilterFn | None = None) -> nn
     `filter_fn(module, name) -> bool` restricts which modules are touched. A model
     with no module the method supports is an error, never a silent no-op.
     """
-    return dispatch("quantize_", model, config, filter_fn)
+    return QUANTIZE(model, config, filter_fn=filter_fn)
 
 
-@handles(Int8Dynamic)
+@QUANTIZE.register(Int8Dynamic)
 def _int8_dynamic(model: nn.Module, config: Int8Dynamic, filter_fn: FilterFn | None) -> nn.Module:
     unknown = [t for t in config.layers if t not in _DYNAMIC_TYPES]
     if unknown:
@@ -92,12 +93,12 @@ def _cast(model: nn.Module, dtype: torch.dtype, filter_fn: FilterFn | None) -> n
     return model
 
 
-@handles(Fp16)
+@QUANTIZE.register(Fp16)
 def _fp16(model: nn.Module, config: Fp16, filter_fn: FilterFn | None) -> nn.Module:
     return _cast(model, torch.float16, filter_fn)
 
 
-@handles(Bf16)
+@QUANTIZE.register(Bf16)
 def _bf16(model: nn.Module, config: Bf16, filter_fn: FilterFn | None) -> nn.Module:
     return _cast(model, torch.bfloat16, filter_fn)
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_model, save_model
@@ -28,8 +30,8 @@ from torch import nn
 
 from kdforge.bench.measure import measure, stack_inputs
 from kdforge.bench.report import write_report
-from kdforge.compress import export, lowrank_, prune_, quantize_
-from kdforge.compress.config import ExportStage, PruneStage, QuantizeStage, RecoverStage
+from kdforge.compress import export
+from kdforge.compress.config import ExportStage, PruneStage, QuantizeStage, RecoverStage, TransformStage
 from kdforge.compress.export import is_quantized
 from kdforge.config import DistillConfig, KDTerm
 from kdforge.data import load_data
@@ -66,17 +68,98 @@ def baseline(root: Path, student: nn.Module, teacher: nn.Module | None, data) ->
     return out
 
 
-def apply_stage(stage, model: nn.Module, example: torch.Tensor) -> nn.Module:
-    """The stage's verb (quantize_ / prune_ / lowrank_ by its `verb_config()`) on a copy of `model`."""
+@dataclass
+class StageRun:
+    """What a stage's runner is handed besides the stage and the model: its folder and cached record,
+    and the run around it (data, teacher, the model before the last structural stage, the last float32 one)."""
+
+    name: str
+    dir: Path
+    root: Path
+    record: dict | None
+    example: torch.Tensor
+    data: Any
+    teacher: nn.Module | None
+    before_structural: nn.Module | None
+    fp32_model: nn.Module
+    seed: int
+    quiet: bool
+    notes: list[str] = field(default_factory=list)
+
+
+class StageRunner:
+    """How the workflow runs one family of stage types: `apply` on every rank (the model after the
+    stage), `measure` on rank 0 (the record's metrics). A float model a runner `saves` is written to
+    the stage's folder and reloaded when the stage is reused."""
+
+    saves = True
+
+    def apply(self, stage, model: nn.Module, run: StageRun) -> nn.Module:
+        raise NotImplementedError
+
+    def measure(self, stage, model: nn.Module, run: StageRun) -> dict:
+        return {"metrics": _measure(model, run.data)}
+
+
+RUNNERS: dict[type, StageRunner] = {}
+
+
+def runs(stage_type: type):
+    """Decorator: the runner class for `stage_type` and its subclasses (the nearest base wins)."""
+
+    def deco(cls: type[StageRunner]) -> type[StageRunner]:
+        RUNNERS[stage_type] = cls()
+        return cls
+
+    return deco
+
+
+def runner_for(stage, name: str) -> StageRunner:
+    """The runner of the stage's type; a stage no runner knows is an error, never skipped."""
+    found = next((RUNNERS[t] for t in type(stage).__mro__ if t in RUNNERS), None)
+    if found is None:
+        known = ", ".join(t.__name__ for t in RUNNERS)
+        raise KDForgeError(f"compress {name}: no runner for stage type {type(stage).__name__}; a stage subclasses one of "
+                           f"{known} (a TransformStage names its verb), or registers a runner with workflows.compress.runs")
+    return found
+
+
+def apply_stage(stage: TransformStage, model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """The stage's verb on a copy of `model`, given `verb_config()` and what the verb takes (example_inputs)."""
     model = copy.deepcopy(model)
     if is_quantized(model):
-        if stage.kind == "quantize":
-            raise KDForgeError("compress quantize: the model is already INT8-quantized by an earlier stage")
-        raise KDForgeError(f"compress {stage.kind}: runs on a float model; put quantize after {stage.kind} in the stage list")
-    verb = {"quantize": quantize_, "lowrank": lowrank_}.get(stage.kind)
-    if verb is not None:
-        return verb(model, stage.verb_config())
-    return prune_(model, stage.verb_config(), example_inputs=example)
+        raise KDForgeError(f"compress {stage.kind}: the model is already INT8-quantized by an earlier stage and "
+                           f"{stage.kind} needs a float model; put {stage.kind} before that quantize stage")
+    return stage.verb(model, stage.verb_config(), **stage.verb.pick(example_inputs=example))
+
+
+@runs(TransformStage)
+class TransformRunner(StageRunner):
+    def apply(self, stage, model, run):
+        model = apply_stage(stage, model, run.example)  # cheap and deterministic: replayed when reused
+        if run.record is not None and (run.dir / "model.safetensors").exists():
+            load_model(model, str(run.dir / "model.safetensors"))
+        return model
+
+
+@runs(RecoverStage)
+class RecoverRunner(StageRunner):
+    def apply(self, stage, model, run):  # trained by every rank, like any training stage
+        model = copy.deepcopy(model)
+        steps = recover(stage, run.name, run.root, model, run.teacher, run.before_structural, run.data, run.seed, run.quiet)["steps"]
+        run.notes.append(f"trained {steps} steps")
+        return model.eval()
+
+
+@runs(ExportStage)
+class ExportRunner(StageRunner):
+    saves = False  # its artifacts are the output
+
+    def apply(self, stage, model, run):
+        return model
+
+    def measure(self, stage, model, run):
+        return _export_stage(stage, run.dir, model, run.fp32_model, run.example, run.data)
 
 
 def recover(stage, name: str, root: Path, model: nn.Module, teacher: nn.Module | None, before: nn.Module | None,
@@ -119,7 +202,8 @@ def run_compress(stages, run_dir: Path, student: nn.Module, teacher: nn.Module |
     """Apply `stages` (compress stage configs) to a copy of `student`; returns the summary
     written to RUN/compress/summary.json: baseline, one record per stage, last passing artifact.
     Every rank gets the summary only on rank 0 (None elsewhere)."""
-    for i, stage in enumerate(stages):  # every gate's reference must exist before anything is written
+    for i, stage in enumerate(stages):  # every stage's runner and gate reference must exist before anything is written
+        runner_for(stage, f"{i:02d}-{stage.kind}")
         if stage.max_accuracy_drop is not None and stage.against == "teacher" and teacher is None:
             raise KDForgeError(f"compress {i:02d}-{stage.kind}: the gate compares with the teacher, but this run has "
                                "no teacher model; use against: student or previous")
@@ -134,49 +218,39 @@ def run_compress(stages, run_dir: Path, student: nn.Module, teacher: nn.Module |
     summary = {"baseline": base, "stages": [], "last_passing": "student"}
     for i, stage in enumerate(stages):
         name, record = f"{i:02d}-{stage.kind}", cached[i]
-        d = root / name
         if not quiet and ctx.is_main:
             print(f"compress {name}: {'cached' if record else 'running'}")
-        notes: list[str] = []
-        if stage.kind in ("prune", "lowrank"):
+        if stage.structural:
             before_structural = model
-        if stage.kind in ("quantize", "prune", "lowrank"):
-            model = apply_stage(stage, model, example)
-            if record is not None and (d / "model.safetensors").exists():
-                load_model(model, str(d / "model.safetensors"))
-        elif stage.kind == "recover":  # trained by every rank, like any training stage
-            model = copy.deepcopy(model)
-            notes.append(f"trained {recover(stage, name, root, model, teacher, before_structural, data, seed, quiet)['steps']} steps")
-            model.eval()
+        runner = runner_for(stage, name)
+        run = StageRun(name, root / name, root, record, example, data, teacher, before_structural, fp32_model, seed, quiet)
+        model = runner.apply(stage, model, run)
         if record is None:
-            record = on_main(ctx, _measure_and_gate, stage, name, d, model, fp32_model, example, data, summary, notes)
+            record = on_main(ctx, _measure_and_gate, stage, runner, run, model, summary)
         if _is_plain_float(model):
             fp32_model = model
         if ctx.is_main:
-            summary["last_passing"] = str(d)
+            summary["last_passing"] = str(run.dir)
             summary["stages"].append(record)
             write_json(root / "summary.json", summary)
     return summary if ctx.is_main else None
 
 
-def _measure_and_gate(stage, name: str, d: Path, model, fp32_model, example, data, summary: dict, notes: list) -> dict:
+def _measure_and_gate(stage, runner: StageRunner, run: StageRun, model: nn.Module, summary: dict) -> dict:
     """Rank 0: measure (or export and measure) the stage's model, gate it, save it; its stage.json record."""
     base = summary["baseline"]
     prev = summary["stages"][-1] if summary["stages"] else None
     prev_acc = prev.get("gate_accuracy", prev["metrics"]["accuracy"]) if prev else base["student"]["accuracy"]
-    record = {"name": name, "kind": stage.kind, "config": stage.model_dump(mode="json"), "notes": notes}
-    if stage.kind == "export":
-        record.update(_export_stage(stage, d, model, fp32_model, example, data))
-    else:
-        record["metrics"] = _measure(model, data)
+    record = {"name": run.name, "kind": stage.kind, "config": stage.model_dump(mode="json"), "notes": run.notes}
+    record.update(runner.measure(stage, model, run))
     acc = record.get("gate_accuracy", record["metrics"]["accuracy"])
     ref = {"student": base["student"]["accuracy"], "teacher": base.get("teacher", {}).get("accuracy"),
            "previous": prev_acc}[stage.against]
-    record["gate"] = _gate(stage, name, acc, ref, summary["last_passing"], d, record)
-    if stage.kind != "export" and _is_plain_float(model):
-        d.mkdir(parents=True, exist_ok=True)
-        save_model(model, str(d / "model.safetensors"))
-    write_json(d / "stage.json", record)
+    record["gate"] = _gate(stage, run.name, acc, ref, summary["last_passing"], run.dir, record)
+    if runner.saves and _is_plain_float(model):
+        run.dir.mkdir(parents=True, exist_ok=True)
+        save_model(model, str(run.dir / "model.safetensors"))
+    write_json(run.dir / "stage.json", record)
     return record
 
 
@@ -207,8 +281,7 @@ def _export_stage(stage, d: Path, model: nn.Module, fp32_model: nn.Module, examp
                      "use onnx-int8 for an INT8 deployment artifact")
     calib = [stack_inputs(data.train, 32 * (k + 1))[32 * k:] for k in range(stage.calibration_batches)] \
         if any(f.endswith("int8-static") for f in stage.formats) else None
-    manifest = export(src, d / "artifacts", stage.formats, example_inputs=example, calibration=calib,
-                      int8_activations=stage.int8_activations, gelu_approximation=stage.gelu_approximation)
+    manifest = export(src, d / "artifacts", stage.verb_config(), example_inputs=example, calibration=calib)
     artifacts = {"torch": _measure(src, data)}
     for fmt, path in manifest["files"].items():
         if fmt.startswith("onnx"):

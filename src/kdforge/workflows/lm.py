@@ -140,7 +140,7 @@ def run_lm(recipe, *, resume: bool = False, force: bool = False, quiet: bool = F
     for i, stage in enumerate(recipe.compress):  # export stages only (config.Recipe checks it), written by rank 0
         example = probe_batch(data.test, 2)["input_ids"]  # (2, L)
         out = run.dir / "compress" / f"{i:02d}-export" / "artifacts"
-        results.setdefault("exports", []).append(run.on_main(export, student, out, stage.formats, example_inputs=example))
+        results.setdefault("exports", []).append(run.on_main(export, student, out, stage.verb_config(), example_inputs=example))
     if recipe.compress:
         run.on_main(write_json, run.dir / "metrics.json", results)
     return results
