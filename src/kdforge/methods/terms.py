@@ -98,7 +98,8 @@ def term_options(term) -> dict:
 
 def method_name(method) -> str:
     """The recipe key a method's class is registered under (its class name when it has none)."""
-    return next((k for k in METHODS if METHODS.get(k) is type(method)), type(method).__name__)
+    key = getattr(type(method), "key", None)  # set by the method's registration
+    return key if isinstance(key, str) else next((k for k in METHODS if METHODS.get(k) is type(method)), type(method).__name__)
 
 
 def _listed(names) -> str:

@@ -104,8 +104,8 @@ class Engine:
     @classmethod
     def from_config(cls, cfg, device: str = "auto") -> "Engine":
         ctx = context(device)
-        precision = resolve_precision(getattr(cfg, "precision", "fp32"), ctx.device)
-        eng = cls(ctx, precision, resolve_parallel(getattr(cfg, "parallel", "auto"), ctx.world))
+        precision = resolve_precision(cfg.precision, ctx.device)  # the schema (TrainConfig) holds the defaults
+        eng = cls(ctx, precision, resolve_parallel(cfg.parallel, ctx.world))
         if precision == "fp16":
             eng.scaler = torch.amp.GradScaler(ctx.device.type)
         return eng
