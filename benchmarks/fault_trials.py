@@ -324,7 +324,7 @@ class StoreCheck:
 
     def __init__(self, recipe_path: Path):
         from kdforge.data import load_data
-        from kdforge.fingerprint import recipe_fingerprint
+        from kdforge.workflows.teacher_store import recipe_fingerprint
         from kdforge.models.build import build_model
         from kdforge.recipe_file import load_recipe
 

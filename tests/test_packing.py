@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from kdforge.data.text import LMWindows
 from kdforge.errors import KDForgeError
 from kdforge.models.hf import load_hf
-from kdforge.packing import low_bits_for, pack_draws, packed_bytes, unpack_draws, unpack_rows
+from kdforge.store.packing import low_bits_for, pack_draws, packed_bytes, unpack_draws, unpack_rows
 from kdforge.store import CachedTeacher, TeacherStore, write_store
 from kdforge.teacher import Teacher
 from tests.hf_tiny import tiny_llama_dir  # noqa: F401  (fixture)

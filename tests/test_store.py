@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-import kdforge.store as store_module
+import kdforge.store.read as store_module
 from kdforge.config import DistillConfig
 from kdforge.data import load_data
 from kdforge.config import DataConfig
@@ -15,6 +15,7 @@ from kdforge.train.batching import probe_batch
 from kdforge.store import CachedTeacher, TeacherStore, fingerprint, write_store
 from kdforge.teacher import Teacher
 from kdforge.train.loop import fit
+from kdforge.workflows.teacher_store import cache_teacher_for
 from tests.hf_tiny import tiny_llama_dir  # noqa: F401  (fixture)
 
 
@@ -91,7 +92,6 @@ def test_fingerprint_mismatch_names_what_differs(digits, tmp_path):
 
 
 def test_recipe_run_writes_store_once_and_cache_teacher_cli(tmp_path):
-    from kdforge.commands.cache_teacher import cache_teacher_for
     from kdforge.recipe_file import parse_recipe
     from kdforge.workflows import run_recipe
 
@@ -153,7 +153,7 @@ def test_priority_store_keeps_k_distinct_ids_with_unbiased_weights(digits, tmp_p
 
 
 def test_fingerprint_hashing_is_cached_by_file_identity(tmp_path, monkeypatch, tiny_llama_dir):  # noqa: F811
-    import kdforge.fingerprint as store_mod
+    import kdforge.workflows.teacher_store as store_mod
     from kdforge.recipe_file import parse_recipe
 
     monkeypatch.setenv("KDFORGE_CACHE", str(tmp_path / "cache"))

@@ -6,15 +6,15 @@ from pathlib import Path
 import pytest
 
 from kdforge.cli import main
-from kdforge.commands.cache_teacher import cache_teacher_for
 from kdforge.data import load_data
 from kdforge.errors import KDForgeError
-from kdforge.fingerprint import hash_module
 from kdforge.models.hf import load_hf
 from kdforge.recipe_file import parse_recipe
+from kdforge.store.fingerprint import hash_module
 from kdforge.train.checkpoint import load_weights
 from kdforge.train.lm_metrics import perplexity_metrics
 from kdforge.workflows import run_recipe
+from kdforge.workflows.teacher_store import cache_teacher_for
 from tests.hf_tiny import tiny_chat_llama_dir  # noqa: F401  (fixture)
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from kdforge.errors import KDForgeError
-from kdforge.fingerprint import compare
+from kdforge.store.fingerprint import compare
 from kdforge.recipe_file import parse_recipe
 from kdforge.workflows import run_recipe
 

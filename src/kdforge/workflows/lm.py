@@ -30,11 +30,11 @@ from kdforge.models.small import count_parameters
 from kdforge.registry import METHODS, WORKFLOWS
 from kdforge.rundir import write_json
 from kdforge.stages import train_stage
-from kdforge.store import open_or_write
-from kdforge.store import preflight as store_preflight
 from kdforge.train.batching import probe_batch
 from kdforge.train.lm_metrics import perplexity_metrics
 from kdforge.workflows.run import Run, report_markdown
+from kdforge.workflows.teacher_store import open_or_write
+from kdforge.workflows.teacher_store import preflight as store_preflight
 
 PRUNE_SIZES = ("hidden_size", "intermediate_size", "num_heads", "num_kv_groups", "num_layers")
 

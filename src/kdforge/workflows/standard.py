@@ -16,14 +16,14 @@ from kdforge.inputs import check_models
 from kdforge.models.build import build_model
 from kdforge.registry import METHODS, WORKFLOWS
 from kdforge.stages import train_stage, train_supervised
-from kdforge.store import open_or_write
-from kdforge.store import preflight as store_preflight
 from kdforge.train.batching import probe_batch
 from kdforge.train.calibrate import LogitBias, calibrate_bias
 from kdforge.tuning import resolve_auto
 from kdforge.workflows.compress import compress_recipe
 from kdforge.workflows.phases import split_phases
 from kdforge.workflows.run import Run, eval_row, report_markdown
+from kdforge.workflows.teacher_store import open_or_write
+from kdforge.workflows.teacher_store import preflight as store_preflight
 from kdforge.workflows.transfer_set import prepare_transfer_set
 
 

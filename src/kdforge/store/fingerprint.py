@@ -8,7 +8,9 @@ by another kind of teacher is refused before anything trains.
 Hashing a 135M-parameter teacher or a tokenised corpus takes a while, so `cached_hash`
 keeps each hash under the identity of the files it came from (path, size, mtime) in
 $KDFORGE_CACHE/fingerprints.json (default ~/.cache/kdforge): a rerun reads it instead of
-re-hashing, and touching a file invalidates it.
+re-hashing, and touching a file invalidates it. What a recipe's store must carry
+(recipe_fingerprint: which files the teacher and data come from) is the workflow's
+(kdforge.workflows.teacher_store): this module knows no recipe, model loader or training code.
 """
 from __future__ import annotations
 
@@ -19,17 +21,18 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import default_collate
 
 from kdforge.errors import KDForgeError
-from kdforge.models.hf import load_tokenizer, resolve
-from kdforge.train.batching import collate_indexed
 
 FINGERPRINT_FIELDS = ("teacher", "architecture", "data", "tokenizer", "k", "temperature", "sampling")
 LATER_FIELDS = ("architecture",)  # absent from stores written before it existed: not checked there
 
 
-def model_inputs(batch: dict) -> Tensor:
-    return batch["x"] if "x" in batch else batch["input_ids"]
+def sample_inputs(dataset, idx: Tensor) -> Tensor:
+    """The model inputs of samples `idx` (B,) as one batch: x of (x, y) samples, "x" or "input_ids" of dict samples."""
+    batch = default_collate([dataset[i] for i in idx.tolist()])
+    return (batch["x"] if "x" in batch else batch["input_ids"]) if isinstance(batch, dict) else batch[0]
 
 
 def hash_module(model: nn.Module) -> str:
@@ -52,8 +55,7 @@ def hash_dataset(dataset, batch_size: int = 512) -> str:
     """sha256 over every sample's model input, in order (16 hex digits)."""
     h = hashlib.sha256()
     for start in range(0, len(dataset), batch_size):
-        batch = collate_indexed([(i, dataset[i]) for i in range(start, min(start + batch_size, len(dataset)))])
-        h.update(model_inputs(batch).contiguous().numpy().tobytes())
+        h.update(sample_inputs(dataset, torch.arange(start, min(start + batch_size, len(dataset)))).contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -130,52 +132,5 @@ def compare(stored: dict, current: dict, path: Path) -> None:
                            "rerun `kdforge cache-teacher` or point store.path elsewhere")
 
 
-DEFAULT_K = 64
-
-
-def store_k(recipe) -> int | str:
-    """The ids a recipe's store keeps per position: store.k, or 64 when it is left out."""
-    return DEFAULT_K if recipe.store.k is None else recipe.store.k
-
-
-def store_temperature(recipe) -> float:
-    """The temperature a store samples at: store.temperature, else the kd term's, else 1."""
-    if recipe.store.temperature is not None:
-        return float(recipe.store.temperature)
-    kd = [t.temperature for t in recipe.distill.losses if t.kind == "kd" and isinstance(getattr(t, "temperature", None), (int, float))]
-    return float(kd[0]) if kd else 1.0
-
-
-def _model_files(sec) -> list | None:
-    """Files a model section's weights come from (checkpoint, hf folder or .gguf); None: trained in the run."""
-    if not sec.checkpoint and not (sec.name == "hf" and sec.task == "causal_lm"):  # other teachers may train first
-        return None
-    paths = [sec.checkpoint] if sec.checkpoint else []
-    if sec.name == "hf" and sec.hf:
-        folder, gguf = resolve(sec.hf, "hf")
-        paths.append(Path(folder) / gguf if gguf else folder)
-    ident = file_identity(paths)
-    return None if ident is None else [ident, sec.model_dump(mode="json")]
-
-
-def recipe_fingerprint(recipe, teacher_model: nn.Module, dataset) -> dict[str, str]:
-    """The fingerprint a recipe's store must carry: its teacher, training set, tokenizer, k, temperature,
-    sampling. Weights, data and tokenizer are hashed once per file identity (see cached_hash)."""
-    d = recipe.data
-    tok_ident = file_identity([Path(p) / g if g else p for p, g in [resolve(d.tokenizer, "data.tokenizer")]]) if d.tokenizer else None
-    data_files = file_identity([p for p in (d.path, d.test_path) if p])
-    data_ident = None if not d.path or data_files is None or (d.tokenizer and tok_ident is None) else \
-        [data_files, tok_ident, d.model_dump(mode="json"), recipe.seed, len(dataset)]
-    return {
-        "teacher": cached_hash("teacher", _model_files(recipe.teacher), lambda: hash_module(teacher_model)),
-        "architecture": hash_architecture(teacher_model),
-        "data": cached_hash("data", data_ident, lambda: hash_dataset(dataset)),
-        "tokenizer": cached_hash("tokenizer", tok_ident, lambda: hash_tokenizer(load_tokenizer(d.tokenizer, field="data.tokenizer")))
-        if d.tokenizer else "none",
-        "k": str(store_k(recipe)), "temperature": repr(store_temperature(recipe)), "sampling": recipe.store.sampling,
-    }
-
-
 __all__ = ["FINGERPRINT_FIELDS", "LATER_FIELDS", "cached_hash", "compare", "file_identity", "fingerprint", "hash_architecture",
-           "hash_dataset", "hash_module",
-           "hash_tokenizer", "model_inputs", "recipe_fingerprint", "store_k", "store_temperature"]
+           "hash_dataset", "hash_module", "hash_tokenizer", "sample_inputs"]

@@ -1,4 +1,4 @@
-"""The write side of the teacher-output store: run the teacher once, keep its outputs (layout: kdforge.store)."""
+"""The write side of the teacher-output store: run the teacher once, keep its outputs (layout: kdforge.store.read)."""
 from __future__ import annotations
 
 import json
@@ -12,11 +12,10 @@ import torch
 from torch import Tensor
 
 from kdforge.errors import KDForgeError
-from kdforge.fingerprint import model_inputs
 from kdforge.losses.sparse import ESTIMATORS, encode_weights, sample_target, topk_target
-from kdforge.packing import low_bits_for, pack_draws
+from kdforge.store.fingerprint import sample_inputs
+from kdforge.store.packing import low_bits_for, pack_draws
 from kdforge.teacher import Teacher
-from kdforge.train.batching import collate_indexed
 
 SAMPLINGS = ("topk", *ESTIMATORS)
 
@@ -49,7 +48,7 @@ def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = 6
     k: ids kept per position ("all" or k >= V: dense); sampling: topk | random | hybrid | ht | priority (K = k draws
     from softmax(logits / temperature), seeded by `seed`); weights: float16, or uint8 for a sampled store's
     weights (log-grid codes, stochastically rounded: still unbiased, 1 byte instead of 2), or packed for a random
-    store (ids and draw counts packed losslessly, about 2 bytes per id: kdforge.packing); power < 1:
+    store (ids and draw counts packed losslessly, about 2 bytes per id: kdforge.store.packing); power < 1:
     priority sampling by sizes p^power (a flatter proposal, importance-weighted).
     Prints the store's size before writing."""
     path = Path(path)
@@ -69,8 +68,8 @@ def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = 6
     files: dict[str, np.ndarray] = {}
     blobs: dict[int, list[np.ndarray]] = {}  # a packed store's rows, per shard
     for start in range(0, n, batch_size):
-        batch = collate_indexed([(i, dataset[i]) for i in range(start, min(start + batch_size, n))])
-        logits, feats = teacher(model_inputs(batch), idx=batch["idx"])  # (B, *P, V), {name: (B, ...)}; a CachedTeacher re-sparsifies a store
+        idx = torch.arange(start, min(start + batch_size, n))  # (B,) sample ids
+        logits, feats = teacher(sample_inputs(dataset, idx), idx=idx)  # (B, *P, V), {name: (B, ...)}; a CachedTeacher re-sparsifies a store
         rows = _sparse_rows(logits.cpu(), k, sampling, temperature, gen, weights, power, normalise)
         rows.update({f"feat-{name}": f.cpu() for name, f in feats.items()})
         draws = rows.pop("draws", None)  # a packed store's (ids, counts)
@@ -95,7 +94,7 @@ def write_store(path: str | Path, teacher: Teacher, dataset, *, k: int | str = 6
                       f"({'dense' if kk == vocab else f'{sampling} k={kk} of {vocab}'}, {dtype if draws is None else 'packed'})", flush=True)
         for i, row in enumerate(packed):
             blobs.setdefault((start + i) // shard_size, []).append(row)
-        lo, b = 0, len(batch["idx"])
+        lo, b = 0, len(idx)
         while lo < b:  # the batch's rows, one contiguous slice per shard it touches
             shard, row = divmod(start + lo, shard_size)
             m = min(b - lo, shard_size - row)

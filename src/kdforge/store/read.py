@@ -1,4 +1,4 @@
-"""The teacher-output store: the teacher runs once, training reads its outputs from disk.
+"""The read side of the teacher-output store: the teacher runs once, training reads its outputs from disk.
 
 Layout of a store folder (written to a temporary folder, then renamed; an old store is renamed
 aside before it is deleted, so a writer killed at any moment leaves the old store or the new one
@@ -8,7 +8,7 @@ whole, or none - never a partial one):
     shard-00000/values.npy    (n, *positions, k) top-k logits | weights (sampled; fp16 or uint8 codes) | all logits (dense)
     shard-00000/indices.npy   (n, *positions, k) their vocabulary ids (uint16 when V <= 65536; absent when dense)
     shard-00000/entropy.npy   (n, *positions) teacher entropy (sampled stores: the KL's constant term)
-    shard-00000/packed.npy    `weights: packed` (random draws): every sample's packed row (kdforge.packing), bytes;
+    shard-00000/packed.npy    `weights: packed` (random draws): every sample's packed row (kdforge.store.packing), bytes;
     shard-00000/offsets.npy   (rows + 1,) where each sample's row starts in packed.npy (instead of values + indices)
     shard-00000/feat-NAME.npy (n, *feature shape) chosen teacher features
 
@@ -27,7 +27,7 @@ into memory once and a batch is one index_select there, a large one is one fancy
 shard. Rows stay fp16 and sparse until the device (the loss up-casts).
 The fingerprint is (teacher weights, data, tokenizer, k, temperature, sampling);
 opening a store whose fingerprint differs from the current one is an error naming
-every field that differs (kdforge.fingerprint; hashes cached by file identity).
+every field that differs (kdforge.store.fingerprint; hashes cached by file identity).
 """
 from __future__ import annotations
 
@@ -36,16 +36,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from kdforge.errors import KDForgeError
-from kdforge.fingerprint import (FINGERPRINT_FIELDS, cached_hash, compare, file_identity, fingerprint, hash_dataset,
-                                 hash_module, recipe_fingerprint, store_k, store_temperature)
 from kdforge.losses.sparse import ESTIMATORS, SparseTarget, decode_weights
-from kdforge.packing import unpack_rows
-from kdforge.store_write import write_store
+from kdforge.store.fingerprint import compare
+from kdforge.store.packing import unpack_rows
 from kdforge.teacher import Teacher
-from kdforge.train import distributed as dist
 
 IN_MEMORY = 256 * 2**20  # a store part up to this size is read into memory once, then indexed there
 
@@ -200,7 +197,7 @@ class CachedTeacher(Teacher):
         self.model = None
         self.taps = None
         self.calls = 0  # store reads
-        self.samples = 0  # teacher forward work only: set by open_or_write when it wrote the store, never by reads
+        self.samples = 0  # teacher forward work only: set by the workflow when it wrote the store, never by reads
         self.device = torch.device("cpu")
         self.features = tuple(store.meta.get("features", {}))  # the stored feature names
 
@@ -272,41 +269,4 @@ class CachedTeacher(Teacher):
         return self
 
 
-def preflight(recipe, teacher_model: nn.Module, dataset) -> None:
-    """Before a run writes anything: an existing store must be readable and match every fingerprint
-    field known now (the teacher's weights too when they come from a checkpoint; a teacher trained
-    by the run is checked after training)."""
-    path = Path(recipe.store.path)
-    if path.exists() and not path.is_dir():
-        raise KDForgeError(f"store.path: {path} is a file; the store is a folder")
-    if not (path / "meta.json").is_file():
-        if path.is_dir() and any(path.iterdir()):  # writing the store would replace this folder
-            raise KDForgeError(f"store.path: {path} is a folder with other files, not a teacher store (no meta.json); "
-                               "give a new folder or the store written by `kdforge cache-teacher`")
-        return  # written by the run
-    fp = recipe_fingerprint(recipe, teacher_model, dataset)
-    if not recipe.teacher.checkpoint:
-        fp.pop("teacher")
-    TeacherStore(path, fp)
-
-
-def open_or_write(recipe, teacher_model: nn.Module, data, *, rewrite: bool = False, batch_size: int = 32) -> CachedTeacher:
-    """The recipe's store as a CachedTeacher; written first (teacher run once) when absent or `rewrite`."""
-    cfg = recipe.store
-    fp = recipe_fingerprint(recipe, teacher_model, data.train)
-    path = Path(cfg.path)
-    ctx = dist.context()
-    written = 0
-    if ctx.is_main and (rewrite or not (path / "meta.json").is_file()):  # written once, by rank 0, for every rank
-        live = Teacher(teacher_model, cfg.features)
-        write_store(path, live, data.train, k=store_k(recipe), sampling=cfg.sampling, temperature=store_temperature(recipe),
-                    seed=recipe.seed, fp=fp, shard_size=cfg.shard_size, batch_size=batch_size, dtype=cfg.dtype, weights=cfg.weights)
-        written = live.samples
-    ctx.barrier()
-    cached = CachedTeacher(TeacherStore(path, fp))
-    cached.samples = written  # teacher forward work done for this run (0 when the store already existed)
-    return cached
-
-
-__all__ = ["FINGERPRINT_FIELDS", "CachedTeacher", "open_or_write", "preflight", "recipe_fingerprint", "TeacherStore", "cached_hash", "compare",
-           "file_identity", "fingerprint", "hash_dataset", "hash_module", "store_temperature", "write_store"]
+__all__ = ["IN_MEMORY", "CachedTeacher", "TeacherStore"]
