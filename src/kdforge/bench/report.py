@@ -34,7 +34,7 @@ def collect_rows(run_dir: Path) -> list[dict]:
         rows = [{"name": r, "params": metrics[r].get("params"), "accuracy": metrics[r]["accuracy"]}
                 for r in ("teacher", "student") if isinstance(metrics.get(r), dict) and "accuracy" in metrics[r]]
     for st in summary.get("stages", []):
-        if st["kind"] == "export":
+        if "artifacts" in st:  # an export stage: one row per measured artifact
             rows += [_row(f"{st['name']} {fmt}", m) for fmt, m in st["artifacts"].items() if fmt != "torch"]
         else:
             rows.append(_row(st["name"], st["metrics"]))

@@ -7,6 +7,12 @@ cheap deterministic transforms (quantize, prune, lowrank) are replayed on the
 previous model and their saved weights loaded; recovery loads its best
 checkpoint. Changing a stage's config redoes it and every stage after it.
 
+A stage runs by its type, never by its `kind` string: the runner registered for its class (or
+the nearest base) applies it on every rank and measures it on rank 0. A `TransformStage` hands
+`verb_config()` to its `verb` (quantize_ / prune_ / lowrank_, or any Verb with a handler for that
+config type), so a new transform needs no edit here; a stage type no runner knows is refused
+before anything is written.
+
 A failed gate raises GateFailed (exit code 3) naming the stage, the drop and the
 last passing artifact; the failed stage leaves `gate_failed.json`, never `stage.json`.
 
