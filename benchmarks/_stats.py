@@ -33,9 +33,43 @@ class Comparison:
         return "gain" if self.mean > 0 else "harm"
 
     def text(self, unit: str = "points", digits: int = 2) -> str:
-        """'+1.23 ± 0.45 points (p = 0.012, Holm 0.036, 5 seeds): gain'."""
+        """'+Δ ± sd points (p = …, Holm …, n seeds): verdict', as one sentence's clause."""
         ps = f"p = {_p(self.p)}" + ("" if self.p_holm is None else f", Holm {_p(self.p_holm)}")
         return f"{self.mean:+.{digits}f} ± {self.std:.{digits}f} {unit} ({ps}, {self.n} seeds): {self.verdict}"
+
+    def cells(self, digits: int = 2) -> str:
+        """The same as table cells: 'Δ | p | Holm p | verdict' (Holm '—' outside a family)."""
+        holm = "—" if self.p_holm is None else _p(self.p_holm)
+        return f"{self.mean:+.{digits}f} ± {self.std:.{digits}f} | {_p(self.p)} | {holm} | {self.verdict}"
+
+
+SPREAD_LIMIT = 0.20  # a timing whose interquartile range exceeds this share of its median is re-measured, then flagged
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Median and interquartile range of repeated measurements (interleaved rounds of one timing)."""
+
+    median: float
+    lo: float  # first quartile
+    hi: float  # third quartile
+    n: int
+
+    @property
+    def unstable(self) -> bool:
+        return self.hi - self.lo > SPREAD_LIMIT * abs(self.median)
+
+    def text(self, digits: int = 2, unit: str = "") -> str:
+        """'median unit (IQR q1–q3)', then ' ⚠' when the spread exceeds SPREAD_LIMIT of the median."""
+        flag = " ⚠" if self.unstable else ""
+        return f"{self.median:.{digits}f}{unit} (IQR {self.lo:.{digits}f}–{self.hi:.{digits}f}){flag}"
+
+
+def spread(xs: list[float]) -> Spread:
+    if len(xs) < 2:
+        return Spread(xs[0], xs[0], xs[0], len(xs))
+    q1, q2, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    return Spread(q2, q1, q3, len(xs))
 
 
 def _p(p: float) -> str:
@@ -68,4 +102,4 @@ def holm(comparisons: dict[str, Comparison]) -> dict[str, Comparison]:
     return out
 
 
-__all__ = ["ALPHA", "Comparison", "compare", "holm"]
+__all__ = ["ALPHA", "SPREAD_LIMIT", "Comparison", "Spread", "compare", "holm", "spread"]

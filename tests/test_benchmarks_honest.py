@@ -51,3 +51,39 @@ def test_detector_lets_settings_and_formatted_values_through():
 def test_no_typed_figures_in_benchmark_sources(script):
     found = typed_figures(script.read_text())
     assert not found, f"{script.name}: typed figures {found} would reach RESULTS.md unmeasured; compute them in the run"
+
+
+# an f-string field that lost its `f`: `{args.rounds}`, `{x:.2f}`, `{row['acc']}`, `{a - b}`. YAML or JSON in the
+# text (`{kind: prune, amount: 0.5}`, `{"temperature": 1.0}`) has a space after its colon or a quote first: not a field.
+PLACEHOLDER = re.compile(r"\{[A-Za-z_][\w.]*(?:\([^{}]*\)|\[[^{}]*\])*(?:\s*[-+*/]\s*[\w.()]+)*(?:![rsa])?(?::[^{}\s]*)?\}")
+SECTION = re.compile(r"<!-- section:(\S+) -->\n(.*?)<!-- /section:\1 -->", re.S)
+
+
+def section_problems(results: str) -> list[str]:
+    """What a reader of RESULTS.md must never see: a section without a heading first, an unfilled placeholder."""
+    problems = []
+    for name, body in SECTION.findall(results):
+        if not body.lstrip().startswith("#"):
+            problems.append(f"section {name}: no heading (its first line is {body.strip().splitlines()[0][:60]!r})")
+        problems += [f"section {name}: unfilled placeholder {m}" for m in PLACEHOLDER.findall(body)]
+    return problems
+
+
+def test_checker_catches_a_planted_placeholder_and_a_missing_heading():
+    good = ("<!-- section:ok -->\n## Fine (`benchmarks/ok.py`)\n\nstages `{kind: prune, amount: 0.5}`, "
+            'chosen {"temperature": 1.05}\n<!-- /section:ok -->\n')
+    assert section_problems(good) == []
+    bad = good + ("<!-- section:loop -->\nRatios over {args.rounds} rounds × {args.epochs} epochs, "
+                  "{ratio:.3f}×, {row['acc']}, {time.time() - t0:.0f} s\n<!-- /section:loop -->\n")
+    found = section_problems(bad)
+    assert found[0].startswith("section loop: no heading")
+    assert [f.split("placeholder ", 1)[1] for f in found[1:]] == [
+        "{args.rounds}", "{args.epochs}", "{ratio:.3f}", "{row['acc']}", "{time.time() - t0:.0f}"]
+    assert all(f.startswith("section loop") for f in found)
+
+
+def test_every_results_section_has_a_heading_and_no_placeholder():
+    results = (BENCHMARKS / "RESULTS.md").read_text()
+    assert SECTION.findall(results), "RESULTS.md has no sections"
+    problems = section_problems(results)
+    assert not problems, "RESULTS.md: " + "; ".join(problems)

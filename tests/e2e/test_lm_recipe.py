@@ -5,6 +5,8 @@ import pytest
 
 from kdforge.recipe_file import parse_recipe
 from kdforge.errors import KDForgeError
+from kdforge.teacher import Teacher
+from kdforge.workflows import lm as lm_workflow
 from kdforge.workflows import run_recipe
 from tests.conftest import kdforge_cli
 from tests.hf_tiny import tiny_llama_dir  # noqa: F401  (fixture)
@@ -25,10 +27,28 @@ def _raw(tmp_path, folder, **extra):
 
 
 @pytest.mark.parametrize("store", [{"k": 8}, {"k": 16, "sampling": "random", "weights": "packed"}], ids=["priority", "packed"])
-def test_token_kd_recipe_with_store_never_calls_teacher(tmp_path, tiny_llama_dir, store):  # noqa: F811
+def test_token_kd_recipe_with_store_never_calls_teacher(tmp_path, tiny_llama_dir, store, monkeypatch):  # noqa: F811
+    live, training = {"store pass": 0, "training": 0}, [False]
+    real_call, real_stage = Teacher.__call__, lm_workflow.train_stage
+
+    def counted(self, *a, **k):  # every forward of the live teacher (a store's CachedTeacher reads instead)
+        if type(self) is Teacher:
+            live["training" if training[0] else "store pass"] += 1
+        return real_call(self, *a, **k)
+
+    def stage(*a, **k):
+        training[0] = True
+        try:
+            return real_stage(*a, **k)
+        finally:
+            training[0] = False
+
+    monkeypatch.setattr(Teacher, "__call__", counted)
+    monkeypatch.setattr(lm_workflow, "train_stage", stage)
     raw = _raw(tmp_path, tiny_llama_dir, store={"path": str(tmp_path / "store"), **store})
     res = run_recipe(parse_recipe(raw), quiet=True)
-    assert res["teacher_calls"] > 0  # reads from the store
+    assert live["store pass"] > 0 and live["training"] == 0  # the teacher ran for the store, never while the student trained
+    assert res["teacher_calls"] > 0  # the student read its targets from the store
     meta = json.loads((tmp_path / "store/meta.json").read_text())
     assert meta["sampling"] == store.get("sampling", "priority") and (meta["values"] == "packed-draws") == ("weights" in store)
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
