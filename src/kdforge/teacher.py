@@ -51,3 +51,27 @@ class Teacher:
     def to(self, device: torch.device | str) -> "Teacher":
         self.model.to(device)
         return self
+
+
+TOKEN_LOGP = "token_logp"  # the store feature of a cross-tokenizer store (see TokenLogprobTeacher)
+
+
+class TokenLogprobTeacher(Teacher):
+    """A causal-LM teacher that also gives, per position t, the log-probability of its own token t
+    given the tokens before it, at `temperature`: feature TOKEN_LOGP (B, T), 0 at t = 0.
+
+    What a teacher store for cross-tokenizer distillation keeps beside the sparse distribution of
+    every teacher token: a span of several teacher tokens is scored by the chain rule (GOLD's merge,
+    kdforge.losses.cross_chunked), which needs the exact probability of each token but the last,
+    whether or not it is among the stored top-k ids or draws."""
+
+    def __init__(self, model: nn.Module, temperature: float = 1.0, feature_layers: list[str] | set[str] = ()):
+        super().__init__(model, feature_layers)
+        self.temperature = float(temperature)
+
+    @torch.no_grad()
+    def __call__(self, inputs: Tensor, idx: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        logits, feats = super().__call__(inputs, idx)  # (B, T, V)
+        ids = inputs.long()
+        logp = torch.log_softmax(logits[:, :-1].float() / self.temperature, -1).gather(-1, ids[:, 1:, None])[..., 0]
+        return logits, {**feats, TOKEN_LOGP: torch.nn.functional.pad(logp, (1, 0))}  # (B, T): token t given < t

@@ -6,7 +6,9 @@ import pytest
 
 from kdforge.errors import KDForgeError
 from kdforge.recipe_file import parse_recipe
+from kdforge.teacher import TOKEN_LOGP
 from kdforge.workflows import run_recipe
+from kdforge.workflows.teacher_store import cache_teacher_for
 from tests.hf_tiny import tiny_llama_dir  # noqa: F401  (fixture: a character-level tokenizer)
 from tests.losses.test_cross_tokenizer import bpe_tokenizer
 
@@ -50,11 +52,24 @@ def test_cross_tokenizer_recipe_trains_and_reports_bits_per_byte(tmp_path, bpe_l
     assert (tmp_path / "run/report.md").exists()
 
 
-def test_cross_tokenizer_with_a_store_is_refused_before_anything_is_written(tmp_path, bpe_llama_dir, tiny_llama_dir):  # noqa: F811
-    raw = _raw(tmp_path, bpe_llama_dir, tiny_llama_dir, store={"path": str(tmp_path / "store")})
-    with pytest.raises(KDForgeError, match="store: distill.lm.cross_tokenizer"):
-        run_recipe(parse_recipe(raw), quiet=True)
-    assert not (tmp_path / "run").exists() and not (tmp_path / "store").exists()
+def test_a_run_from_the_cache_teacher_store_equals_the_live_teacher_run(tmp_path, bpe_llama_dir, tiny_llama_dir):  # noqa: F811
+    runs = {}
+    for name in ("live", "stored"):
+        (tmp_path / name).mkdir()
+        extra = {"store": {"path": str(tmp_path / "store"), "k": "all", "dtype": "float32"}} if name == "stored" else {}
+        runs[name] = parse_recipe(_raw(tmp_path / name, bpe_llama_dir, tiny_llama_dir, **extra))
+    info = cache_teacher_for(runs["stored"])  # `kdforge cache-teacher` accepts the pair: the store holds the teacher's tokens
+    meta = json.loads((tmp_path / "store/meta.json").read_text())
+    assert TOKEN_LOGP in meta["features"] and meta["vocab"] == info["vocab"]
+    written = (tmp_path / "store/meta.json").stat().st_mtime_ns
+    metrics = {}
+    for name, recipe in runs.items():
+        run_recipe(recipe, quiet=True)
+        metrics[name] = json.loads((tmp_path / name / "run/metrics.json").read_text())
+    assert (tmp_path / "store/meta.json").stat().st_mtime_ns == written  # the run read the store cache-teacher wrote
+    assert metrics["stored"]["teacher_calls"] > 0  # store reads: the stored run went through the store
+    for key in ("loss", "bpb"):
+        assert metrics["stored"]["student"][key] == pytest.approx(metrics["live"]["student"][key], rel=1e-4)
 
 
 def test_different_tokenizers_without_cross_tokenizer_still_say_how_they_differ(tmp_path, bpe_llama_dir, tiny_llama_dir):  # noqa: F811

@@ -109,6 +109,7 @@ def pair_windows(text: str, s_tok, t_tok, length: int) -> PairedWindows:
         t_rows = [(w * length, (w + 1) * length) for w in range(n)]
     else:
         t_rows = [(int(np.searchsorted(t_starts, a, "left")), int(np.searchsorted(t_ends, b, "right"))) for a, b in bounds]
+        t_rows = [(i, max(i, j)) for i, j in t_rows]  # a window inside one teacher token has none of its own
     t_len = max(max(j - i for i, j in t_rows), 1)
     pad = t_tok.pad_token_id if t_tok.pad_token_id is not None else 0
     parts = {"input_ids": torch.tensor(ids[: n * length]).view(n, length),
@@ -136,11 +137,11 @@ def pair_windows(text: str, s_tok, t_tok, length: int) -> PairedWindows:
 def pair_tokenizers(recipe) -> tuple:
     """(student tokenizer: data.tokenizer, else student.hf's; teacher tokenizer: teacher.hf's), after
     checking that the recipe asks nothing cross-tokenizer distillation cannot do yet."""
-    for field, unsupported in (("method", recipe.method != "token_kd"), ("store", recipe.store is not None),
+    for field, unsupported in (("method", recipe.method != "token_kd"),
                                ("teacher.correct", bool(getattr(recipe.teacher, "correct", False)))):
         if unsupported:
             raise KDForgeError(f"{field}: distill.lm.cross_tokenizer works with method token_kd and the live teacher "
-                               "(no store, no teacher correction) so far")
+                               "or a store written from it (no teacher correction) so far")
     s_spec, field = (recipe.data.tokenizer, "data.tokenizer") if recipe.data.tokenizer else (recipe.student.hf, "student.hf")
     return load_tokenizer(s_spec, field=field), load_tokenizer(recipe.teacher.hf, field="teacher.hf")
 

@@ -58,15 +58,29 @@ def _token_logprobs(head: Head, h: Tensor, targets: Tensor, temperature: float) 
     return F.log_softmax(head(h).float() / temperature, -1).gather(-1, targets[:, None])[:, 0]
 
 
+def _inner_tokens(span: Tensor, valid: Tensor, last: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(batch rows, positions) of every token of a scored span but its last, and span (B, T) clamped to >= 0."""
+    safe = span.clamp_min(0)
+    pos = torch.arange(span.shape[1], device=span.device).expand_as(span)
+    inner = (span >= 0) & valid.gather(1, safe) & (pos != last.gather(1, safe))  # (B, T)
+    bi, ti = inner.nonzero(as_tuple=True)
+    return bi, ti, safe
+
+
+def stored_prefix(token_logp: Tensor, span: Tensor, valid: Tensor, last: Tensor) -> Tensor:
+    """`prefix_logprobs` from stored log-probabilities: token_logp (B, T) of each token given the ones
+    before it (a cross-tokenizer teacher store's, kdforge.teacher.TokenLogprobTeacher) -> (B, K)."""
+    bi, ti, safe = _inner_tokens(span, valid, last)
+    out = token_logp.new_zeros(valid.shape, dtype=torch.float32)
+    return out.index_put((bi, safe[bi, ti]), token_logp[bi, ti].float(), accumulate=True)
+
+
 def prefix_logprobs(head: Head, hidden: Tensor, ids: Tensor, span: Tensor, valid: Tensor, last: Tensor,
                     temperature: float, rows: int) -> Tensor:
     """Σ log p(token) over each scored span's tokens but its last: (B, K), chunks of `rows`."""
     b, k = valid.shape
     out = hidden.new_zeros(b, k, dtype=torch.float32)
-    safe = span.clamp_min(0)
-    pos = torch.arange(span.shape[1], device=span.device).expand_as(span)
-    inner = (span >= 0) & valid.gather(1, safe) & (pos != last.gather(1, safe))  # (B, T)
-    bi, ti = inner.nonzero(as_tuple=True)
+    bi, ti, safe = _inner_tokens(span, valid, last)
     if len(bi) == 0:
         return out + hidden.sum() * 0.0
     parts = []
@@ -83,12 +97,15 @@ def prefix_logprobs(head: Head, hidden: Tensor, ids: Tensor, span: Tensor, valid
 def cross_token_kd(s_head: Head, s_hidden: Tensor, s_ids: Tensor, s_span: Tensor, s_mask: Tensor,
                    t_head: Head, t_hidden: Tensor, t_ids: Tensor, t_span: Tensor, *, vocab: SharedVocab | None,
                    kind: str = "gold", temperature: float = 1.0, chunk_size: int | None = 128,
-                   top_k: int | None = None) -> Tensor:
+                   top_k: int | None = None, t_token_logp: Tensor | None = None) -> Tensor:
     """T² · mean over scored spans of the cross-tokenizer divergence between merged span distributions.
 
     s_hidden (B, T, D) student final hidden states (head(s_hidden) = next-token logits (B, T, Vs));
     s_ids (B, T) its tokens; s_span (B, T) span id per token (-1: none); s_mask (B, T) the tokens
-    that are targets. t_* the same for the teacher (B, T', D'), no gradient. kind: gold (`hybrid_per_row`,
+    that are targets. t_* the same for the teacher (B, T', D'), no gradient; from a teacher store
+    t_hidden is its SparseTarget (B, T', k) and t_head its `dense` (rows -> logits), and
+    t_token_logp (B, T') the stored log-probability of each teacher token given those before it
+    at `temperature` (the chain-rule prefixes are read from it instead of projected). kind: gold (`hybrid_per_row`,
     needs `vocab`) or uld (`uld_per_row` on the whole vocabularies). chunk_size: spans per batch
     row and chunk (rows of B · chunk_size per chunk); None: one chunk. top_k: ULD on the k
     largest probabilities of each side (`uld_per_row`); None: exact.
@@ -99,11 +116,12 @@ def cross_token_kd(s_head: Head, s_hidden: Tensor, s_ids: Tensor, s_span: Tensor
         raise ValueError(f"unknown cross-tokenizer loss {kind!r}; valid: {', '.join(KINDS)}")
     if kind == "gold" and vocab is None:
         raise ValueError("the gold loss needs the shared vocabulary (vocab)")
-    t_hidden = t_hidden.detach()
+    t_hidden = t_hidden.detach() if isinstance(t_hidden, Tensor) else t_hidden  # a store's SparseTarget: no graph
     valid, (_, s_last), (_, t_last) = scored_spans(s_span, t_span, s_mask)
     rows = (chunk_size or s_span.shape[1] + t_span.shape[1]) * s_span.shape[0]
     with torch.no_grad():
-        t_prefix = prefix_logprobs(t_head, t_hidden, t_ids, t_span, valid, t_last, temperature, rows)
+        t_prefix = prefix_logprobs(t_head, t_hidden, t_ids, t_span, valid, t_last, temperature, rows) if t_token_logp is None \
+            else stored_prefix(t_token_logp, t_span, valid, t_last)
     s_prefix = prefix_logprobs(s_head, s_hidden, s_ids, s_span, valid, s_last, temperature, rows)
     bi, ki = valid.nonzero(as_tuple=True)
     if len(bi) == 0:  # nothing to learn from; keep the graph connected for the caller's backward
@@ -127,4 +145,4 @@ def cross_token_kd(s_head: Head, s_hidden: Tensor, s_ids: Tensor, s_span: Tensor
     return total / len(bi) * temperature**2
 
 
-__all__ = ["KINDS", "cross_token_kd", "prefix_logprobs", "scored_spans", "span_ends"]
+__all__ = ["KINDS", "cross_token_kd", "prefix_logprobs", "scored_spans", "span_ends", "stored_prefix"]

@@ -13,12 +13,13 @@ from pathlib import Path
 from torch import nn
 
 from kdforge.data import load_data
+from kdforge.data.paired import pair_tokenizers, paired_lm_data
 from kdforge.errors import KDForgeError
 from kdforge.models.build import build_model
 from kdforge.models.hf import load_tokenizer, resolve
 from kdforge.store import CachedTeacher, TeacherStore, write_store
 from kdforge.store.fingerprint import cached_hash, file_identity, hash_architecture, hash_dataset, hash_module, hash_tokenizer
-from kdforge.teacher import Teacher
+from kdforge.teacher import Teacher, TokenLogprobTeacher
 from kdforge.train import distributed as dist
 
 DEFAULT_K = 64
@@ -93,8 +94,11 @@ def open_or_write(recipe, teacher_model: nn.Module, data, *, rewrite: bool = Fal
     ctx = dist.context()
     written = 0
     if ctx.is_main and (rewrite or not (path / "meta.json").is_file()):  # written once, by rank 0, for every rank
-        live = Teacher(teacher_model, cfg.features)
-        write_store(path, live, data.train, k=store_k(recipe), sampling=cfg.sampling, temperature=store_temperature(recipe),
+        live, train = Teacher(teacher_model, cfg.features), data.train
+        if hasattr(train, "teacher_view"):  # a cross-tokenizer pair (kdforge.data.paired): over the teacher's own tokens,
+            live = TokenLogprobTeacher(teacher_model, store_temperature(recipe), cfg.features)  # with their log-probabilities
+            train = train.teacher_view()
+        write_store(path, live, train, k=store_k(recipe), sampling=cfg.sampling, temperature=store_temperature(recipe),
                     seed=recipe.seed, fp=fp, shard_size=cfg.shard_size, batch_size=batch_size, dtype=cfg.dtype, weights=cfg.weights)
         written = live.samples
     ctx.barrier()
@@ -114,7 +118,10 @@ def cache_teacher_for(recipe) -> dict:
     if getattr(t, "correct", False):
         raise KDForgeError("teacher.correct: the run fine-tunes the teacher first and writes the store from the corrected "
                            "teacher itself; use `kdforge run` (or point teacher.checkpoint at corrected weights, correct: false)")
-    data = load_data(recipe.data, recipe.seed)
+    if recipe.distill.lm.cross_tokenizer:  # the text in both tokenizations: the store is written over the teacher's
+        data = paired_lm_data(recipe.data, *pair_tokenizers(recipe))
+    else:
+        data = load_data(recipe.data, recipe.seed)
     teacher = build_model(t, data.input_shape, data.num_classes, "teacher", recipe.seed)
     cached = open_or_write(recipe, teacher, data, rewrite=True)
     return {"path": str(cached.store.path), "samples": cached.store.n, "k": cached.store.k, "sampling": cached.store.sampling,
