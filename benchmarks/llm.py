@@ -16,8 +16,10 @@ sequence 512 with the chunked LM head and without it.
 
 The teacher runs once: its dense logits are written to a store under --cache (kept between
 invocations, so further seeds do not rerun it); the sparse stores are cut from it per seed
-(the random draws are seeded). The warm start (the sliced student after cross-entropy epochs)
-is trained once, with seed 0, and shared by every seed and arm. Each arm's result is kept in
+(the random draws are seeded). Every seed has its own warm start (the sliced student after
+cross-entropy epochs in that seed's data order), shared by that seed's arms; the arm "no KD
+(cross-entropy)" continues it on cross-entropy alone for as many tokens as every KD arm, and the
+section reads KD (the dense store) against it, paired by seed (benchmarks/_stats.py). Each arm's result is kept in
 --cache/results.json, and the section is rebuilt from every result there for the same settings,
 so seeds can be added one invocation at a time.
 
@@ -43,6 +45,7 @@ from scipy.stats import t as t_dist  # scipy comes with scikit-learn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import machine_line, write_section  # noqa: E402
+from _stats import compare  # noqa: E402
 
 from kdforge.config import DistillConfig  # noqa: E402
 from kdforge.data.text import LMWindows, lm_windows, read_text_file  # noqa: E402
@@ -78,7 +81,7 @@ ARMS = {  # name -> (store: "dense" | (sampling, k[, weight storage[, priority p
     "no KD (cross-entropy)": ("dense", "ce"),
 }
 PACKED_ARMS = ["random-64 packed", "random-72 packed"]  # random draws at no more than top-16's bytes
-DEFAULT_ARMS = ["dense", "random-16", "hybrid-16", "top-16", "random-64", "hybrid-64", "top-64"]  # run order: the target first
+DEFAULT_ARMS = ["dense", "no KD (cross-entropy)", "random-16", "hybrid-16", "top-16", "random-64", "hybrid-64", "top-64"]  # run order: the target first
 
 
 KEEP_LAYERS, WIDTH = [0, 10, 20, 29], {"hidden_size": 384, "num_heads": 6, "intermediate_size": 1024}  # the sliced student
@@ -134,7 +137,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--length", type=int, default=64)
     ap.add_argument("--eval", type=int, default=48, help="validation windows (test: twice as many)")
-    ap.add_argument("--warm-epochs", type=int, default=1, help="cross-entropy epochs of the shared warm start")
+    ap.add_argument("--warm-epochs", type=int, default=1, help="cross-entropy epochs of each seed's warm start")
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--arms", help=f"comma list of arms to run now (default {','.join(DEFAULT_ARMS)}; also 'no KD (cross-entropy)')")
     ap.add_argument("--cache", default="/tmp/kdforge-llm-bench", help="dense teacher store, warm start and results")
@@ -152,7 +155,7 @@ def main() -> None:
     n_train, epochs, length = (24, 1, 32) if args.quick else (args.train, args.epochs, args.length)
     warm_epochs = 1 if args.quick else args.warm_epochs
     settings = {"train": n_train, "epochs": epochs, "length": length, "eval": args.eval, "warm_epochs": warm_epochs,
-                "lr": args.lr, "quick": args.quick}
+                "lr": args.lr, "quick": args.quick, "warm": "per seed"}
     cache = Path(args.cache) / ("quick" if args.quick else f"n{n_train}-l{length}")
     cache.mkdir(parents=True, exist_ok=True)
     results_file = cache / "results.json"
@@ -207,20 +210,27 @@ def run_seeds(args, seeds, settings, cache, results, results_file, n_train, epoc
             desc=name[:12], quiet=True)
         return method.teacher.calls
 
-    warm_file = cache / "warm.pt"
-    if not warm_file.exists():  # the shared warm start: seed 0, cross-entropy
-        t1 = time.time()
-        warm = copy.deepcopy(student0)
-        train("warm start", warm, dense, [{"kind": "ce"}], cache / "warm", warm_epochs, 0)
-        torch.save(warm.state_dict(), warm_file)
-        info.update(warm_ppl=perplexity_metrics(warm, test)["perplexity"], warm_s=time.time() - t1)
-    warm_state = torch.load(warm_file, weights_only=True)
+    def warm_start(seed: int) -> dict:
+        """Seed `seed`'s warm start: the sliced student after warm_epochs of cross-entropy in that seed's data order."""
+        warm_file = cache / f"warm-s{seed}.pt"
+        if not warm_file.exists():
+            t1 = time.time()
+            warm = copy.deepcopy(student0)
+            torch.manual_seed(seed)
+            train("warm start", warm, dense, [{"kind": "ce"}], cache / f"warm-s{seed}", warm_epochs, seed)
+            torch.save(warm.state_dict(), warm_file)
+            info.setdefault("warm", {})[str(seed)] = {"perplexity": perplexity_metrics(warm, test)["perplexity"], "s": time.time() - t1}
+            info["warm_ppl"] = statistics.mean(w["perplexity"] for w in info["warm"].values())  # over the seeds' warm starts
+            results_file.write_text(json.dumps(results, indent=1))
+        return torch.load(warm_file, weights_only=True)
+
     info.setdefault("sliced_ppl", perplexity_metrics(student0, test)["perplexity"])
     results_file.write_text(json.dumps(results, indent=1))
 
     kd = [KD]
     names = args.arms.split(",") if args.arms else DEFAULT_ARMS
     for seed in seeds:
+        warm_state = None  # this seed's warm start, loaded (or trained) when an arm of the seed runs
         for name in names:
             store_spec, loss = ARMS[name]
             if any(r["arm"] == name and r["seed"] == seed and r["settings"] == settings for r in results["runs"]):
@@ -235,6 +245,7 @@ def run_seeds(args, seeds, settings, cache, results, results_file, n_train, epoc
                                 weights=weights, power=power, normalise=norm, quiet=True)
                 store = TeacherStore(path)
             student = copy.deepcopy(student0)
+            warm_state = warm_state or warm_start(seed)
             student.load_state_dict(warm_state)
             t2 = time.time()
             torch.manual_seed(seed)
@@ -284,11 +295,12 @@ def render(results: dict, settings: dict) -> str:
             f"{WIDTH['hidden_size']} / {WIDTH['num_heads']} heads / FFN {WIDTH['intermediate_size']} "
             f"(weights sliced from the teacher), {info['p_s'] / 1e6:.1f}M parameters (test perplexity {info['sliced_ppl']:.0f} as sliced). "
             f"Data: tinyshakespeare in {settings['length']}-token windows (SmolLM2 tokenizer): {info['n_train']} training, "
-            f"{info['n_val']} validation, {info['n_test']} test windows (held-out end of the text). Warm start, shared by every arm "
-            f"and seed: the sliced student after {settings['warm_epochs']} epoch of cross-entropy, seed 0 (test perplexity "
-            f"{info.get('warm_ppl', float('nan')):.1f}). Every arm: forward KL (T = {KD['temperature']:g}, α = {KD['alpha']:g}), "
+            f"{info['n_val']} validation, {info['n_test']} test windows (held-out end of the text). Warm start: each seed's own, "
+            f"shared by that seed's arms: the sliced student after {settings['warm_epochs']} epoch of cross-entropy in the seed's "
+            f"data order (test perplexity, mean over {len(info.get('warm', {}))} seeds' warm starts: "
+            f"{info.get('warm_ppl', float('nan')):.1f}). Every KD arm: forward KL (T = {KD['temperature']:g}, α = {KD['alpha']:g}), "
             f"{settings['epochs']} epochs of batch {BATCH}, AdamW lr {settings['lr']:g}, cosine, best epoch on validation perplexity; seeds {', '.join(map(str, seeds)) or '–'} "
-            f"(each arm's count in the seeds column; the seed sets the data order and the random store's draws; ÷ dense pairs "
+            f"(each arm's count in the seeds column; the seed sets the warm start, the data order and the random store's draws; ÷ dense pairs "
             f"each seed with the dense arm's run of the same seed). "
             f"ECE: expected calibration error of the top-1 next-token probability ({ECE_BINS} bins) on the test windows."
             + (" **--quick smoke run: not real numbers.**" if settings["quick"] else ""),
@@ -304,7 +316,8 @@ def render(results: dict, settings: dict) -> str:
                 continue
             bpt = statistics.mean(r["bytes_per_token"] for r in rs)
             ratio = [r["perplexity"] / dense_ppl[r["seed"]] for r in rs if r["seed"] in dense_ppl]
-            lines.append(f"| {name} | {bpt:,.0f} | 1/{dense_bytes / bpt:,.0f} | {ms([r['perplexity'] for r in rs], '.1f')} | "
+            store = "– (reads none) | –" if ARMS.get(name, ("", ""))[1] == "ce" else f"{bpt:,.0f} | 1/{dense_bytes / bpt:,.0f}"
+            lines.append(f"| {name} | {store} | {ms([r['perplexity'] for r in rs], '.1f')} | "
                          f"{ms(ratio, '.3f')} | {ms([r['ece'] for r in rs], '.3f')} | {len(rs)} | {ms([r['minutes'] for r in rs], '.1f')} |")
         top16 = statistics.mean(r["bytes_per_token"] for r in by_arm["top-16"]) if "top-16" in by_arm else float("nan")
         small = sorted((statistics.mean(ratios), name) for name, rs in by_arm.items()
@@ -313,6 +326,13 @@ def render(results: dict, settings: dict) -> str:
         if small:
             lines += ["", f"Within 3 bytes per token of top-16's {top16:.0f}, perplexity ÷ dense, best first: "
                           + ", ".join(f"{name} ×{m:.3f}" for m, name in small) + "."]
+        ce = {r["seed"]: r["perplexity"] for r in by_arm.get("no KD (cross-entropy)", [])}
+        paired = sorted(set(ce) & set(dense_ppl))
+        if paired:  # perplexity of cross-entropy alone minus KD's, per seed: positive = KD is better
+            c = compare([dense_ppl[s] for s in paired], [ce[s] for s in paired], -1.0)
+            lines += ["", f"KD (dense store) vs no KD (cross-entropy alone from the same warm start, the same tokens): test perplexity "
+                          f"{statistics.mean(dense_ppl[s] for s in paired):.1f} vs {statistics.mean(ce[s] for s in paired):.1f}; "
+                          f"reduction {c.text('perplexity', 1)}."]
         for arm in ("random-16", *PACKED_ARMS, "hybrid-16", "ht-16", "priority-16", "priority-21 u8", "tempered-21 u8", "priority-21 u8 sn"):
             r16 = [r["perplexity"] / dense_ppl[r["seed"]] for r in by_arm.get(arm, []) if r["seed"] in dense_ppl]
             if r16:
@@ -336,7 +356,7 @@ def render(results: dict, settings: dict) -> str:
                       "window (kdforge.packing; random-64 packed reads exactly the random-64 store's draws)."]
         if "teacher_pass_s" in info:
             lines += ["", f"The teacher ran once ({info['teacher_passes']} forward passes of {BATCH} windows, {info['teacher_pass_s'] / 60:.1f} min) "
-                          "to write the dense store; every arm read a store and never called the teacher."]
+                          "to write the dense store; every KD arm read a store and never called the teacher."]
     mem = results.get("memory")
     if mem:
         plain, chunked = (next(r for r in mem if (r["chunk"] is None) == p) for p in (True, False))

@@ -72,7 +72,7 @@ def test_yaml_features_that_stay_allowed(tmp_path):
     merge keys overridden by explicit keys, and aliases that reuse a section."""
     p = tmp_path / "r.yaml"
     p.write_bytes("\ufeff".encode() + b"student: &s {name: mlp, hidden: [8]}\nteacher:\n  <<: *s\n  hidden: [16]\n"
-                  b"mutual:\n  peers: [*s, *s]\n")
+                  b"method: mutual\nmutual:\n  peers: [*s, *s]\n")  # the mutual section is read by method mutual only
     r = load_recipe(p)
     assert r.teacher.hidden == [16] and r.teacher.name == "mlp" and r.student.hidden == [8]
     assert [peer.hidden for peer in r.mutual.peers] == [[8], [8]]

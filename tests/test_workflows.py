@@ -1,16 +1,16 @@
 """The workflow layer: one registered workflow per recipe method, and the shared report table."""
 from types import SimpleNamespace
 
-from kdforge.config import CLASSIFY_METHODS
 from kdforge.registry import METHODS, WORKFLOWS
 from kdforge.workflows import run_recipe  # noqa: F401  (registers every workflow)
 from kdforge.workflows.run import report_markdown
 from kdforge.workflows.standard import run_standard
 
 
-def test_every_method_has_exactly_its_workflow():
-    assert WORKFLOWS.keys() == METHODS.keys()
-    assert {k for k in WORKFLOWS if WORKFLOWS.get(k) is run_standard} == set(CLASSIFY_METHODS)
+def test_every_method_names_a_registered_workflow_and_every_workflow_runs_a_method():
+    named = {METHODS.get(k).workflow for k in METHODS}
+    assert named == set(WORKFLOWS.keys())  # no method without its workflow, no workflow without a method
+    assert {k for k in METHODS if WORKFLOWS.get(METHODS.get(k).workflow) is run_standard} == {"standard", "supervised"}
 
 
 def test_report_table_shows_missing_values_as_dashes_and_keeps_notes():

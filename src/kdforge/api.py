@@ -13,12 +13,22 @@ from kdforge import control as ctl
 from kdforge.config import DistillConfig, with_recommended_losses
 from kdforge.errors import KDForgeError
 from kdforge.inputs import check_models
+from kdforge.methods.base import MethodSpec, method_spec
 from kdforge.recipe_file import format_validation_error
 from kdforge.registry import METHODS
 from kdforge.stages import train_stage
 from kdforge.train.batching import probe_batch
 from kdforge.train.evaluate import classification_metrics
 from kdforge.tuning import resolve_auto
+
+
+def _needs(spec: MethodSpec) -> str:
+    """What a method takes beyond one teacher and one classifier student (kdforge.distill's shapes)."""
+    if spec.section:
+        return f"its {spec.section}: section"
+    if spec.tokenizers or spec.task != "classify":
+        return f"{spec.task} models"
+    return "several stages"
 
 
 @dataclass
@@ -56,23 +66,29 @@ def distill(
     `metrics["selection"]` says which of the two is kept (by validation) and by how much KD
     differs from the control, and `student` holds the kept one.
     """
+    spec = method_spec(method)  # an unknown key lists the valid ones
+    if not spec.fits_api:
+        fit = ", ".join(k for k in METHODS if METHODS.get(k).fits_api)
+        raise KDForgeError(f"method: {method!r} is run by its {spec.workflow!r} workflow (it needs "
+                           f"{_needs(spec)}), not by kdforge.distill; write a recipe and use `kdforge run` "
+                           f"(kdforge.distill builds {fit})")
     if not isinstance(config, DistillConfig):
         try:
             config = DistillConfig.model_validate(config or {})
         except ValidationError as e:
             raise KDForgeError(format_validation_error(e, "config")) from None
-    check_models(teacher if method != "supervised" else None, student, train, val)
+    check_models(teacher if spec.teacher else None, student, train, val)
     run_dir = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="kdforge-"))
     config = with_recommended_losses(config, method)  # no losses given: what kdforge recommends (config.recommended_losses)
     metrics: dict = {}
     control = None
     if method == "standard" and ctl.control_applies(config.control, teacher, student, train):  # same init as the student
         control, metrics["control_stage"] = ctl.train_control(run_dir, student, train, val, config, seed, quiet=quiet)
-    if method != "supervised":
+    if spec.teacher:
         control_val = metrics["control_stage"]["best_val"]["accuracy"] if control is not None else None
         metrics["teacher_diagnostics"] = ctl.teacher_diagnostics(teacher, train, val, control_val)
     config = resolve_auto(config, teacher, student, train, seed, run_dir / "auto", method=method, quiet=quiet)
-    m = METHODS.build(method, student, teacher, config, probe_batch(train))
+    m = spec.build(student, teacher, config, probe_batch(train))
     metrics["stage"] = train_stage("student", run_dir, m, _Splits(train, val), config, seed, quiet=quiet)
     if control is not None:  # kept by validation; test (when given) read for both after the choice
         metrics["selection"] = ctl.choose(metrics["stage"], metrics["control_stage"])

@@ -19,8 +19,8 @@ from kdforge.config_terms import (  # noqa: F401  (re-exported: recipes and code
     LOSS_KINDS, TERM_CLASSES, Auto, DISTTerm, DivergenceTerm, DKDTerm, FeatureTerm, KDTerm, LabelTerm, LayerwiseTerm,
     LossTerm, Strict,
 )
+from kdforge.config_refuse import refuse_unused
 from kdforge.config_sections import BornAgainConfig, DataFreeConfig, SearchConfig  # noqa: F401  (re-exported)
-from kdforge.errors import KDForgeError
 from kdforge.registry import DATASETS, METHODS, MODELS
 
 
@@ -303,13 +303,6 @@ class EnsembleConfig(Strict):
         return self
 
 
-# Methods run by the classification workflow (kdforge.workflows.standard): the only ones whose recipes
-# take `compress:` stages and 'auto' kd settings, and whose hf models must classify.
-CLASSIFY_METHODS = ("standard", "supervised")
-# Methods run by the causal-LM workflow (kdforge.workflows.lm): their `compress:` list exports the student only.
-LM_METHODS = ("token_kd", "sequence_kd", "gkd", "reasoning")
-
-
 class Recipe(Strict):
     seed: int = Field(0, description="Seeds data splits, initialisation and data order.")
     run_dir: str = Field("runs/run", description="Where the run directory is written.")
@@ -321,6 +314,7 @@ class Recipe(Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     compress: list[CompressStage] = Field(default_factory=list, description="Compression stages, in order (see kdforge.compress.config).")
     store: StoreConfig | None = Field(None, description="Teacher-output store: training reads it instead of running the teacher.")
+    # a method's own section, set under another method, is refused (config_refuse: what each method reads)
     mutual: MutualConfig = Field(default_factory=MutualConfig, description="method: mutual only.")
     born_again: BornAgainConfig = Field(default_factory=BornAgainConfig, description="method: born_again only.")
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig, description="method: multi_teacher only.")
@@ -337,25 +331,7 @@ class Recipe(Strict):
         ):
             if key not in reg:
                 raise ValueError(f"{field}: unknown {reg.kind} {key!r}; valid: {', '.join(reg.keys())}")
-        classify = self.method in CLASSIFY_METHODS
-        if self.compress and self.method in LM_METHODS:  # the causal-LM workflow exports its student, ungated
-            for i, stage in enumerate(self.compress):
-                if stage.kind != "export" or stage.max_accuracy_drop is not None:
-                    raise ValueError(f"compress.{i}: a causal-LM run's stages export the student (kind: export, no "
-                                     f"max_accuracy_drop gate); {stage.kind} stages and accuracy gates are for classifiers")
-        elif self.compress and not classify:  # a workflow of its own: no compress stages
-            raise ValueError(f"compress: method {self.method!r} does not run compress stages; remove the list "
-                             "(a finished run's student can be compressed with `kdforge compress RUN_DIR`)")
-        if classify:  # the classification workflow: hf models classify
-            for role in ("teacher", "student"):
-                sec = getattr(self, role)
-                if sec.name == "hf" and sec.task not in (None, "classify") and not (role == "teacher" and self.method == "supervised"):
-                    raise ValueError(f"{role}.task: method {self.method!r} distils classifiers, so task must be classify, "
-                                     f"got {sec.task!r} (causal_lm: method token_kd | sequence_kd | gkd; embed: method embedding)")
-        for i, stage in enumerate(self.compress):  # a gate needs its reference to exist in this run
-            if stage.max_accuracy_drop is not None and stage.against == "teacher" and self.method == "supervised":
-                raise ValueError(f"compress.{i}.against: the gate compares with the teacher, but method "
-                                 "'supervised' has none; use against: student or previous")
+        refuse_unused(self)  # compress stages, hf tasks, 'auto', and every field the method does not read
         # z-scores need every class's logit: a k the recipe sets below "all" cannot give them; the default
         # (null: 64) keeps every class of a smaller head, and the method refuses a store that kept fewer
         full_logits = self.store is None or self.store.k in ("all", None)
@@ -366,12 +342,6 @@ class Recipe(Strict):
         if self.store is not None and self.store.k not in ("all", None) and any(getattr(t, "standardize", False) for t in self.distill.losses):
             raise ValueError(f"store.k: kd with standardize: true z-scores the teacher's logits over every class, "
                              f"so the store must keep them all (k: all), got k: {self.store.k}")
-        if not classify:  # workflows of their own train with fixed kd settings
-            for i, t in enumerate(self.distill.losses):
-                for f in ("temperature", "alpha"):
-                    if getattr(t, f, None) == "auto":
-                        raise ValueError(f"distill.losses.{i}.{f}: 'auto' is searched for method standard only; "
-                                         f"give a number for method {self.method!r}")
         return self
 
 

@@ -3,11 +3,12 @@ import torch
 
 from kdforge.config import DistillConfig
 from kdforge.data.text import TokenDataset
-from kdforge.methods.embedding import EmbeddingKD, cosine_metric, embedding_metrics, neighbour_recall
+from kdforge.methods.embedding import EmbeddingKD
 from kdforge.models.hf import load_hf
 from kdforge.models.students import shrink_width
 from kdforge.train.batching import collate_indexed
 from kdforge.train.loop import fit
+from kdforge.workflows.embedding import cosine_metric, embedding_metrics, neighbour_recall
 from tests.hf_tiny import tiny_bert_dir  # noqa: F401  (fixture)
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdforge.config import DistillConfig
+from kdforge.config import DistillConfig, EnsembleConfig
 from kdforge.errors import KDForgeError
 from kdforge.losses import distillation_loss, soft_target_kl
 from kdforge.losses.multi import ensemble_soft_targets, kl_to_targets
@@ -37,10 +37,10 @@ def test_one_teacher_reduces_to_the_classic_objective_and_teachers_stay_frozen()
     student = MLP((6,), 4, hidden=[5])
     x, y = torch.randn(10, 6), torch.randint(0, 4, (10,))
     cfg = DistillConfig(losses=[{"kind": "kd", "temperature": 3.0, "alpha": 0.6}])
-    one = MultiTeacherKD(student, teachers[:1], cfg, {"x": x[:2]})
+    one = MultiTeacherKD(student, teachers[:1], cfg, {"x": x[:2]}, EnsembleConfig())
     expected = distillation_loss(student(x), teachers[0](x), y, 3.0, 0.6)
     assert one.step({"x": x, "y": y})["kd"].item() == pytest.approx(expected.item(), rel=1e-5)
-    three = MultiTeacherKD(student, teachers, cfg, {"x": x[:2]}, weighting="confidence")
+    three = MultiTeacherKD(student, teachers, cfg, {"x": x[:2]}, EnsembleConfig(weighting="confidence"))
     three.step({"x": x, "y": y})["kd"].backward()
     assert all(p.grad is None for t in teachers for p in t.parameters())
     assert student.head.weight.grad is not None
@@ -50,8 +50,8 @@ def test_bad_ensemble_settings_are_errors():
     cfg = DistillConfig()
     t, s, probe = MLP((6,), 4), MLP((6,), 4), {"x": torch.zeros(2, 6)}
     with pytest.raises(KDForgeError, match="ensemble.weights"):
-        MultiTeacherKD(s, [t, t], cfg, probe, weighting="fixed", weights=[1.0])
+        MultiTeacherKD(s, [t, t], cfg, probe, EnsembleConfig(weighting="fixed", weights=[1.0], count=1))
     with pytest.raises(KDForgeError, match="ensemble.teachers.1"):
-        MultiTeacherKD(s, [t, MLP((6,), 3)], cfg, probe)
+        MultiTeacherKD(s, [t, MLP((6,), 3)], cfg, probe, EnsembleConfig())
     with pytest.raises(KDForgeError, match="kd and ce terms only"):
-        MultiTeacherKD(s, [t], DistillConfig(losses=[{"kind": "tvd"}]), probe)
+        MultiTeacherKD(s, [t], DistillConfig(losses=[{"kind": "tvd"}]), probe, EnsembleConfig())

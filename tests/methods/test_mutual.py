@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from kdforge.cli import main
+from kdforge.config import MutualConfig
 from kdforge.errors import KDForgeError
 from kdforge.losses.multi import mutual_learning_losses
 from kdforge.methods.mutual import MutualLearning
@@ -36,15 +37,15 @@ def test_step_trains_every_peer():
     torch.manual_seed(0)
     peers = [MLP((6,), 3, hidden=[8]), MLP((6,), 3, hidden=[16])]
     x, y = torch.randn(10, 6), torch.randint(0, 3, (10,))
-    m = MutualLearning(peers[0], None, None, {"x": x[:2]}, peers=peers[1:])
-    assert m.student is peers[0] and set(m.trainable.parameters()) == set(peers[0].parameters()) | set(peers[1].parameters())
+    m = MutualLearning(peers, None, None, {"x": x[:2]}, MutualConfig())
+    assert m.student is peers[0] and set(m.parameters()) == set(peers[0].parameters()) | set(peers[1].parameters())
     sum(m.step({"x": x, "y": y}).values()).backward()
     assert all(p.grad is not None for peer in peers for p in peer.parameters())
 
 
 def test_fewer_than_two_peers_is_an_error(tmp_path):
     with pytest.raises(KDForgeError, match="at least 2 peers"):
-        MutualLearning(MLP((6,), 3, hidden=[8]), None, None, None)
+        MutualLearning(MLP((6,), 3, hidden=[8]), None, None, None, MutualConfig())
     recipe = tmp_path / "r.yaml"
     recipe.write_text("method: mutual\nmutual: {peers: [{name: mlp, hidden: [8]}]}\n")
     assert main(["run", str(recipe), "--set", f"run_dir={tmp_path / 'run'}"]) == 2

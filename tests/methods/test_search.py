@@ -1,5 +1,4 @@
 """kdforge search: scored on a part of train, never the test split; the choice is never worse than the default."""
-import json
 
 import pytest
 import yaml

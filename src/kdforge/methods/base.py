@@ -12,9 +12,11 @@ knows which method ran.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
+
+from kdforge.registry import METHODS
 
 
 class Method(nn.Module):
@@ -37,11 +39,6 @@ class Method(nn.Module):
     def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """The loss terms of one batch, outside the loop (tests, probes): `self(batch)`."""
         return self(batch)
-
-    @property
-    def trainable(self) -> nn.Module:
-        """What the optimizer updates and checkpoints hold: the method itself (the teacher is not in it)."""
-        return self
 
     def frozen(self) -> list:
         """The frozen teachers this method calls (moved with it, never trained)."""
@@ -66,3 +63,53 @@ class Method(nn.Module):
         for t in self.frozen():
             t.to(device if device is not None else args[0])
         return self
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method's registration (`METHODS`): what it is built from, what it reads, which workflow runs it.
+
+    Every method is built one way: `cls(student, teacher, cfg, probe)` - the models (`student` a list of peers
+    for mutual, `teacher` a list for multi_teacher, None where there is none), the recipe's `distill:` section
+    and one batch of the data (shapes and class counts) - plus, when declared, `section=` (the recipe section
+    named by `section`) and `tokenizers=` (student's, teacher's). `reads` lists the optional recipe fields the
+    method and its workflow act on; a recipe that sets another one is refused (kdforge.config_refuse).
+    """
+
+    key: str
+    cls: type
+    workflow: str  # the WORKFLOWS key of the workflow that runs it (kdforge.workflows)
+    task: str = "classify"  # what its models do: classify | embed | causal_lm
+    teacher: bool = True  # built with a teacher (False: labels alone, or peers)
+    section: str | None = None  # recipe section handed to the constructor as `section=`
+    tokenizers: bool = False  # handed `tokenizers=(student's, teacher's)`
+    reads: frozenset[str] = frozenset()  # optional recipe fields it acts on: distill.losses, store, compress, ...
+
+    @property
+    def fits_api(self) -> bool:
+        """kdforge.distill builds it: what the classify workflow runs, one teacher (or none) and one student
+        classifying (x, y) data, with no section or tokenizers."""
+        return self.workflow == "classify" and self.task == "classify" and self.section is None and not self.tokenizers
+
+    def build(self, student, teacher=None, cfg=None, probe=None, *, section=None, tokenizers=(None, None)) -> Method:
+        kw = {"section": section} if self.section else {}
+        if self.tokenizers:
+            kw["tokenizers"] = tokenizers
+        return self.cls(student, teacher, cfg, probe, **kw)
+
+    __call__ = build  # METHODS.build(key, ...) builds through the registration
+
+
+def register_method(key: str, cls: type | None = None, **spec):
+    """Register method `key` (decorator, or called with the class): `spec` are MethodSpec's fields."""
+    def deco(c: type) -> type:
+        if "key" not in c.__dict__:  # the key errors name it by (its first registration)
+            c.key = key
+        METHODS.register(key)(MethodSpec(key, c, **spec))
+        return c
+
+    return deco(cls) if cls is not None else deco
+
+
+def method_spec(key: str) -> MethodSpec:
+    return METHODS.get(key)

@@ -14,7 +14,7 @@ How it plugs into the one loop: the loop iterates over a dataset, so the workflo
 (kdforge.workflows.data_free) feeds it `NoiseSeeds` — N placeholder items, no images. `step` ignores their
 content and draws z from torch's global RNG, which the loop seeds and
 checkpoints (so a resumed run draws the same noise). Generator and student are
-both in `trainable`: one optimizer, one step. The student's loss sees the
+both parameters of the method: one optimizer, one step. The student's loss sees the
 generated batch detached, and the generator's losses reach only the generator
 (the teacher's parameters are frozen; its input gradient is what G learns from).
 
@@ -36,8 +36,7 @@ from torch.utils.data import Dataset
 
 from kdforge.errors import KDForgeError
 from kdforge.losses.multi import kl_to_targets
-from kdforge.methods.base import Method
-from kdforge.registry import METHODS
+from kdforge.methods.base import Method, register_method
 from kdforge.teacher import Teacher
 
 
@@ -104,15 +103,15 @@ def information_entropy_loss(t_logits: Tensor) -> Tensor:
     return math.log(t_logits.shape[-1]) + (p_mean * p_mean.clamp_min(1e-12).log()).sum()
 
 
-@METHODS.register("data_free")
+@register_method("data_free", workflow="data_free", section="data_free")
 class DataFreeKD(Method):
-    """Generator + student trained together from a frozen classifier teacher; `cfg` is distill:, `options` data_free:."""
+    """Generator + student trained together from a frozen classifier teacher; `cfg` is distill:, `section` data_free:."""
 
     shard_blocks = False  # the adversarial term runs the student through functional_call (detached weights)
 
-    def __init__(self, student: nn.Module, teacher: nn.Module | Teacher, cfg, probe: dict[str, Tensor], options):
+    def __init__(self, student: nn.Module, teacher: nn.Module | Teacher, cfg, probe: dict[str, Tensor], section):
         super().__init__()
-        self.opt = options  # the recipe's data_free: section (config.DataFreeConfig)
+        self.opt = section  # the recipe's data_free: section (config.DataFreeConfig)
         self.teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher)
         shape = tuple(probe["x"].shape[1:])
         try:

@@ -14,19 +14,19 @@ from torch import Tensor, nn
 from kdforge.errors import KDForgeError
 from kdforge.losses.kinds import CLASS_LOGITS
 from kdforge.losses.multi import ensemble_soft_targets, kl_to_targets
-from kdforge.methods.base import Method
+from kdforge.methods.base import Method, register_method
 from kdforge.methods.terms import mix, refuse_kinds, weighted
-from kdforge.registry import METHODS
 from kdforge.teacher import Teacher
 
 
-@METHODS.register("multi_teacher")
+@register_method("multi_teacher", workflow="multi_teacher", section="ensemble", reads=frozenset({"distill.losses"}))
 class MultiTeacherKD(Method):
-    """`teacher`: a list of modules (or one). `weighting`: mean | fixed | confidence; `weights`: K floats for fixed."""
+    """`teacher`: a list of modules (or one). `section`: the recipe's ensemble: section, whose `weighting`
+    (mean | fixed | confidence) and `weights` (K floats for fixed) combine the teachers."""
 
-    def __init__(self, student: nn.Module, teacher, cfg, probe: dict[str, Tensor], *,
-                 weighting: str = "mean", weights: list[float] | None = None):
+    def __init__(self, student: nn.Module, teacher, cfg, probe: dict[str, Tensor], section):
         super().__init__()
+        weighting, weights = section.weighting, section.weights
         models = list(teacher) if isinstance(teacher, (list, tuple, nn.ModuleList)) else [teacher]
         if not models:
             raise KDForgeError("ensemble.teachers: multi-teacher distillation needs at least one teacher")

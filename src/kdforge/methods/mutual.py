@@ -7,8 +7,8 @@ optimizer updates every peer each step (the simultaneous variant of DML; each
 peer's KL target is detached, so its loss moves that peer only).
 
 `student` is peer 0: the loop selects and saves it on validation accuracy. The
-workflow (kdforge.workflows.mutual) also logs every peer's validation accuracy each epoch and tests
-every peer (peer 0 at its best epoch, the others at the last epoch).
+workflow (kdforge.workflows.mutual) builds the peers, logs every peer's validation accuracy each
+epoch and tests every peer (peer 0 at its best epoch, the others at the last epoch).
 """
 from __future__ import annotations
 
@@ -16,25 +16,23 @@ from torch import Tensor, nn
 
 from kdforge.errors import KDForgeError
 from kdforge.losses.multi import mutual_learning_losses
-from kdforge.methods.base import Method
-from kdforge.registry import METHODS
-from kdforge.train.evaluate import classification_metrics
+from kdforge.methods.base import Method, register_method
 
 
-@METHODS.register("mutual")
+@register_method("mutual", workflow="mutual", teacher=False, section="mutual")
 class MutualLearning(Method):
-    """`student` is peer 0; `peers` are the others (at least one). `teacher` must be None."""
+    """`student`: the peers, a list (peer 0 is the student); `teacher` must be None; `section`: the recipe's
+    mutual: section (its temperature and weight; the workflow builds the peers it lists)."""
 
-    def __init__(self, student: nn.Module, teacher=None, cfg=None, probe: dict | None = None, *,
-                 peers: list[nn.Module] = (), temperature: float = 1.0, weight: float = 1.0):
+    def __init__(self, student, teacher, cfg, probe: dict | None, section):
         super().__init__()
         if teacher is not None:
             raise KDForgeError("method mutual trains peers from scratch and takes no teacher")
-        all_peers = [student, *peers]
+        all_peers = list(student) if isinstance(student, (list, tuple, nn.ModuleList)) else [student]
         if len(all_peers) < 2:
             raise KDForgeError(f"mutual.peers: mutual learning needs at least 2 peers, got {len(all_peers)}")
         self.peers = nn.ModuleList(all_peers)  # peer 0 is `student` (registered once)
-        self.temperature, self.weight = temperature, weight
+        self.temperature, self.weight = section.temperature, section.weight
         if probe is not None:
             self._check_classes(probe)
 
@@ -56,13 +54,3 @@ class MutualLearning(Method):
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         logits = [p(batch["x"]) for p in self.peers]  # K × (B, C)
         return mutual_learning_losses(logits, batch["y"], self.temperature, self.weight)
-
-    def peer_metrics(self, dataset, device=None) -> dict[str, float]:
-        """Validation line: peer 0's metrics as usual, plus `peer{k}_accuracy` for every peer."""
-        out = {}
-        for k, p in enumerate(self.peers):
-            m = classification_metrics(p, dataset, device)
-            if k == 0:
-                out.update(m)
-            out[f"peer{k}_accuracy"] = m["accuracy"]
-        return out

@@ -31,10 +31,9 @@ from kdforge.errors import KDForgeError
 from kdforge.losses.chunked import chunked_head, divergence
 from kdforge.losses.kinds import KINDS, TOKEN_LOGITS
 from kdforge.losses.sparse import SparseTarget, sparse_kl, sparse_restricted
-from kdforge.methods.base import Method
+from kdforge.methods.base import Method, register_method
 from kdforge.methods.cross_tokenizer import CrossTokenizer
 from kdforge.methods.terms import refuse_kinds, term_options
-from kdforge.registry import METHODS
 from kdforge.teacher import Teacher
 
 
@@ -110,7 +109,11 @@ def sample(model, ids: Tensor, new_tokens: int, *, greedy: bool = False, tempera
     return ids
 
 
-@METHODS.register("token_kd")
+# what the causal-LM methods act on; the lm workflow exports their student (compress: export stages only)
+LM_READS = frozenset({"distill.losses", "distill.lm", "compress.export"})
+
+
+@register_method("token_kd", workflow="lm", task="causal_lm", tokenizers=True, reads=LM_READS | {"store"})
 class TokenKD(Method):
     """Token-level KD on the data (teacher scores every position of the given text)."""
 
@@ -212,7 +215,7 @@ class TokenKD(Method):
         return self.score(batch["input_ids"], mask, batch.get("idx"))
 
 
-@METHODS.register("sequence_kd")
+@register_method("sequence_kd", workflow="lm", task="causal_lm", tokenizers=True, reads=LM_READS)  # generates: no store
 class SequenceKD(TokenKD):
     """Kim & Rush 2016: the student learns the teacher's greedy continuation of each prompt.
 
@@ -250,7 +253,7 @@ class SequenceKD(TokenKD):
         return self.score(seq, mask, None)
 
 
-@METHODS.register("gkd")
+@register_method("gkd", workflow="lm", task="causal_lm", tokenizers=True, reads=LM_READS | {"store"})  # store: lmbda 0
 class OnPolicyKD(TokenKD):
     """GKD (Agarwal et al. 2024): with probability λ the batch is the student's own sampled
     continuation of the prompt, scored by the teacher token by token; otherwise the data."""

@@ -7,15 +7,19 @@ from torch import Tensor, nn
 from kdforge.data.base import UNLABELLED
 from kdforge.errors import KDForgeError
 from kdforge.losses.kinds import CLASS_LOGITS, FEATURES, KINDS
-from kdforge.methods.base import Method
+from kdforge.methods.base import Method, register_method
 from kdforge.methods.terms import (TERMS, StepContext, expand_layer_maps, make_projections, refuse_kinds, term_loss,
                                    term_names, weighted)
-from kdforge.registry import METHODS
 from kdforge.taps import FeatureTaps
 from kdforge.teacher import Teacher
 
 
-@METHODS.register("standard")
+# What the standard method and its workflow act on (MethodSpec.reads); born_again's generations read fewer.
+STANDARD_READS = frozenset({"distill.losses", "distill.layer_map", "distill.filter", "distill.intermediate_epochs",
+                            "distill.bias_calibration", "distill.auto", "store", "compress", "search", "student.trim_vocab"})
+
+
+@register_method("standard", workflow="classify", reads=STANDARD_READS)
 class StandardKD(Method):
     """Freezes the teacher, taps the layers the terms name, and returns one loss per term.
 

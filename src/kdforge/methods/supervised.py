@@ -9,13 +9,14 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from kdforge.losses.chunked import chunked_head
-from kdforge.methods.base import Method
+from kdforge.methods.base import Method, register_method
 from kdforge.methods.sequence import next_token_ce
 from kdforge.methods.terms import labelled_ce
-from kdforge.registry import METHODS
 
 
-@METHODS.register("supervised")
+# distill.losses: read as "the labels" (recipes give [ce]); any other term is not scored
+@register_method("supervised", workflow="classify", teacher=False,
+                 reads=frozenset({"distill.losses", "distill.bias_calibration", "compress", "student.trim_vocab"}))
 class Supervised(Method):
     def __init__(self, student: nn.Module, teacher: nn.Module | None = None, cfg=None, probe=None):
         super().__init__()

@@ -25,13 +25,6 @@ class Context:
         if self.world > 1:
             tdist.barrier()
 
-    def all_true(self, flag: torch.Tensor) -> bool:
-        """One host read of a boolean tensor, ANDed over every process (all ranks decide alike)."""
-        ok = flag.to(device=self.device, dtype=torch.float32).reshape(1)
-        if self.world > 1:
-            tdist.all_reduce(ok, op=tdist.ReduceOp.MIN)
-        return bool(ok.item())
-
     def sum_dict(self, values: dict[str, float]) -> dict[str, float]:
         if self.world == 1 or not values:
             return dict(values)

@@ -8,13 +8,21 @@ from __future__ import annotations
 import copy
 
 from kdforge.data import load_data
-from kdforge.methods.born_again import BornAgain, ensemble_accuracy
-from kdforge.methods.standard import StandardKD
 from kdforge.models.build import build_model
 from kdforge.registry import WORKFLOWS
 from kdforge.stages import train_stage, train_supervised
 from kdforge.train.batching import probe_batch
-from kdforge.workflows.run import Run, eval_row, report_markdown
+from kdforge.train.evaluate import predict
+from kdforge.workflows.run import Run, build_method, eval_row, report_markdown
+
+
+def ensemble_accuracy(models: list, dataset) -> float:
+    """Accuracy of the averaged softmax of `models` on `dataset`."""
+    probs, y = None, None
+    for m in models:
+        logits, y = predict(m, dataset)  # (N, C), (N,)
+        probs = logits.softmax(-1) if probs is None else probs + logits.softmax(-1)
+    return (probs.argmax(-1) == y).float().mean().item()
 
 
 @WORKFLOWS.register("born_again")
@@ -25,7 +33,7 @@ def run_born_again(recipe, *, resume: bool = False, force: bool = False, quiet: 
     def fresh(gen: int):  # generation `gen`, its own seed: an independent initialisation
         return build_model(recipe.student, data.input_shape, data.num_classes, "student", recipe.seed + gen)
 
-    StandardKD(fresh(2), fresh(1), recipe.distill, probe)  # check terms and layer names before writing anything
+    build_method(recipe, fresh(2), fresh(1), probe)  # check terms and layer names before writing anything
     run = Run.open(recipe, resume=resume, force=force)
     gens, rows, stages = [], {}, {}
     for g in range(1, recipe.born_again.generations + 1):
@@ -34,7 +42,7 @@ def run_born_again(recipe, *, resume: bool = False, force: bool = False, quiet: 
             stages[name] = train_supervised(name, run.dir, model, data, recipe.distill, recipe.seed, quiet=quiet)
         else:
             teacher = copy.deepcopy(gens[-1])  # frozen by Teacher; the kept generation stays trainable
-            method = BornAgain(model, teacher, recipe.distill, probe)
+            method = build_method(recipe, model, teacher, probe)
             stages[name] = train_stage(name, run.dir, method, data, recipe.distill, recipe.seed, quiet=quiet)
         gens.append(model)
         rows[name] = eval_row(model, data)
@@ -45,4 +53,4 @@ def run_born_again(recipe, *, resume: bool = False, force: bool = False, quiet: 
     return run.finish(results, report_markdown(recipe, rows))
 
 
-__all__ = ["run_born_again"]
+__all__ = ["ensemble_accuracy", "run_born_again"]

@@ -9,11 +9,11 @@ import copy
 import torch
 
 from kdforge.data import load_data
-from kdforge.methods.data_free import DataFreeKD, NoiseSeeds
+from kdforge.methods.data_free import NoiseSeeds
 from kdforge.models.build import build_model
 from kdforge.registry import WORKFLOWS
 from kdforge.stages import train_stage, train_supervised
-from kdforge.workflows.run import Run, eval_row, report_markdown
+from kdforge.workflows.run import Run, build_method, eval_row, report_markdown
 
 
 @WORKFLOWS.register("data_free")
@@ -22,13 +22,13 @@ def run_data_free(recipe, *, resume: bool = False, force: bool = False, quiet: b
     teacher = build_model(recipe.teacher, data.input_shape, data.num_classes, "teacher", recipe.seed)
     student = build_model(recipe.student, data.input_shape, data.num_classes, "student", recipe.seed + 1)
     probe = {"x": torch.zeros(2, *data.input_shape)}  # shapes only: no training sample is read
-    DataFreeKD(copy.deepcopy(student), copy.deepcopy(teacher), recipe.distill, probe, recipe.data_free)  # checks
+    build_method(recipe, copy.deepcopy(student), copy.deepcopy(teacher), probe)  # checks
     run = Run.open(recipe, resume=resume, force=force)
     results: dict = {"seed": recipe.seed, "method": "data_free"}
     if not recipe.teacher.checkpoint:
         results["teacher_stage"] = train_supervised("teacher", run.dir, teacher, data, recipe.teacher.train,
                                                     recipe.seed, quiet=quiet)
-    method = DataFreeKD(student, teacher, recipe.distill, probe, recipe.data_free)
+    method = build_method(recipe, student, teacher, probe)
     # batches_per_epoch optimizer steps per epoch whatever the number of processes (each rank takes 1/world)
     seeds = NoiseSeeds(recipe.data_free.batches_per_epoch * recipe.distill.batch_size * run.ctx.world)
     results["student_stage"] = train_stage("student", run.dir, method, data, recipe.distill, recipe.seed,

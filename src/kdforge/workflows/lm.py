@@ -1,4 +1,4 @@
-"""Workflow of the causal-LM methods (token_kd | sequence_kd | gkd | reasoning).
+"""Workflow `lm` of the causal-LM methods (token_kd | sequence_kd | gkd; reasoning through workflows.reasoning).
 
 The shape of the standard workflow (check everything, then open the run
 directory, train in the one loop, test, report) with perplexity, or the
@@ -15,9 +15,12 @@ The store, when the recipe has one, is written after both, from the corrected te
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import Callable
+
+from torch.utils.data import Dataset
 
 from kdforge.compress import export
-from kdforge.config import LM_METHODS
 from kdforge.data import load_data
 from kdforge.data.paired import pair_tokenizers, paired_lm_data
 from kdforge.data.chat import skipped_rows
@@ -27,16 +30,32 @@ from kdforge.models.build import build_model
 from kdforge.models.hf import load_tokenizer
 from kdforge.models.prune_llm import PruneTarget, prune_causal_lm, resolve_target
 from kdforge.models.small import count_parameters
-from kdforge.registry import METHODS, WORKFLOWS
+from kdforge.registry import WORKFLOWS
 from kdforge.rundir import write_json
 from kdforge.stages import train_stage
 from kdforge.train.batching import probe_batch
 from kdforge.train.lm_metrics import perplexity_metrics
-from kdforge.workflows.run import Run, report_markdown
+from kdforge.workflows.run import Run, build_method, report_markdown
 from kdforge.workflows.teacher_store import open_or_write
 from kdforge.workflows.teacher_store import preflight as store_preflight
 
 PRUNE_SIZES = ("hidden_size", "intermediate_size", "num_heads", "num_kv_groups", "num_layers")
+
+
+@dataclass
+class LMTask:
+    """What a causal-LM method trains on and is measured by: `train` (None: the data's training split),
+    the validation/test `metric` selected on `select`, and the teacher's metric (None: `metric`)."""
+
+    metric: Callable = perplexity_metrics
+    select: str = "neg_perplexity"
+    teacher_metric: Callable | None = None
+    train: Dataset | None = None
+
+
+def perplexity_task(recipe, method, teacher, data, tokenizers) -> LMTask:
+    """token_kd, sequence_kd, gkd: the data as given, measured by perplexity."""
+    return LMTask()
 
 
 def _tokenizer(spec: str | None, field: str):
@@ -85,21 +104,24 @@ def correct_teacher(recipe, run: Run, teacher, data, quiet: bool) -> dict:
     return {**stage, "test_before": before}
 
 
-def run_lm(recipe, *, resume: bool = False, force: bool = False, quiet: bool = False) -> dict:
+@WORKFLOWS.register("lm")
+def run_lm(recipe, *, resume: bool = False, force: bool = False, quiet: bool = False,
+           task_for: Callable[..., LMTask] = perplexity_task) -> dict:
+    """`task_for(recipe, method, teacher, data, tokenizers)` gives the training set and metrics (reasoning: its own)."""
     cross = recipe.distill.lm.cross_tokenizer  # the text in both tokenizations, aligned (kdforge.data.paired)
     data = paired_lm_data(recipe.data, *pair_tokenizers(recipe)) if cross else load_data(recipe.data, recipe.seed)
     student, teacher, toks = build_lm_pair(recipe, data)
     check_prune(recipe, teacher)
     probe = probe_batch(data.train)
-    extra = {"data": data} if recipe.method == "reasoning" else {}  # reasoning generates its training set here
     late = recipe.teacher.correct or student is None  # the teacher is trained or the student built after the run opens
 
     def make_method():
         source = open_or_write(recipe, teacher, data) if recipe.store is not None else teacher
-        return METHODS.build(recipe.method, student, source, recipe.distill, probe, tokenizers=toks, **extra), source
+        method = build_method(recipe, student, source, probe, tokenizers=toks)
+        return method, source, task_for(recipe, method, teacher, data, toks)
 
     if not late:  # every check (vocabularies, context lengths, the store) before anything is written
-        method, source = make_method()
+        method, source, task = make_method()
     elif recipe.store is not None:  # the store is written after correction / pruning: what can be checked now, is
         store_preflight(recipe, teacher, data.train)
     run = Run.open(recipe, resume=resume, force=force)
@@ -113,14 +135,14 @@ def run_lm(recipe, *, resume: bool = False, force: bool = False, quiet: bool = F
                                                       data.train, recipe.seed)
         results["student_before_training"] = perplexity_metrics(student, data.test, None)
     if late:
-        method, source = make_method()
-    metric_fn, select = method.metrics() if hasattr(method, "metrics") else (perplexity_metrics, "neg_perplexity")
-    teacher_metric = method.teacher_metrics()[0] if hasattr(method, "teacher_metrics") else metric_fn
+        method, source, task = make_method()
+    metric_fn, select = task.metric, task.select
+    teacher_metric = task.teacher_metric or metric_fn
 
     teacher_test = data.test.teacher_view() if cross else data.test  # cross_tokenizer: the teacher reads its own tokens
     results["teacher"] = {**teacher_metric(teacher, teacher_test, None), "params": count_parameters(teacher)}
     results["student_stage"] = train_stage("student", run.dir, method, data, recipe.distill, recipe.seed, quiet=quiet,
-                                           train=method.train_set(data) if hasattr(method, "train_set") else None,
+                                           train=task.train,
                                            metric_fn=metric_fn, select=select)
     results["student"] = {**metric_fn(student, data.test, None), "params": count_parameters(student)}
     if hasattr(source, "calls"):
@@ -146,7 +168,4 @@ def run_lm(recipe, *, resume: bool = False, force: bool = False, quiet: bool = F
     return results
 
 
-for _key in LM_METHODS:
-    WORKFLOWS.register(_key)(run_lm)
-
-__all__ = ["LM_METHODS", "build_lm_pair", "check_prune", "correct_teacher", "run_lm"]
+__all__ = ["LMTask", "build_lm_pair", "check_prune", "correct_teacher", "perplexity_task", "run_lm"]

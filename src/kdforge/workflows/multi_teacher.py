@@ -9,13 +9,12 @@ import copy
 import torch
 
 from kdforge.data import load_data
-from kdforge.methods.multi_teacher import MultiTeacherKD
 from kdforge.models.build import build_model
 from kdforge.registry import WORKFLOWS
 from kdforge.stages import train_stage, train_supervised
 from kdforge.train.batching import probe_batch
 from kdforge.train.evaluate import predict
-from kdforge.workflows.run import Run, eval_row, report_markdown
+from kdforge.workflows.run import Run, build_method, eval_row, report_markdown
 
 
 @WORKFLOWS.register("multi_teacher")
@@ -27,8 +26,7 @@ def run_multi_teacher(recipe, *, resume: bool = False, force: bool = False, quie
                 for k, c in enumerate(cfgs)]
     student = build_model(recipe.student, data.input_shape, data.num_classes, "student", recipe.seed + 1)
     probe = probe_batch(data.train)
-    opts = dict(weighting=e.weighting, weights=e.weights)
-    MultiTeacherKD(copy.deepcopy(student), copy.deepcopy(teachers), recipe.distill, probe, **opts)  # checks
+    build_method(recipe, copy.deepcopy(student), copy.deepcopy(teachers), probe)  # checks
     run = Run.open(recipe, resume=resume, force=force)
     results: dict = {"seed": recipe.seed, "method": "multi_teacher", "teacher_stages": {}}
     rows = {}
@@ -37,7 +35,7 @@ def run_multi_teacher(recipe, *, resume: bool = False, force: bool = False, quie
             results["teacher_stages"][f"teacher{k}"] = train_supervised(f"teacher{k}", run.dir, t, data, c.train,
                                                                         recipe.seed + 100 * k, quiet=quiet)
         rows[f"teacher{k}"] = eval_row(t, data)
-    method = MultiTeacherKD(student, teachers, recipe.distill, probe, **opts)
+    method = build_method(recipe, student, teachers, probe)
     logits = torch.stack([predict(t, data.test)[0] for t in teachers])  # (K, N, C)
     y = predict(teachers[0], data.test)[1]
     rows["teacher_ensemble"] = {"accuracy": (method.soft_targets(logits, 1.0).argmax(-1) == y).float().mean().item()}

@@ -16,6 +16,7 @@ from typing import Any, Callable, Sequence
 from torch import nn
 
 from kdforge.errors import KDForgeError
+from kdforge.methods.base import Method, method_spec
 from kdforge.models.small import count_parameters
 from kdforge.recipe_file import dump_recipe
 from kdforge.rundir import environment, write_json, write_text
@@ -38,6 +39,14 @@ def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
             raise KDForgeError(f"run_dir {run_dir} already exists; use --resume to continue it or --force to replace it")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def build_method(recipe, student, teacher, probe: dict, *, cfg=None, tokenizers=(None, None)) -> Method:
+    """The recipe's method, built through its one registration (MethodSpec.build): the models, `cfg` (default
+    the recipe's distill: section), one probe batch, and the recipe section / tokenizers the method declares."""
+    spec = method_spec(recipe.method)
+    section = getattr(recipe, spec.section) if spec.section else None
+    return spec.build(student, teacher, recipe.distill if cfg is None else cfg, probe, section=section, tokenizers=tokenizers)
 
 
 def eval_row(model: nn.Module, data, classes: list[int] | None = None) -> dict:

@@ -1,4 +1,4 @@
-"""Workflow of methods `standard` and `supervised` (config.CLASSIFY_METHODS): a classifier
+"""Workflow `classify`, of methods `standard` and `supervised` (their MethodSpec.workflow): a classifier
 teacher (trained here unless a checkpoint is given) -> distilled student -> test
 metrics -> optional logit-bias calibration -> compress stages -> report.
 
@@ -10,23 +10,23 @@ from __future__ import annotations
 import copy
 
 from kdforge import control as ctl
-from kdforge.config import CLASSIFY_METHODS
 from kdforge.data import load_data
 from kdforge.inputs import check_models
 from kdforge.models.build import build_model
-from kdforge.registry import METHODS, WORKFLOWS
+from kdforge.registry import WORKFLOWS
 from kdforge.stages import train_stage, train_supervised
 from kdforge.train.batching import probe_batch
 from kdforge.train.calibrate import LogitBias, calibrate_bias
 from kdforge.tuning import resolve_auto
 from kdforge.workflows.compress import compress_recipe
 from kdforge.workflows.phases import split_phases
-from kdforge.workflows.run import Run, eval_row, report_markdown
+from kdforge.workflows.run import Run, build_method, eval_row, report_markdown
 from kdforge.workflows.teacher_store import open_or_write
 from kdforge.workflows.teacher_store import preflight as store_preflight
 from kdforge.workflows.transfer_set import prepare_transfer_set
 
 
+@WORKFLOWS.register("classify")
 def run_standard(recipe, *, resume: bool = False, force: bool = False, quiet: bool = False) -> dict:
     data = load_data(recipe.data, recipe.seed)
     shape, classes = data.input_shape, data.num_classes
@@ -39,7 +39,7 @@ def run_standard(recipe, *, resume: bool = False, force: bool = False, quiet: bo
     probe = probe_batch(data.train)
     check_models(teacher, student, data.train, data.val)  # both models run on the data's batches, before anything is written
     if needs_teacher:  # validate method + layer names + class counts on a throwaway copy
-        METHODS.build(recipe.method, copy.deepcopy(student), copy.deepcopy(teacher), recipe.distill, probe)
+        build_method(recipe, copy.deepcopy(student), copy.deepcopy(teacher), probe)
         if recipe.store is not None:  # an existing teacher store must be readable and fit, before anything is written
             store_preflight(recipe, teacher, data.train)
 
@@ -65,10 +65,10 @@ def run_standard(recipe, *, resume: bool = False, force: bool = False, quiet: bo
     if needs_teacher:  # kd temperature/alpha "auto": searched on held-out training data with the live teacher
         cfg = resolve_auto(cfg, teacher, student, data.train, recipe.seed, run.dir / "auto", method=recipe.method, quiet=quiet)
     if intermediate is not None:  # TinyBERT's two phases: the feature terms alone first (live teacher, original texts)
-        first = METHODS.build(recipe.method, student, teacher, intermediate, probe)
+        first = build_method(recipe, student, teacher, probe, cfg=intermediate)
         results["intermediate_stage"] = train_stage("student-intermediate", run.dir, first, data, intermediate, recipe.seed,
                                                     quiet=quiet, train=originals, select=None)  # the head is untrained yet
-    method = METHODS.build(recipe.method, student, source, cfg, probe)
+    method = build_method(recipe, student, source, probe, cfg=cfg)
     results["student_stage"] = train_stage("student", run.dir, method, data, cfg, recipe.seed, quiet=quiet)
     if needs_teacher:  # teacher work, all ranks and all invocations (a resumed run adds to it): not a metric
         run.record_work(teacher_forward_samples=method.teacher.samples)
@@ -106,8 +106,5 @@ def render_report(recipe, results: dict) -> str:
         if "filtered" in stage else []
     return report_markdown(recipe, rows, columns, [*ctl.report_lines(results), *notes])
 
-
-for _key in CLASSIFY_METHODS:
-    WORKFLOWS.register(_key)(run_standard)
 
 __all__ = ["render_report", "run_standard"]
