@@ -1,4 +1,5 @@
-"""Distillation losses: plain functions of tensors (no hooks, no config, no I/O)."""
+"""Distillation losses: plain functions of tensors (no hooks, no config, no I/O), and `KINDS`, the one
+registry of the loss kinds a recipe names and the outputs each works on (`kinds.py`)."""
 from kdforge.losses.feature import (
     Projection,
     attention_distribution_kl,
@@ -8,11 +9,13 @@ from kdforge.losses.feature import (
     flatten_features,
     hint_loss,
 )
+from kdforge.losses.kinds import KINDS
 from kdforge.losses.logit import dist_loss, dkd, standardize, standardized_kl
 from kdforge.losses.relation import rkd_angle, rkd_distance, similarity_matrix_loss, similarity_preserving
 from kdforge.losses.response import distillation_loss, jsd, reverse_kl, soft_target_kl, tvd
 
 __all__ = [
+    "KINDS",
     "Projection",
     "attention_distribution_kl",
     "attention_map",
