@@ -216,10 +216,10 @@ def visits(runner: ArmRunner, arm: Arm) -> int:
     return epochs * len(train)
 
 
-def trained_seconds(out: Path, seeds: int) -> float:
-    """Training wall time an earlier run recorded in the folders of seeds 0..seeds-1 (arms and layer-wise phases)."""
+def trained_seconds(out: Path, seeds: list[int]) -> float:
+    """Training wall time an earlier run recorded in the folders of `seeds` (arms, layer-wise phases, search trials)."""
     total = 0.0
-    for metrics in (m for seed in range(seeds) for m in out.glob(f"s{seed}-*/metrics.jsonl")):
+    for metrics in (m for seed in seeds for m in out.glob(f"s{seed}-*/**/metrics.jsonl")):
         total += sum(json.loads(line).get("seconds", 0.0) for line in metrics.read_text().splitlines() if line.strip())
     return total
 

@@ -119,7 +119,7 @@ def render(r: dict) -> str:
         f"epoch(s) on the original texts with the live teacher before the prediction phase; hidden-state MSE through a learned "
         f"projection on every student layer and the embedding output, MiniLM attention KL on every layer (teacher heads "
         f"averaged), weights 1. Teacher logits are read from a teacher-output store written in one pass over the "
-        f"{len(aug):,} training texts ({r['cached'].store.nbytes() / 2**20:.0f} MiB). {args.seeds} seed(s) (student head "
+        f"{len(aug):,} training texts ({r['cached'].store.nbytes() / 2**20:.0f} MiB). {args.seeds} seed(s): {', '.join(map(str, r['seeds']))} (student head "
         f"initialisation, batch order); the teacher and the augmented set are made once."
         + (" **--quick smoke run: not results.**" if args.quick else ""),
         "",

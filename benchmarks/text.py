@@ -128,6 +128,8 @@ def main() -> None:
                     "saved students and reuse its store instead of training; refreshes the export and latency part")
     ap.add_argument("--train-seeds", help="with --reuse: train only these seeds (comma-separated) into its folder and stop "
                     "(seeds in parallel processes; a final --reuse run evaluates them all)")
+    ap.add_argument("--eval-seeds", help="with --reuse: report exactly these seeds (comma-separated; default 0..--seeds-1), "
+                    "e.g. the seeds parallel --train-seeds runs finished")
     ap.add_argument("--arms", help="only these arms (comma-separated indices into the dataset's arm list, default all); "
                     "their folders keep the full list's index, so runs of different subsets share a --reuse folder")
     ap.add_argument("--quick", action="store_true", help="tiny subsets and one epoch: a smoke test, printed only")
@@ -137,6 +139,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     spec = DATASETS[args.dataset]
     args.epochs = args.epochs or spec["epochs"]
+    seeds = [int(k) for k in args.eval_seeds.split(",")] if args.eval_seeds else list(range(args.seeds))
+    args.seeds = len(seeds)
     if args.dataset == "banking77" and not (SHARED / "banking77/train.csv").is_file():
         print(f"skipped: {SHARED / 'banking77'} is not present")
         return
@@ -204,7 +208,7 @@ def main() -> None:
     train_only = [int(k) for k in args.train_seeds.split(",")] if args.train_seeds else None
     if train_only and not args.reuse:
         raise SystemExit("--train-seeds needs --reuse (the folder whose teacher store the seeds read)")
-    for seed in train_only or range(args.seeds):
+    for seed in train_only or seeds:
         runner = ArmRunner(seed, data, augmented, teacher, cached, tokenizer, args, out, trim_padding=trim_padding)
         for i, arm in picked:
             student = runner.load(arm, i) if args.reuse and not train_only else runner.run(arm, i)
@@ -223,7 +227,7 @@ def main() -> None:
         return
     if args.reuse:  # the arms were trained by earlier runs into the folder; their epochs' wall time is in their metrics
         trained = "student arms (all seeds, trained by earlier runs into the folder; their epochs summed over processes)"
-        timings[trained] = trained_seconds(out, args.seeds)
+        timings[trained] = trained_seconds(out, seeds)
         timings["reloading its students"] = time.time() - t0
     else:
         timings["student arms (all seeds)"] = time.time() - t0
@@ -239,7 +243,7 @@ def main() -> None:
     lat = latency_table(teacher, students[best], best, data.test, data.train, out / "onnx", quick=args.quick,
                         length=spec["data"]["max_length"])
     timings["export + latency"] = time.time() - t0
-    run = dict(args=args, spec=spec, data=data, augmented=augmented, teacher=teacher, t_acc=t_acc, acc=acc, records=records,
+    run = dict(args=args, seeds=seeds, spec=spec, data=data, augmented=augmented, teacher=teacher, t_acc=t_acc, acc=acc, records=records,
                best=best, shipped=shipped, teacher_info=teacher_info(teacher, data, spec, records),
                arms=[a for _, a in picked], all_arms=arms,
                params=params, trims=trims, visits=visits_per_arm, originals=originals, lat=lat, timings=timings, cached=cached)
