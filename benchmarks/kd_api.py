@@ -21,6 +21,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import machine_line, mean_std, write_section  # noqa: E402
+from _stats import compare, holm  # noqa: E402
 
 import kdforge  # noqa: E402
 from kdforge.config import DataConfig  # noqa: E402
@@ -70,25 +71,21 @@ def one_seed(seed: int, epochs: int, widths: tuple[int, int]) -> dict[str, float
 
 
 def render(rows: list[dict], args, wall: float, params: tuple[int, int]) -> str:
-    from scipy import stats
-
     col = {k: [r[k] for r in rows] for k in rows[0]}
+    family = holm({arm: compare(col[arm], col["alone"], 100) for arm in ARMS if arm != "alone"})
     lines = [
         f"## KD through the Python API on a user's small CNN (`benchmarks/kd_api.py`, {len(rows)} of {args.seeds} seeds)", "",
         machine_line() + f" Wall time {wall:.0f} s; seeds 0..{len(rows) - 1}.", "",
         f"mnist5k; a plain torch CNN (two conv blocks + linear head), teacher width {args.widths[0]} ({params[0]:,} params, "
         f"test accuracy {mean_std(col['teacher'], 100)} %), student width {args.widths[1]} ({params[1]:,} params); "
         f"{args.epochs} epochs for every model, each arm one `kdforge.distill` call. Accuracy in %, mean ± std; "
-        "Δ paired per seed with a paired t-test.", "",
-        "| arm | student test accuracy | Δ vs alone (points) | t-test p |", "|---|---:|---:|---:|",
+        "Δ paired per seed with a paired t-test; Holm = adjusted over the arms compared with the student alone "
+        "(the verdict reads it).", "",
+        "| arm | student test accuracy | Δ vs alone (points) | p | Holm p | verdict |", "|---|---:|---:|---:|---:|---|",
     ]
     for arm, (label, _) in ARMS.items():
-        if arm == "alone":
-            lines.append(f"| {label} | {mean_std(col[arm], 100)} | — | — |")
-            continue
-        diff = [a - b for a, b in zip(col[arm], col["alone"])]
-        p = stats.ttest_rel(col[arm], col["alone"]).pvalue if len(rows) > 1 else float("nan")
-        lines.append(f"| {label} | {mean_std(col[arm], 100)} | {mean_std(diff, 100)} | {p:.3g} |")
+        cells = "— | — | — | —" if arm == "alone" else family[arm].cells()
+        lines.append(f"| {label} | {mean_std(col[arm], 100)} | {cells} |")
     return "\n".join(lines)
 
 
