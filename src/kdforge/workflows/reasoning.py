@@ -21,7 +21,6 @@ from kdforge.methods.sequence import check_context, sample
 from kdforge.registry import WORKFLOWS
 from kdforge.workflows.lm import LMTask, run_lm
 
-LENGTH = 128  # tokens per training sequence (prompt + target, right-padded)
 
 RATIONALE, ANSWER = "[rationale] ", "[answer] "
 _ANSWER_RE = re.compile(r"answer(?:\s+is)?\s*[:=]?\s*([^\n]+)", re.I)
@@ -111,7 +110,7 @@ def answer_accuracy(tokenizer, lm, prefix: str = ANSWER) -> Callable:
 
 
 def rationale_examples(teacher, tokenizer, lm, questions: list[str], answers: list[str] | None,
-                       length: int = LENGTH) -> tuple[MultiTaskExamples, int]:
+                       length: int) -> tuple[MultiTaskExamples, int]:
     """The training set of the teacher's kept generations, and how many were filtered. `teacher` is the
     method's frozen Teacher (its work is counted)."""
     ctx = getattr(teacher.model, "max_positions", None)
@@ -133,10 +132,11 @@ def reasoning_task(recipe, method, teacher, data, tokenizers) -> LMTask:
     tokenizer = tokenizers[0] or tokenizers[1]
     if tokenizer is None:
         raise KDForgeError("reasoning: needs the models' tokenizer (student.hf / teacher.hf)")
-    check_context(method.student, LENGTH, "student")
+    length = recipe.data.max_length  # tokens per training sequence (prompt + target, right-padded)
+    check_context(method.student, length, "student")
     lm = recipe.distill.lm
     train, method.counters["teacher_filtered"] = rationale_examples(method.teacher, tokenizer, lm, data.train.questions,
-                                                                    data.train.answers)
+                                                                    data.train.answers, length)
     return LMTask(metric=answer_accuracy(tokenizer, lm), select="accuracy",
                   teacher_metric=answer_accuracy(tokenizer, lm, prefix=""), train=train)
 
