@@ -57,7 +57,9 @@ def test_a_run_from_the_cache_teacher_store_equals_the_live_teacher_run(tmp_path
     for name in ("live", "stored"):
         (tmp_path / name).mkdir()
         extra = {"store": {"path": str(tmp_path / "store"), "k": "all", "dtype": "float32"}} if name == "stored" else {}
-        runs[name] = parse_recipe(_raw(tmp_path / name, bpe_llama_dir, tiny_llama_dir, **extra))
+        raw = _raw(tmp_path / name, bpe_llama_dir, tiny_llama_dir, **extra)
+        raw["data"]["train_limit"] = 24  # 3 batches: the property, not the training, is under test
+        runs[name] = parse_recipe(raw)
     info = cache_teacher_for(runs["stored"])  # `kdforge cache-teacher` accepts the pair: the store holds the teacher's tokens
     meta = json.loads((tmp_path / "store/meta.json").read_text())
     assert TOKEN_LOGP in meta["features"] and meta["vocab"] == info["vocab"]
