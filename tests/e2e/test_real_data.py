@@ -52,7 +52,7 @@ def test_banking77_slice_through_the_text_pipeline(tmp_path, shared_data):
            "teacher": {"name": "hf", "hf": str(tmp_path / "bert"), "task": "classify",
                        "train": {"epochs": 6, "batch_size": 32, "lr": 5e-3}},
            "student": {"name": "hf", "hf": str(tmp_path / "bert"), "task": "classify", "layers": [0]},
-           "distill": {"epochs": 3, "batch_size": 32, "lr": 5e-3, "control": False,
+           "distill": {"epochs": 8, "batch_size": 32, "lr": 5e-3, "control": False,
                        "losses": [{"kind": "kd", "temperature": 2.0, "alpha": 0.5}]}}
     recipe = parse_recipe(raw)
     data = load_data(recipe.data, 0)
