@@ -20,6 +20,8 @@ import yaml
 from tests.e2e.test_torchrun import _method_recipes
 from tests.hf_tiny import tiny_bert_dir, tiny_llama_dir  # noqa: F401  (fixtures)
 
+import kdforge.methods  # noqa: F401  (registers every method)
+from kdforge.methods.base import method_spec
 from kdforge.recipe_file import parse_recipe
 from kdforge.workflows import run_recipe
 
@@ -42,7 +44,9 @@ def small(name: str, run_dir: Path, world: int) -> dict:
     raw["data"] = {**raw["data"], "train_limit": 320}
     if "labelled" in raw["data"]:
         raw["data"]["labelled"] = 64
-    raw["distill"] = {**raw.get("distill", {}), "epochs": 3, "batch_size": b, "auto": {"trials": 1, "epochs": 1}}  # one trial: a 2-trial choice between near-equal held-out scores can flip between 1 and 2 processes
+    raw["distill"] = {**raw.get("distill", {}), "epochs": 3, "batch_size": b}
+    if "distill.auto" in method_spec(raw.get("method", "standard")).reads:  # only where the method searches (others refuse it)
+        raw["distill"]["auto"] = {"trials": 1, "epochs": 1}  # one trial: a 2-trial choice between near-equal held-out scores can flip between 1 and 2 processes
     for teacher in [raw.get("teacher")] + raw.get("ensemble", {}).get("teachers", []):
         if teacher is not None:
             teacher["train"] = {**teacher.get("train", {}), "epochs": 3, "batch_size": b}
