@@ -23,16 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,28 +36,19 @@ import yaml
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _fault_cache import cache_trials  # noqa: E402
+from _fault_common import (  # noqa: E402  (_dead, process_tree: re-exported for tests/test_fault_trials.py)
+    RECIPE, Trial, _dead, finish, kdforge, kill, process_tree, run_ok, start, table, tail, tally, torchrun, wait_for, yes,
+)
 from _results import RESULTS, machine_line, write_section  # noqa: E402
 
 KINDS = ("run", "cache", "compress", "ddp")
-RECIPE = {
-    "seed": 7,
-    "data": {"name": "digits"},
-    "teacher": {"name": "mlp", "hidden": [64], "train": {"epochs": 2, "batch_size": 16, "checkpoint_every": 7}},
-    "student": {"name": "mlp", "hidden": [16], "dropout": 0.1},
-    "distill": {"epochs": 3, "batch_size": 8, "checkpoint_every": 5,
-                "losses": [{"kind": "kd", "temperature": 4.0, "alpha": 0.7},
-                           {"kind": "rkd_distance", "student_layer": "layers.0", "teacher_layer": "layers.0", "weight": 0.5}]},
-}
-# cache: k=4 priority-sampled ids of 10 plus one feature, 16 samples per shard (many small files: a longer write)
-STORE = {"k": 4, "sampling": "priority", "shard_size": 16, "features": ["layers.0"]}
 # compress: prune, then a gated distillation recovery, then a gated INT8 quantization
 STAGES = ["{kind: prune, method: structured, amount: 0.5}",
           "{kind: recover, epochs: 2, batch_size: 8, max_accuracy_drop: 0.2, against: student}",
           "{kind: quantize, method: int8_dynamic, max_accuracy_drop: 0.05, against: previous}"]
 STABLE_METRICS = ("kind", "params", "size_bytes", "accuracy", "loss")  # a stage's measurements minus timings and memory
-ENV = {**os.environ, "KDFORGE_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
 MAX_DELAY_S = 0.3  # run / ddp: the kill lands this long at most after the target step is reached
-TIMEOUT_S = 900
 
 
 # ---- pure helpers ----
@@ -109,115 +96,6 @@ def current_section(name: str = "fault_trials") -> str:
     m = re.search(rf"<!-- section:{name} -->(.*?)<!-- /section:{name} -->", text, re.S)
     return m.group(1) if m else ""
 
-
-def tally(rows: list["Trial"]) -> tuple[int, int]:
-    """(trials that passed, trials killed while the process was still running)."""
-    return sum(r.ok for r in rows), sum(r.mid_run for r in rows)
-
-
-# ---- processes ----
-
-def kdforge(*args: str) -> list[str]:
-    return [sys.executable, "-m", "kdforge", *args]
-
-
-def torchrun(*args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "kdforge", *args]
-
-
-def start(cmd: list[str], log: Path) -> subprocess.Popen:
-    """A process with stderr to `log`."""
-    with open(log, "w") as err:
-        return subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=err)
-
-
-def finish(p: subprocess.Popen) -> int:
-    try:
-        return p.wait(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        kill(p)
-        return -9
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and every process below it (torchrun starts each worker in a session of its own, so a
-    process group is not the whole job)."""
-    children: dict[int, list[int]] = {}
-    for d in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(d))
-    out, todo = [], [pid]
-    while todo:
-        out.append(todo.pop())
-        todo += children.get(out[-1], [])
-    return out
-
-
-def _signal(pids, sig: int) -> None:
-    for q in pids:
-        try:
-            os.kill(q, sig)
-        except ProcessLookupError:
-            pass
-
-
-def _dead(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except (OSError, IndexError):
-        return True
-
-
-def kill(p: subprocess.Popen) -> bool:
-    """SIGKILL the process and everything it started (torchrun and both workers) at once, as a machine
-    failure would: all stopped first, then all killed; returns once every one is dead. Was it still running?"""
-    running = p.poll() is None
-    pids = process_tree(p.pid)
-    _signal(pids, signal.SIGSTOP)  # frozen: nothing more is written or started
-    pids = sorted(set(pids) | set(process_tree(p.pid)))
-    _signal(pids, signal.SIGKILL)
-    p.wait()
-    while not all(_dead(q) for q in pids):
-        time.sleep(0.01)
-    return running
-
-
-def run_ok(cmd: list[str], log: Path) -> float:
-    t0 = time.time()
-    code = finish(start(cmd, log))
-    if code != 0:
-        raise SystemExit(f"reference {' '.join(cmd[2:])} failed ({code}):\n{log.read_text()[-3000:]}")
-    return time.time() - t0
-
-
-def tail(log: Path) -> str:
-    lines = [x for x in log.read_text(errors="replace").splitlines() if x.strip()] if log.exists() else []
-    return (lines[-1][:160] if lines else "").replace("|", "/")
-
-
-def wait_for(p: subprocess.Popen, cond, poll: float = 0.002) -> None:
-    while not cond():
-        if p.poll() is not None:
-            return
-        time.sleep(poll)
-
-
-@dataclass
-class Trial:
-    cells: list[str]
-    ok: bool
-    mid_run: bool
-
-
-def table(header: list[str], rows: list[Trial]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r.cells) + " |" for r in rows)]
-
-
-def yes(b: bool) -> str:
-    return "yes" if b else "NO"
 
 
 # ---- kind: run / ddp (training killed at a random step, then --resume) ----
@@ -303,171 +181,6 @@ def training_trials(kind: str, work: Path, trials: int, rng: random.Random) -> s
         "weights match too).", "",
         *table(["trial", "killed at", "killed mid-run", "checkpoint resumed from", "resume exit code", "best checkpoint bit-identical",
                 "last checkpoint bit-identical"], rows),
-    ])
-
-
-# ---- kind: cache (cache-teacher killed mid-write, then run again) ----
-
-def store_files(path: Path) -> dict[str, bytes]:
-    return {str(f.relative_to(path)): f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()}
-
-
-def siblings(path: Path) -> list[str]:
-    """Folders beside the store named after it (temporary or replaced copies)."""
-    return sorted(p.name for p in path.parent.iterdir() if p.name.startswith(path.name + "."))
-
-
-class StoreCheck:
-    """Opens a store the way a training run does (meta.json, every shard's shape, the fingerprint of the
-    recipe's teacher, training set, k, temperature, sampling), reads every row, and compares every file
-    with the reference store."""
-
-    def __init__(self, recipe_path: Path):
-        from kdforge.data import load_data
-        from kdforge.workflows.teacher_store import recipe_fingerprint
-        from kdforge.models.build import build_model
-        from kdforge.recipe_file import load_recipe
-
-        recipe = load_recipe(recipe_path, [])
-        data = load_data(recipe.data, recipe.seed)
-        teacher = build_model(recipe.teacher, data.input_shape, data.num_classes, "teacher", recipe.seed)
-        self.fp = recipe_fingerprint(recipe, teacher, data.train)
-        self.ref: dict[str, bytes] = {}
-
-    def state(self, path: Path) -> str:
-        """'complete' (opens, fingerprint verified, every row read, every file equal to the reference),
-        'absent', or 'BROKEN: why'."""
-        from kdforge.errors import KDForgeError
-        from kdforge.store import TeacherStore
-
-        if not path.exists():
-            return "absent"
-        try:
-            store = TeacherStore(path, self.fp)
-            ids = torch.arange(store.n)
-            for name in ("values", "indices", "entropy", *(f"feat-{f}" for f in store.meta.get("features", {}))):
-                store.rows(name, ids)
-        except KDForgeError as e:
-            return f"BROKEN: {str(e)[:140]}"
-        if self.ref and store_files(path) != self.ref:
-            return "BROKEN: opens, but its files differ from the uninterrupted store"
-        return "complete"
-
-
-def cache_trials(work: Path, trials: int, rng: random.Random) -> str:
-    work.mkdir(parents=True)
-    os.environ["KDFORGE_CACHE"] = ENV["KDFORGE_CACHE"] = str(work / "cache")  # fingerprint hashes: this run's own cache
-    (work / "train.yaml").write_text(yaml.safe_dump({**RECIPE, "distill": {**RECIPE["distill"], "epochs": 1}}))
-    run_ok(kdforge("run", str(work / "train.yaml"), "--set", f"run_dir={work / 'trained'}", "--quiet"), work / "trained.log")
-    teacher = work / "trained/teacher/checkpoints/best/model.safetensors"
-
-    def recipe_for(store: Path) -> Path:
-        path = store.parent / "recipe.yaml"
-        path.write_text(yaml.safe_dump({**RECIPE, "teacher": {**{k: v for k, v in RECIPE["teacher"].items() if k != "train"},
-                                                               "checkpoint": str(teacher)},
-                                        "store": {**STORE, "path": str(store)}}))
-        return path
-
-    def moment(store: Path, which: str):
-        """When the kill's random delay starts: once the writer's temporary folder appears ("tmp"), once its
-        meta.json is written ("meta": the last file; what follows is the finished store replacing the old one),
-        or once the old store is set aside ("old": renamed away, until it is deleted)."""
-        seen: list[str] = []
-
-        def cond() -> bool:
-            beside = siblings(store)
-            tmps = [s for s in beside if ".tmp" in s]
-            seen.extend(tmps)
-            if which == "tmp":
-                return bool(tmps)
-            if which == "old":
-                return any(".old" in s for s in beside)
-            return bool(seen) and (not tmps or any((store.parent / s / "meta.json").exists() for s in tmps))
-        return cond
-
-    # the reference: written (timed from its temporary folder's appearance to the exit), then rewritten over
-    # itself (timed from its meta.json, and from the old store set aside, until nothing is left beside the
-    # store): the two must be byte-identical (the store is seeded)
-    ref_store = work / "ref" / "store"
-    ref_store.parent.mkdir()
-    check = StoreCheck(recipe_for(ref_store))
-    t0 = time.time()
-    p = start(kdforge("cache-teacher", str(recipe_for(ref_store))), work / "ref.log")
-    wait_for(p, moment(ref_store, "tmp"), 0.001)
-    t_tmp = time.time()
-    if finish(p) != 0:
-        raise SystemExit(f"reference cache-teacher failed:\n{(work / 'ref.log').read_text()[-3000:]}")
-    ref_s, write_s = time.time() - t0, time.time() - t_tmp
-    first = store_files(ref_store)
-    p = start(kdforge("cache-teacher", str(recipe_for(ref_store))), work / "ref2.log")
-    wait_for(p, moment(ref_store, "meta"), 0.001)
-    t_meta = time.time()
-    wait_for(p, lambda: moment(ref_store, "old")() or not siblings(ref_store), 0.001)
-    t_old = time.time()
-    wait_for(p, lambda: not siblings(ref_store), 0.001)
-    t_placed = time.time()
-    if finish(p) != 0:
-        raise SystemExit(f"reference cache-teacher rewrite failed:\n{(work / 'ref2.log').read_text()[-3000:]}")
-    replace_s, old_s = t_placed - t_meta, t_placed - t_old
-    window = {"tmp": write_s, "meta": 2 * replace_s, "old": 2 * old_s}
-    check.ref = store_files(ref_store)
-    verified = check.state(ref_store)
-    if verified != "complete" or check.ref != first:
-        raise SystemExit(f"the reference store does not verify ({verified}) or its rewrite differs from it")
-    n_files = len(check.ref)
-
-    plan = [(False, "tmp"), (False, "meta"), (True, "tmp"), (True, "meta"), (True, "old")]  # (a store there already, moment)
-    label = {"tmp": "temporary folder made", "meta": "meta.json written", "old": "old store set aside"}
-    rows = []
-    for trial in range(trials):
-        store = work / f"t{trial}" / "store"
-        store.parent.mkdir()
-        recipe, log = recipe_for(store), work / f"t{trial}.log"
-        existing, which = plan[trial % len(plan)]
-        if existing:  # a rewrite (cache-teacher always rewrites)
-            shutil.copytree(ref_store, store)
-        delay = rng.uniform(0.0, window[which])
-        p = start(kdforge("cache-teacher", str(recipe)), log)
-        wait_for(p, moment(store, which), 0.001)
-        time.sleep(delay)
-        mid_run = kill(p)
-        after_kill, beside = check.state(store), siblings(store)
-        code = finish(start(kdforge("cache-teacher", str(recipe)), log))
-        after = check.state(store) if code == 0 else f"exit {code}: {tail(log)}"
-        left = siblings(store)
-        ok = code == 0 and after == "complete" and not after_kill.startswith("BROKEN") and not left
-        rows.append(Trial([str(trial), "yes" if existing else "no",
-                           f"{label[which]} + {delay:.3f} s",
-                           "yes" if mid_run else "no (had finished)", ", ".join(beside) or "none", after_kill, str(code), after,
-                           ", ".join(left) or "none"], ok, mid_run))
-        print("cache", rows[-1].cells, flush=True)
-    ok, mid = tally(rows)
-    return "\n".join([
-        f"### Teacher store written by `kdforge cache-teacher`, killed, then run again (`--kinds cache`, {trials} trials)", "",
-        machine_line(), "",
-        f"The store: a trained digits MLP teacher, priority-sampled k={STORE['k']} ids of 10 with a feature, "
-        f"{STORE['shard_size']} samples per shard ({n_files} files). Uninterrupted reference: {ref_s:.1f} s, of which "
-        f"{write_s:.2f} s from its temporary folder's appearance to the exit. Rewritten over itself (byte-identical): "
-        f"{replace_s:.3f} s from its meta.json (the last file written) until nothing was left beside the store, of which "
-        f"the old store was set aside (renamed away, then deleted) for the last {old_s:.3f} s. Trials cycle through five "
-        "cases: no store yet or a complete store already at store.path (a rewrite), killed a random time after the "
-        f"temporary folder appears (0–{window['tmp']:.2f} s), after its meta.json is written (0–{window['meta']:.3f} s, "
-        f"twice the replacement), or (rewrites) after the old store is set aside (0–{window['old']:.3f} s, twice that). "
-        "Right after the kill the "
-        "store path is opened as a training run opens it: it must be absent or complete, never a partial store. "
-        "Then `kdforge cache-teacher` runs again: it must exit 0 and leave a complete store (every shard's shape as meta.json "
-        "says, the fingerprint of the recipe's teacher, data, k, temperature and sampling verified, every row read) whose "
-        "files are byte-identical to the uninterrupted store's (ids, weights, entropy, features, meta.json), with no "
-        "temporary folder left beside it. Beside the store at the kill: the writer's temporary folder (.tmpPID) "
-        "while it writes; its set-aside old store (.oldPID) from the moment the old store is renamed away until it "
-        "is deleted.", "",
-        f"**cache: {ok}/{trials} killed-then-rerun stores were complete, verified their fingerprint and equal the "
-        f"uninterrupted store byte for byte, with no partial store readable after the kill and no temporary folder left** "
-        f"({mid} were killed while running: {sum('.tmp' in r.cells[4] for r in rows)} while the temporary folder was there, "
-        f"{sum('.old' in r.cells[4] for r in rows)} while the old store was set aside).", "",
-        *table(["trial", "store existed", "killed at", "killed mid-run", "folders beside it at the kill",
-                "store after the kill", "rerun exit code",
-                "store after the rerun", "folders left beside it"], rows),
     ])
 
 
