@@ -45,15 +45,6 @@ def mean_std(xs: list[float], scale: float = 1.0, digits: int = 2) -> str:
     return f"{statistics.mean(xs):.{digits}f} ± {sd:.{digits}f}"
 
 
-def paired(a: list[float], b: list[float]) -> str:
-    """mean ± std of a − b (percentage points) and the paired t-test p-value."""
-    from scipy import stats
-
-    diff = [x - y for x, y in zip(a, b)]
-    p = stats.ttest_rel(a, b).pvalue if len(a) > 1 and any(diff) else float("nan")
-    return f"{mean_std(diff, 100)} (p = {p:.2g})"
-
-
 def write_section(name: str, body: str) -> None:
     """Replace (or append) section `name` of benchmarks/RESULTS.md with `body`.
 

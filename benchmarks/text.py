@@ -21,6 +21,7 @@ Writes the "text-<dataset>" section of benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+from contextlib import contextmanager
 import statistics
 import sys
 import tempfile
@@ -64,13 +65,20 @@ DATASETS = {  # "about" is filled from the loaded data (counts) and these settin
 FEATURES = {"bbc-news": {"hidden.6", "attn.5"}, "banking77": set()}  # teacher features the store keeps (hint arms)
 
 
-def accuracy(model, part, *, trim: bool) -> float:
-    """Test accuracy; trim: each batch cut to its longest text (right padding is masked: same logits, less work)."""
-    model.trim_padding = trim
+@contextmanager
+def trimmed(model, on: bool = True):
+    """`model` cutting each batch to its longest text while inside (right padding is masked: same logits)."""
+    model.trim_padding = on
     try:
-        return classification_metrics(model, part)["accuracy"]
+        yield model
     finally:
         model.trim_padding = False
+
+
+def accuracy(model, part, *, trim: bool) -> float:
+    """Test accuracy; trim: each batch cut to its longest text (right padding is masked: same logits, less work)."""
+    with trimmed(model, trim):
+        return classification_metrics(model, part)["accuracy"]
 
 
 def best_on_val(records: dict[str, list[dict]]) -> str:
@@ -91,11 +99,8 @@ def shipped_arm(records: dict[str, list[dict]]) -> list[str]:
 def teacher_info(teacher, data, spec: dict, records: dict) -> dict:
     """The teacher's schedule as it ran (epochs, best val) and kdforge's diagnostics next to the control."""
     control_val = statistics.mean(r["val"] for r in records[ALONE]) if records.get(ALONE) else None
-    teacher.trim_padding = True
-    try:
+    with trimmed(teacher):
         diag = teacher_diagnostics(teacher, data.train, data.val, control_val)
-    finally:
-        teacher.trim_padding = False
     return {"diagnostics": diag, "epochs_run": spec.get("teacher_epochs_run"), "best_epoch": spec.get("teacher_best_epoch")}
 
 
