@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _results import machine_line, mean_std, write_section  # noqa: E402
 from _stats import compare, holm  # noqa: E402
 
+from kdforge.control import choose  # noqa: E402
 from kdforge.config import (  # noqa: E402
     DataConfig, DistillConfig, DISTTerm, DKDTerm, KDTerm, LabelTerm, ModelConfig, TrainConfig,
     recommended_losses, with_recommended_losses,
@@ -84,7 +85,8 @@ ARMS = {  # name -> (label, method, losses); None = the recommended default (con
 
 def train(model_cfg, method, teacher, data, cfg, seed, shape, classes):
     """A fresh model trained by `method`; `auto` fields resolved first, as run_recipe does.
-    Returns (model, resolved cfg, work): work = student epochs and teacher forward samples, search included."""
+    Returns (model, resolved cfg, work): work = student epochs and teacher forward samples, search included, and
+    the best epoch's validation accuracy (val; what kdforge.control.choose reads)."""
     model = build_model(model_cfg, shape, classes, "model", seed + 1)
     with tempfile.TemporaryDirectory() as d:
         work = {"epochs": 0, "teacher": 0}
@@ -97,6 +99,7 @@ def train(model_cfg, method, teacher, data, cfg, seed, shape, classes):
         res = fit(m, data.train, data.val, cfg, Path(d), seed, quiet=True)
         work["epochs"] += len(res.history)
         work["teacher"] += getattr(getattr(m, "teacher", None), "samples", 0) or 0
+        work["val"] = res.best["val/accuracy"]
     return model, cfg, work
 
 
@@ -132,7 +135,7 @@ def one_seed(dataset: str, seed: int, few: int) -> dict[str, float]:
 
     def run(name, *a):  # a trained model; its test accuracy and compute are read by the caller
         model, cfg, work = train(*a, seed, shape, classes)
-        out[f"{name}:epochs"], out[f"{name}:teacher"] = work["epochs"], work["teacher"]
+        out[f"{name}:epochs"], out[f"{name}:teacher"], out[f"{name}:val"] = work["epochs"], work["teacher"], work["val"]
         return model, cfg
 
     teacher, _ = run("teacher", TEACHER, "supervised", None, full, TrainConfig(epochs=30))
@@ -174,11 +177,31 @@ def omitted(seed, teacher, full, run) -> dict[str, float]:
     }
 
 
+CONTROLLED = {"full/with_control": ("full/default", "full/alone"), "few/with_control": ("few/default", "few/alone"),
+              "pool/with_control": ("pool/default", "few/alone")}  # what a run keeps: (distilled arm, its control)
+
+
+def add_controlled(col: dict) -> dict[str, int]:
+    """Per seed, what a run with `distill.control` keeps: the default arm, or the student alone (same data, same
+    labels, same schedule) when it is strictly better on validation, as kdforge.control.choose decides; both trained,
+    so their compute adds up. Adds the rows to `col`; returns how many seeds kept the control, per row."""
+    kept = {}
+    for key, (kd, alone) in CONTROLLED.items():
+        picks = [choose({"best_val": {"accuracy": v}}, {"best_val": {"accuracy": c}})["kept"]
+                 for v, c in zip(col[f"{kd}:val"], col[f"{alone}:val"])]
+        col[key] = [col[alone][i] if p == "control" else col[kd][i] for i, p in enumerate(picks)]
+        for part in ("epochs", "teacher"):
+            col[f"{key}:{part}"] = [a + b for a, b in zip(col[f"{kd}:{part}"], col[f"{alone}:{part}"])]
+        kept[key] = picks.count("control")
+    return kept
+
+
 def families(col: dict, regime: str) -> tuple[dict, dict]:
     """The paired comparisons of one regime (points), each family Holm-adjusted: every arm against the student alone
     (in the few-label regime also the negative control and the pool row), every other KD arm against vanilla KD."""
     others = [f"{regime}/{a}" for a in ARMS if a != "alone"]
-    extra = ["few/negative_control", "pool/default"] if regime == "few" else []
+    extra = [f"{regime}/with_control"] + (["few/negative_control", "pool/default", "pool/with_control"]
+                                          if regime == "few" else [])
     vs_alone = holm({k: compare(col[k], col[f"{regime}/alone"], 100) for k in others + extra})
     vs_kd = holm({k: compare(col[k], col[f"{regime}/kd"], 100) for k in others if k != f"{regime}/kd"})
     return vs_alone, vs_kd
@@ -192,6 +215,7 @@ def compute(col: dict, key: str) -> str:
 def render(dataset: str, rows: list[dict], args, teacher_params: int, student_params: int) -> str:
     col = {k: [r[k] for r in rows] for k in rows[0]}
     n, few, r0 = len(rows), args.few, rows[0]
+    kept = add_controlled(col)
     auto = distill_cfg(None, EPOCHS).auto
     none = "— | — | — | —"
     lines = [
@@ -224,6 +248,9 @@ def render(dataset: str, rows: list[dict], args, teacher_params: int, student_pa
             key = f"{regime}/{arm}"
             lines.append(f"| {label} | {name} | {mean_std(col[key], 100)} | {vs_alone[key].cells() if key in vs_alone else none} | "
                          f"{vs_kd[key].cells() if key in vs_kd else none} | {compute(col, key)} |")
+        key = f"{regime}/with_control"
+        lines.append(f"| {label} | {controlled_label(kept[key], n)} | {mean_std(col[key], 100)} | "
+                     f"{vs_alone[key].cells()} | {none} | {compute(col, key)} |")
     vs_alone = fam["few"][0]
     lines.append(
         f"| {regimes[1][1]} | **negative control**: the default from a teacher trained on the same {few} labels "
@@ -233,10 +260,14 @@ def render(dataset: str, rows: list[dict], args, teacher_params: int, student_pa
         f"| {few} labels ({r0['few_train']} + {r0['few_val']}) + {r0['train_size'] - few:,} unlabelled the teacher labels "
         f"(`data.labelled`) | kdforge default | {mean_std(col['pool/default'], 100)} | {vs_alone['pool/default'].cells()} | "
         f"{none} | {compute(col, 'pool/default')} |")
+    lines.append(
+        f"| {few} labels ({r0['few_train']} + {r0['few_val']}) + {r0['train_size'] - few:,} unlabelled the teacher labels "
+        f"(`data.labelled`) | {controlled_label(kept['pool/with_control'], n)} | {mean_std(col['pool/with_control'], 100)} | "
+        f"{vs_alone['pool/with_control'].cells()} | {none} | {compute(col, 'pool/with_control')} |")
     chosen = [f"T={r['full/default_T']:.2g}, α={r['full/default_alpha']:.2f}" for r in rows]
     chosen_few = [f"T={r['few/default_T']:.2g}, α={r['few/default_alpha']:.2f}" for r in rows]
     lines += ["", f"`auto` chose, per seed — full: {'; '.join(chosen)}. Few labels: {'; '.join(chosen_few)}.",
-              "", f"Δ of the negative control and the pool row is against the student alone on the same {few} labels."]
+              "", f"Δ of the negative control and the pool rows is against the student alone on the same {few} labels (the pool row's control is that student: a control trains on the labelled part only)."]
     if "omit/kd_on_3" in col:
         lines += omitted_lines(col)
     (fa, fk), (ga, gk) = fam["full"], fam["few"]
@@ -245,8 +276,16 @@ def render(dataset: str, rows: list[dict], args, teacher_params: int, student_pa
               f"alone: {fa['full/kd'].text()}. With {few} labels in all: the default against the student alone: "
               f"{ga['few/default'].text()}; against vanilla KD: {gk['few/default'].text()}; the negative control against "
               f"the student alone: {ga['few/negative_control'].text()}; the default with the unlabelled pool against "
-              f"the student alone: {ga['pool/default'].text()}."]
+              f"the student alone: {ga['pool/default'].text()}. What a run keeps with its control arm "
+              "(`distill.control`, the default or the student alone, chosen on validation) against the student alone: "
+              f"full transfer set {fa['full/with_control'].text()}; {few} labels {ga['few/with_control'].text()}; "
+              f"with the unlabelled pool {ga['pool/with_control'].text()}."]
     return "\n".join(lines)
+
+
+def controlled_label(kept: int, n: int) -> str:
+    return (f"**default with its control** (kept on validation: the default {n - kept}×, the student alone {kept}×; "
+            "both trained)")
 
 
 def omitted_lines(col: dict) -> list[str]:

@@ -28,3 +28,28 @@ def test_shipped_arm_keeps_the_control_only_when_strictly_better_on_validation(m
                text.ALONE: [{"val": 0.80}, {"val": 0.84}, {"val": 0.75}]}
     assert text.shipped_arm(records) == [text.DEFAULT, text.DEFAULT, text.ALONE]  # a tie keeps the distilled one
     assert text.shipped_arm({text.ALONE: records[text.ALONE]}) == []  # no default arm ran: nothing to derive
+
+
+def _kd_gain(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_kd_gain_choice", ROOT / "benchmarks/kd_gain.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_kd_gain_control_row_picks_per_seed_on_validation_and_counts_both_arms(monkeypatch):
+    kd_gain = _kd_gain(monkeypatch)
+    col = {}
+    for key, test, val in (("full/default", [0.9, 0.7, 0.6], [0.8, 0.5, 0.6]), ("full/alone", [0.5, 0.95, 0.99], [0.7, 0.6, 0.6]),
+                           ("few/default", [0.4, 0.4, 0.4], [0.4, 0.4, 0.4]), ("few/alone", [0.3, 0.3, 0.3], [0.5, 0.5, 0.5]),
+                           ("pool/default", [0.8, 0.8, 0.8], [0.6, 0.6, 0.6])):
+        col[key], col[f"{key}:val"] = test, val
+        col[f"{key}:epochs"], col[f"{key}:teacher"] = [10, 10, 10], [5, 5, 5]
+    kept = kd_gain.add_controlled(col)
+    # seed 0: default validates better; seed 1: the control does (its test is read, not the default's);
+    # seed 2: a tie keeps the distilled one even though the control's test would be higher
+    assert col["full/with_control"] == [0.9, 0.95, 0.6] and kept["full/with_control"] == 1
+    assert col["few/with_control"] == [0.3, 0.3, 0.3] and kept["few/with_control"] == 3
+    assert col["pool/with_control"] == [0.8, 0.8, 0.8]  # the pool's control is the few-label student alone
+    assert col["full/with_control:epochs"] == [20, 20, 20] and col["full/with_control:teacher"] == [10, 10, 10]
