@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from _stats import SPREAD_LIMIT, spread
 from kdforge.bench.deploy import Artifact, render, runtime_line, summarize
 from kdforge.bench.measure import int8_share, load_artifact, make_runner, onnx_op_time, size_bytes, task_metrics
 from kdforge.compress import Bf16, Export, Int8Dynamic, export, quantize_
@@ -37,10 +38,10 @@ def _pad(x: torch.Tensor, length: int, pad_id: int) -> torch.Tensor:
 
 
 def alternating_ms(runners: dict, x: torch.Tensor, reps: int) -> dict[str, dict[str, float]]:
-    """{name: {"p50", "p95", "wall_p50"}} ms of one call per runner; the runners take turns call by
+    """{name: {"p50", "p95", "wall_p50", "spread"}} ms of one call per runner; the runners take turns call by
     call so a busy shared CPU slows them alike. p50 / p95 are the process's CPU time per call (every
-    runner computes on this one thread: time another job holds the core is not counted), wall_p50
-    the wall clock of the same calls."""
+    runner computes on this one thread: time another job holds the core is not counted), spread their
+    median and interquartile range (flagged past SPREAD_LIMIT), wall_p50 the wall clock of the same calls."""
     cpu: dict[str, list[float]] = {n: [] for n in runners}
     wall: dict[str, list[float]] = {n: [] for n in runners}
     for i in range(reps + 2):
@@ -51,7 +52,8 @@ def alternating_ms(runners: dict, x: torch.Tensor, reps: int) -> dict[str, dict[
                 cpu[name].append(time.process_time() - c0)
                 wall[name].append(time.perf_counter() - t0)
     return {n: {"p50": 1000 * float(np.percentile(cpu[n], 50)), "p95": 1000 * float(np.percentile(cpu[n], 95)),
-                "wall_p50": 1000 * float(np.percentile(wall[n], 50))} for n in runners}
+                "wall_p50": 1000 * float(np.percentile(wall[n], 50)), "spread": spread([1000 * c for c in cpu[n]])}
+            for n in runners}
 
 
 def latency_table(teacher, student, student_name: str, test, train, out_dir: Path, *, quick: bool = False,
@@ -81,7 +83,7 @@ def latency_table(teacher, student, student_name: str, test, train, out_dir: Pat
     ms = {b: alternating_ms(runners, test.x[:b], reps=3 if quick else (100 if b == 1 else 16)) for b in BATCHES}
     base = "teacher PyTorch fp32"
     rows = {n: {"ms": {b: ms[b][n]["p50"] for b in BATCHES}, "p95": {b: ms[b][n]["p95"] for b in BATCHES},
-                "wall": {b: ms[b][n]["wall_p50"] for b in BATCHES},
+                "wall": {b: ms[b][n]["wall_p50"] for b in BATCHES}, "spread": {b: ms[b][n]["spread"] for b in BATCHES},
                 "speedup": {b: ms[b][base]["p50"] / ms[b][n]["p50"] for b in BATCHES}, "accuracy": accuracy.get(n)}
             for n in runners}
     ref = "student PyTorch fp32"
@@ -129,7 +131,8 @@ def _lines(rows, sizes, summary, manifests, student_name, length) -> list[str]:
         f"CPU latency at sequence length {length} (the test queries padded; padding is masked): CPU time of the "
         f"process per call, median (p50) over calls with all {len(rows)} artifacts taking turns call by call (every "
         f"artifact computes on the calling thread, so time other jobs hold the shared cores is not counted; the wall "
-        f"clock p50 of the same calls is beside it); speedup (of CPU time) against the PyTorch fp32 "
+        f"clock p50 of the same calls is beside it), with the interquartile range of the calls (⚠: wider than "
+        f"{SPREAD_LIMIT:.0%} of the median); speedup (of CPU time) against the PyTorch fp32 "
         f"teacher. {runtime_line(torch.get_num_threads())} PyTorch INT8 = torch.ao dynamic quantization of the "
         f"Linear layers (per-channel); PyTorch bf16 = weights and activations in bfloat16. ONNX INT8 (dynamic) = ONNX Runtime `quantize_dynamic` of the plain (dynamo) "
         f"export. ONNX optimized = TorchScript export with eager attention, then ONNX Runtime's transformer optimizer "
@@ -149,7 +152,7 @@ def _lines(rows, sizes, summary, manifests, student_name, length) -> list[str]:
     for n, r in rows.items():
         size = f"{sizes[n] / 2**20:.1f}" if sizes.get(n) else ""
         a = f"{100 * r['accuracy']:.2f}" if r["accuracy"] is not None else ""
-        lines.append(f"| {n} | {r['ms'][1]:.1f} | {r['ms'][32]:.1f} | {r['speedup'][1]:.2f}× | {r['speedup'][32]:.2f}× | "
+        lines.append(f"| {n} | {r['spread'][1].text(1)} | {r['spread'][32].text(1)} | {r['speedup'][1]:.2f}× | {r['speedup'][32]:.2f}× | "
                      f"{r['wall'][1]:.1f} | {r['wall'][32]:.1f} | {size} | {a} |")
     lines += ["", f"**Deployment summary of the student** (same measurements, CPU time per call; speedup against the student in "
                   f"PyTorch fp32, recommendations among artifacts within {100 * MAX_DROP:g} points of its accuracy):", "",
