@@ -71,6 +71,11 @@ def _control_claims(r: dict) -> list[str]:
     return out
 
 
+def _seeds_flag(seeds: list[int]) -> str:
+    """The command-line flag that reproduces these seeds: --seeds N for 0..N-1, else the list."""
+    return f" --seeds {len(seeds)}" if seeds == list(range(len(seeds))) else f" --eval-seeds {','.join(map(str, seeds))}"
+
+
 def render(r: dict) -> str:
     args, spec, data, acc, arms, t_acc = r["args"], r["spec"], r["data"], r["acc"], r["arms"], r["t_acc"]
     p_t, pad = count_parameters(r["teacher"]), r["teacher"].pad_id
@@ -97,7 +102,9 @@ def render(r: dict) -> str:
     aug_cfg = AugmentConfig(n=args.augment_n)
     lines = [
         f"## Text classification: MiniLM-L6 → small BERT students ({spec['title']}; "
-        f"`benchmarks/text.py --dataset {args.dataset}{f' --arms {args.arms}' if args.arms else ''}`)",
+        f"`benchmarks/text.py --dataset {args.dataset}{f' --threads {args.threads}' if args.threads else ''}{_seeds_flag(r['seeds'])}{f' --arms {args.arms}' if args.arms else ''}`"
+        + ("; run here as `--reuse DIR --train-seeds …` processes, then one `--reuse DIR` report: the same students)"
+           if args.reuse else ")"),
         "",
         machine_line(),
         "",
