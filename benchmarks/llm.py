@@ -34,6 +34,7 @@ import argparse
 import copy
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -250,6 +251,7 @@ def run_seeds(args, seeds, settings, cache, results, results_file, n_train, epoc
             t2 = time.time()
             torch.manual_seed(seed)
             reads = train(name, student, store, kd if loss == "kd" else [{"kind": "ce"}], cache / f"run-{name}-{seed}", epochs, seed)
+            shutil.rmtree(cache / f"run-{name}-{seed}" / "checkpoints", ignore_errors=True)  # ~1 GB each; the result is kept below
             m = perplexity_metrics(student, test)
             if results_file.exists():  # other invocations may have added results meanwhile (arms run in parallel)
                 results["runs"] = merge_runs(json.loads(results_file.read_text())["runs"], results["runs"])

@@ -34,6 +34,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -167,6 +168,7 @@ def main() -> None:
             res = fit(method, data.train, val, cfg, cache / f"run-{kind}-{recovery}-{seed}", seed, metric_fn=perplexity_metrics,
                       select="neg_perplexity", desc=f"{kind[:6]} {recovery}", quiet=True)
             after = perplexity_metrics(model, test)
+            shutil.rmtree(cache / f"run-{kind}-{recovery}-{seed}" / "checkpoints", ignore_errors=True)  # ~2 GB a run; the result is kept
             results["runs"] = merged(json.loads(results_file.read_text())["runs"], results["runs"])  # seeds run side by side
             results["runs"].append({"student": kind, "recovery": recovery, "seed": seed, "before": before, "after": after,
                                     "params": non_embedding_parameters(model.hf), "steps": res.steps,
