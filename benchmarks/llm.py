@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import shutil
 import statistics
 import subprocess
