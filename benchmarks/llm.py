@@ -116,7 +116,7 @@ def memory_probe(chunk: int | None, length: int, batch: int) -> dict:
     t0 = time.time()
     sum(method(b).values()).backward()
     return {"chunk": chunk, "peak_mb": rss_mb("VmHWM") - before, "seconds": time.time() - t0, "length": length, "batch": batch,
-            "vocab": teacher.config.vocab_size}
+            "vocab": teacher.hf.config.vocab_size}
 
 
 def memory_rows(args) -> list[dict]:
