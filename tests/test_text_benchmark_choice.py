@@ -6,16 +6,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _text(monkeypatch):
+def _bench(monkeypatch, name: str):
+    """benchmarks/<name>.py loaded as a module (benchmarks/ is not a package)."""
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("bench_text_choice", ROOT / "benchmarks/text.py")
+    spec = importlib.util.spec_from_file_location(f"bench_{name}_choice", ROOT / f"benchmarks/{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
 def test_best_arm_is_chosen_on_validation_never_test(monkeypatch):
-    text = _text(monkeypatch)
+    text = _bench(monkeypatch, "text")
     # arm "a" validates better, arm "b" would win on test: the choice must not look at test (it is not even given)
     records = {"a": [{"val": 0.90}, {"val": 0.88}], "b": [{"val": 0.80}, {"val": 0.82}],
                text.SHIPPED: [{"val": 0.99}, {"val": 0.99}]}  # the derived arm's val is a max of two: left out
@@ -23,23 +24,15 @@ def test_best_arm_is_chosen_on_validation_never_test(monkeypatch):
 
 
 def test_shipped_arm_keeps_the_control_only_when_strictly_better_on_validation(monkeypatch):
-    text = _text(monkeypatch)
+    text = _bench(monkeypatch, "text")
     records = {text.DEFAULT: [{"val": 0.80}, {"val": 0.85}, {"val": 0.70}],
                text.ALONE: [{"val": 0.80}, {"val": 0.84}, {"val": 0.75}]}
     assert text.shipped_arm(records) == [text.DEFAULT, text.DEFAULT, text.ALONE]  # a tie keeps the distilled one
     assert text.shipped_arm({text.ALONE: records[text.ALONE]}) == []  # no default arm ran: nothing to derive
 
 
-def _kd_gain(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("bench_kd_gain_choice", ROOT / "benchmarks/kd_gain.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_kd_gain_control_row_picks_per_seed_on_validation_and_counts_both_arms(monkeypatch):
-    kd_gain = _kd_gain(monkeypatch)
+    kd_gain = _bench(monkeypatch, "kd_gain")
     col = {}
     for key, test, val in (("full/default", [0.9, 0.7, 0.6], [0.8, 0.5, 0.6]), ("full/alone", [0.5, 0.95, 0.99], [0.7, 0.6, 0.6]),
                            ("few/default", [0.4, 0.4, 0.4], [0.4, 0.4, 0.4]), ("few/alone", [0.3, 0.3, 0.3], [0.5, 0.5, 0.5]),
