@@ -45,6 +45,15 @@ def mean_std(xs: list[float], scale: float = 1.0, digits: int = 2) -> str:
     return f"{statistics.mean(xs):.{digits}f} ± {sd:.{digits}f}"
 
 
+def unique_runs(key, *lists: list[dict]) -> list[dict]:
+    """Every run of the lists once, the first of those with the same key(run): runs that processes working
+    side by side appended to one results file."""
+    seen: dict = {}
+    for r in (r for runs in lists for r in runs):
+        seen.setdefault(key(r), r)
+    return list(seen.values())
+
+
 def write_section(name: str, body: str) -> None:
     """Replace (or append) section `name` of benchmarks/RESULTS.md with `body`.
 

@@ -44,7 +44,7 @@ import torch
 from scipy.stats import t as t_dist  # scipy comes with scikit-learn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import machine_line, write_section  # noqa: E402
+from _results import machine_line, unique_runs, write_section  # noqa: E402
 from _stats import compare  # noqa: E402
 
 from kdforge.config import DistillConfig  # noqa: E402
@@ -264,10 +264,7 @@ def run_seeds(args, seeds, settings, cache, results, results_file, n_train, epoc
 
 def merge_runs(*lists: list[dict]) -> list[dict]:
     """Every run of the lists once, keyed by (arm, seed, settings)."""
-    seen: dict[str, dict] = {}
-    for r in (r for runs in lists for r in runs):
-        seen.setdefault(json.dumps([r["arm"], r["seed"], r["settings"]], sort_keys=True), r)
-    return list(seen.values())
+    return unique_runs(lambda r: json.dumps([r["arm"], r["seed"], r["settings"]], sort_keys=True), *lists)
 
 
 def render(results: dict, settings: dict) -> str:

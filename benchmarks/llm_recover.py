@@ -44,7 +44,7 @@ import torch
 from safetensors.torch import load_model, save_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import machine_line, write_section  # noqa: E402
+from _results import machine_line, unique_runs, write_section  # noqa: E402
 from _stats import compare, holm  # noqa: E402
 
 from kdforge.config import DistillConfig  # noqa: E402
@@ -169,7 +169,8 @@ def main() -> None:
                       select="neg_perplexity", desc=f"{kind[:6]} {recovery}", quiet=True)
             after = perplexity_metrics(model, test)
             shutil.rmtree(cache / f"run-{kind}-{recovery}-{seed}" / "checkpoints", ignore_errors=True)  # ~2 GB a run; the result is kept
-            results["runs"] = merged(json.loads(results_file.read_text())["runs"], results["runs"])  # seeds run side by side
+            results["runs"] = unique_runs(lambda r: (r["student"], r["recovery"], r["seed"]),
+                                          json.loads(results_file.read_text())["runs"], results["runs"])  # seeds run side by side
             results["runs"].append({"student": kind, "recovery": recovery, "seed": seed, "before": before, "after": after,
                                     "params": non_embedding_parameters(model.hf), "steps": res.steps,
                                     "tokens": res.steps * 8 * 64, "minutes": (time.time() - t0) / 60})
@@ -180,12 +181,6 @@ def main() -> None:
                   f"({(time.time() - t0) / 60:.1f} min)", flush=True)
             publish(results, args.print_only)
     publish(results, args.print_only)
-
-
-def merged(on_disk: list[dict], mine: list[dict]) -> list[dict]:
-    """The runs of both lists, one per (student, recovery, seed): another process may have added some meanwhile."""
-    key = lambda r: (r["student"], r["recovery"], r["seed"])  # noqa: E731
-    return list({key(r): r for r in [*on_disk, *mine]}.values())
 
 
 def publish(results: dict, print_only: bool) -> None:
