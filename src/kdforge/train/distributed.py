@@ -3,7 +3,9 @@
 the engine (train/engine.py) wraps the method in DDP or FSDP2."""
 from __future__ import annotations
 
+import atexit
 import os
+from datetime import timedelta
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -38,7 +40,26 @@ class Context:
 def _accelerator(cpu: bool):
     from accelerate import Accelerator
 
-    return Accelerator(cpu=cpu)
+    acc = Accelerator(cpu=cpu)
+    atexit.register(_close)
+    return acc
+
+
+def _close() -> None:
+    """Meet the other ranks, then destroy the process group while the interpreter is still whole.
+
+    Left to interpreter teardown, gloo aborts a rank now and then ("terminate called without an
+    active exception", SIGABRT) after a run that succeeded: one rank tears its pairs down while
+    the other still has DDP's last all-reduce in flight. The meeting is bounded, so a rank that
+    failed alone still exits (within a minute) and torchrun reports it."""
+    if not tdist.is_initialized():
+        return
+    if tdist.get_backend() == "gloo":
+        try:
+            tdist.monitored_barrier(timeout=timedelta(seconds=60))
+        except RuntimeError:
+            pass
+    tdist.destroy_process_group()
 
 
 _CHOSEN = {"device": "auto"}  # the process's device once a run named one (recipe `device`, API argument)
