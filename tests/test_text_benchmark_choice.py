@@ -46,3 +46,21 @@ def test_kd_gain_control_row_picks_per_seed_on_validation_and_counts_both_arms(m
     assert col["few/with_control"] == [0.3, 0.3, 0.3] and kept["few/with_control"] == 3
     assert col["pool/with_control"] == [0.8, 0.8, 0.8]  # the pool's control is the few-label student alone
     assert col["full/with_control:epochs"] == [20, 20, 20] and col["full/with_control:teacher"] == [10, 10, 10]
+
+
+def test_llm_recover_picks_the_cross_entropy_lr_on_validation_never_test(monkeypatch):
+    rec = _bench(monkeypatch, "llm_recover")
+
+    def run(val, test):
+        return {"val": val, "after": {"perplexity": test}}
+
+    kind = "width-pruned"
+    # per seed the CE lr with the lower validation perplexity, even where another would test better
+    by = {(kind, "KD"): {0: run(90, 90), 1: run(91, 91), 2: run(89, 89)},
+          (kind, "CE"): {0: run(200, 150), 1: run(150, 300), 2: run(210, 140)},
+          (kind, "CE, lr 1e-4"): {0: run(180, 400), 1: run(170, 100), 2: run(190, 410)}}
+    [line] = rec.ce_chosen_on_val(by)
+    assert "chosen: CE, lr 1e-4 / CE / CE, lr 1e-4" in line, line
+    assert f"CE {(400 + 300 + 410) / 3:.2f}" in line, line
+    del by[(kind, "CE, lr 1e-4")][2]  # a seed without every lr is left out of the comparison
+    assert "chosen: CE, lr 1e-4 / CE)" in rec.ce_chosen_on_val(by)[0]
