@@ -247,13 +247,16 @@ def render(results: dict) -> str:
     if best:
         ratios = [best[k]["after"]["perplexity"] / tc["perplexity"] for k in sorted(best)]
         met = max(ratios) <= TARGET_RATIO
+        lengths = "; ".join(f"{rec}: ×{statistics.mean(r['after']['perplexity'] for r in rs.values()) / tc['perplexity']:.2f} at "
+                            f"{rs[min(rs)]['tokens']:,} tokens" for (kind, rec), rs in sorted(pruned_kd.items()) if kind == best_arm[0])
         lines.append(f"- 2. the best pruned + KD student ({best_arm[0]}, {best_arm[1]}: {tokens:,} tokens, {len(best)} seed{'s' if len(best) > 1 else ''}; "
                      f"{best[min(best)]['params']:,} non-embedding parameters, "
                      f"{best[min(best)]['params'] / info['teacher_params']:.1%} of the teacher's) within {TARGET_RATIO:g}× the corrected teacher's "
                      f"perplexity: ×{statistics.mean(ratios):.2f} (per seed {', '.join(f'×{r:.2f}' for r in ratios)}; "
                      f"×{statistics.mean(ratios) * tc['perplexity'] / t['perplexity']:.2f} of the teacher as shipped): "
-                     + ("**met**" if met else f"**not met** — recovery here is {tokens:,} tokens per run; Minitron recovers on "
-                        "billions, so more tokens (a longer run, a larger training set) is what would close the gap"))
+                     + ("**met**" if met else f"**not met** — recovery here is {tokens:,} tokens per run ({lengths}); Minitron "
+                        "recovers on billions of distinct tokens, so a larger training set (not more epochs over these windows) "
+                        "is what would close the gap"))
     pairs = {f"3 ({k})": ((k, "KD"), (k, "CE"), f"KD beats cross-entropy alone on the {k} student at equal tokens")
              for k in PRUNED if (k, "KD") in by or (k, "CE") in by}
     if best_kind:
