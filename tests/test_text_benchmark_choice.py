@@ -59,8 +59,8 @@ def test_llm_recover_picks_the_cross_entropy_lr_on_validation_never_test(monkeyp
     by = {(kind, "KD"): {0: run(90, 90), 1: run(91, 91), 2: run(89, 89)},
           (kind, "CE"): {0: run(200, 150), 1: run(150, 300), 2: run(210, 140)},
           (kind, "CE, lr 1e-4"): {0: run(180, 400), 1: run(170, 100), 2: run(190, 410)}}
-    [line] = rec.ce_chosen_on_val(by)
-    assert "chosen: CE, lr 1e-4 / CE / CE, lr 1e-4" in line, line
-    assert f"CE {(400 + 300 + 410) / 3:.2f}" in line, line
-    del by[(kind, "CE, lr 1e-4")][2]  # a seed without every lr is left out of the comparison
-    assert "chosen: CE, lr 1e-4 / CE)" in rec.ce_chosen_on_val(by)[0]
+    arm, line = rec.ce_on_val(by, kind)
+    assert line.endswith(": CE, lr 1e-4 / CE / CE, lr 1e-4)"), line
+    assert [by[arm][k]["after"]["perplexity"] for k in (0, 1, 2)] == [400, 300, 410]
+    del by[arm], by[(kind, "CE, lr 1e-4")][2]  # an lr that did not run at every seed KD did is not a candidate
+    assert rec.ce_on_val(by, kind) == ((kind, "CE"), "")
