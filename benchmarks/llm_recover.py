@@ -217,8 +217,8 @@ def render(results: dict) -> str:
              f"on the training windows ({tc['tokens']:,} tokens, lr {c['lr']:g}, batch {c['batch_size']}, {tc['minutes']:.1f} min; once, "
              "seed 0, shared by every seed). Every student is cut from the corrected teacher and the store is written from it. "
              f"Data: tinyshakespeare in {s['length']}-token windows: {info['n_train']} training, {info['n_val']} validation, "
-             f"{info['n_test']} test windows. Every run: {s['epochs']} epoch{'s' if s['epochs'] != 1 else ''} of batch 8 (the same tokens for KD and CE; the `{LONGER}` row: twice the epochs on the same windows), AdamW lr (`CE, lr …` rows: that lr) "
-             f"{s['lr']:g}, cosine, best epoch on validation perplexity; KD = forward KL (T = 1, α = 1) from a packed store of 64 "
+             f"{info['n_test']} test windows. Every run: {s['epochs']} epoch{'s' if s['epochs'] != 1 else ''} of batch 8 (the same tokens for KD and CE; the `{LONGER}` row: twice the epochs on the same windows), AdamW lr "
+             f"{s['lr']:g} (`CE, lr …` rows: that lr), cosine, best epoch on validation perplexity; KD = forward KL (T = 1, α = 1) from a packed store of 64 "
              "draws per token, CE = next-token cross-entropy alone. Each seed: its own calibration sample, store draws and data "
              "order. mean ± std over seeds.", "",
              "| student | recovery | non-embedding params | perplexity before | perplexity after | bits per byte after | ÷ corrected teacher | seeds | tokens | minutes / run |",
